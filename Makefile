@@ -1,0 +1,39 @@
+# Each target sets up .venv itself. The environment is keyed on the hash of pyproject.toml and
+# constraints.txt: when either changes, the next target reinstalls; otherwise it is reused.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ENV_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(ENV_HASH)
+PYTEST_ARGS ?=
+
+.PHONY: env test lint format demo clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Until `polypsynth demo` lands (issue 7), the demo runs the steps that exist: the phantom data set
+# and its checks.
+demo: $(STAMP)
+	$(BIN)/polypsynth data phantom --out runs/demo/phantom --overwrite
+	$(BIN)/polypsynth data inspect runs/demo/phantom
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

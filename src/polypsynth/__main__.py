@@ -1,0 +1,3 @@
+from polypsynth.cli import main
+
+main()

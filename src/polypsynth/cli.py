@@ -1,0 +1,156 @@
+"""The `polypsynth` command line. Each command parses its options and calls one plain function;
+heavy libraries (torch, diffusers, grpc) are imported inside the commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from polypsynth import __version__
+from polypsynth.errors import PolypsynthError
+
+
+def user_errors(fn):
+    """Show PolypsynthError as a one-line error (exit status 1), not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PolypsynthError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="polypsynth")
+def main() -> None:
+    """Synthetic AD / NON_AD colonoscopy polyp images from a fine-tuned latent diffusion model,
+    and the clinical evaluation that says whether they help."""
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+@main.group()
+def data() -> None:
+    """Built-in phantom data and dataset checks."""
+
+
+@data.command("phantom")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Folder to write (must be new or empty)."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed; the same seed gives identical files.")
+@click.option("--size", default=256, show_default=True, help="Image side in pixels (multiple of 8).")
+@click.option(
+    "--stage1", "stage1", default=600, show_default=True, help="Stage-1 frames (polyp / non-polyp)."
+)
+@click.option("--train", "train", default=240, show_default=True, help="AD + NON_AD training images.")
+@click.option("--test", "test", default=120, show_default=True, help="AD + NON_AD test images.")
+@click.option(
+    "--unlabelled", default=120, show_default=True, help="High-quality polyp images without labels."
+)
+@click.option("--ad-share", default=2 / 3, show_default=True, help="Share of AD in train and test.")
+@click.option(
+    "--ambiguous-share", default=0.25, show_default=True, help="Share of polyps with weak or mixed cues."
+)
+@click.option("--workers", default=None, type=int, help="Processes (default: all cores).")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@user_errors
+def data_phantom(
+    out, seed, size, stage1, train, test, unlabelled, ad_share, ambiguous_share, workers, overwrite
+):
+    """Render the procedural colonoscopy phantom (stage-1 frames, AD/NON_AD splits, unlabelled)."""
+    import time
+
+    from polypsynth.data.phantom import PhantomPlan, generate_phantom
+
+    plan = PhantomPlan(
+        size=size,
+        stage1=stage1,
+        train=train,
+        test=test,
+        unlabelled=unlabelled,
+        ad_share=ad_share,
+        ambiguous_share=ambiguous_share,
+    )
+    start = time.perf_counter()
+    records = generate_phantom(out, seed=seed, plan=plan, overwrite=overwrite, workers=workers)
+    seconds = time.perf_counter() - start
+    click.echo(
+        f"wrote {len(records)} images to {out} in {seconds:.1f} s ({len(records) / seconds:.0f} images/s)"
+    )
+
+
+@data.command("inspect")
+@click.argument("path", type=click.Path(exists=True))
+@click.option(
+    "--kind",
+    type=click.Choice(["phantom", "image_folder", "csv", "sun", "cvc_classif", "cvc_segment"]),
+    help="Dataset layout (default: guessed from the path).",
+)
+@click.option(
+    "--label", "labels", multiple=True, metavar="NAME=LABEL", help="Extra label mapping, e.g. 'ssl=AD'."
+)
+@click.option("--skip-bad", is_flag=True, help="List unreadable images instead of failing on them.")
+@user_errors
+def data_inspect(path, kind, labels, skip_bad):
+    """Counts per class/split/quality, resolutions, unreadable files and train/test leakage."""
+    from polypsynth.data.inspect import inspect_records
+    from polypsynth.data.records import LabelMap
+    from polypsynth.data.sources import load_any
+    from polypsynth.errors import DataError
+
+    extra = {}
+    for item in labels:
+        name, sep, label = item.partition("=")
+        if not sep:
+            raise DataError(f"--label expects NAME=LABEL, got {item!r}")
+        extra[name] = label
+    records = load_any(path, kind, LabelMap(extra))
+    report = inspect_records(records)
+    click.echo(report.format())
+    if report.unreadable and not skip_bad:
+        raise DataError(
+            f"{len(report.unreadable)} image(s) cannot be decoded, first: {report.unreadable[0][0]} "
+            "(pass --skip-bad to list them and go on)"
+        )
+    if report.leaks:
+        raise DataError(
+            f"{len(report.leaks)} image(s) appear in both train and test (leakage), first: {report.leaks[0][0]}"
+        )
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Configuration files."""
+
+
+@config.command("show")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: built-ins)."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a value, e.g. stage.finetune.steps=200.",
+)
+@user_errors
+def config_show(config_path, overrides):
+    """Print a config after defaults, overrides and validation."""
+    from polypsynth.config import dump_config, load_config
+
+    click.echo(dump_config(load_config(config_path, overrides)), nl=False)
+
+
+if __name__ == "__main__":  # `python -m polypsynth.cli`
+    sys.exit(main())

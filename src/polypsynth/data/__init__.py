@@ -1,0 +1,1 @@
+"""Data: the built-in phantom, dataset loaders, prompts and the training Dataset."""

@@ -1,0 +1,54 @@
+import shutil
+
+from click.testing import CliRunner
+from PIL import Image
+
+from polypsynth.cli import main
+
+
+def _copy_tree(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_inspect_counts_and_resolutions(phantom_small):
+    result = CliRunner().invoke(main, ["data", "inspect", str(phantom_small)])
+    assert result.exit_code == 0, result.output
+    assert "AD         train  sharp        12" in result.output
+    assert "NON_AD     test   sharp        3" in result.output
+    assert "resolutions: 64x64 (57)" in result.output
+    assert "duplicates across train and test: 0" in result.output
+
+
+def test_leakage_between_train_and_test_is_an_error(tmp_path):
+    img = Image.new("RGB", (8, 8), (200, 100, 90))
+    for split, cls, name in [("train", "AD", "a.png"), ("test", "AD", "b.png"), ("train", "NON_AD", "c.png")]:
+        (tmp_path / split / cls).mkdir(parents=True, exist_ok=True)
+        (img if name != "c.png" else Image.new("RGB", (8, 8), 0)).save(tmp_path / split / cls / name)
+    # The same pixels saved in another format still count as the same image.
+    img.save(tmp_path / "test" / "AD" / "b.png")
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "appear in both train and test (leakage)" in result.output
+    assert "a.png (train)" in result.output and "b.png (test)" in result.output
+
+
+def test_unreadable_files_fail_unless_skipped(tmp_path):
+    (tmp_path / "AD").mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "AD" / "ok.png")
+    (tmp_path / "AD" / "bad.png").write_bytes(b"nope")
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "1 image(s) cannot be decoded, first: " in result.output and "bad.png" in result.output
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert "unreadable files: 1" in result.output and "bad.png: " in result.output
+
+
+def test_inspect_label_option(tmp_path):
+    (tmp_path / "ssl").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "ssl" / "x.png")
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path)])
+    assert result.exit_code == 1 and "unknown label 'ssl'" in result.output
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--label", "ssl=AD"])
+    assert result.exit_code == 0 and "AD         train  unknown      1" in result.output

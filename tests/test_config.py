@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from polypsynth.cli import main
+from polypsynth.config import PolypsynthConfig, load_config
+from polypsynth.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def test_configs_exist():
+    assert {p.name for p in CONFIGS} >= {"phantom-tiny.yaml", "sd15-polyp.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads_through_the_cli(path):
+    result = CliRunner().invoke(main, ["config", "show", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    raw = yaml.safe_load(path.read_text())
+    assert shown["model"]["resolution"] == raw["model"]["resolution"]
+    assert shown["stage"]["finetune"]["steps"] == raw["stage"]["finetune"]["steps"]
+    assert shown["stage"]["finetune"]["freeze"] == raw["stage"]["finetune"]["freeze"]
+
+
+def test_overrides_are_typed_and_nested():
+    path = CONFIGS[0]
+    result = CliRunner().invoke(
+        main,
+        [
+            "config",
+            "show",
+            "--config",
+            str(path),
+            "--set",
+            "stage.finetune.steps=200",
+            "--set",
+            "train.ema=true",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["stage"]["finetune"]["steps"] == 200 and shown["train"]["ema"] is True
+
+
+def test_defaults_without_a_file():
+    cfg = load_config(None)
+    assert isinstance(cfg, PolypsynthConfig) and cfg.model.resolution == 64
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["stage.finetune.stepz=3"],
+            "unknown config key 'stage.finetune.stepz'; allowed keys here: enabled, steps,",
+        ),
+        (
+            ["modle.resolution=64"],
+            "unknown config key 'modle'; allowed keys here: model, stage, train, prompts",
+        ),
+        (["model.resolution=60"], "model.resolution must be a positive multiple of 8, got 60"),
+        (["model.resolution=abc"], "model.resolution: expected an integer, got 'abc'"),
+        (
+            ["train.mixed_precision=fp8"],
+            "train.mixed_precision: expected one of 'no', 'fp16', 'bf16', got 'fp8'",
+        ),
+        (["stage.finetune.replay_share=1.5"], r"stage.finetune.replay_share must be in \[0, 1\), got 1.5"),
+        (
+            ["stage.pretrain.replay_share=0.2"],
+            "stage.pretrain.replay_share is 0.2 but stage.pretrain.replay is empty",
+        ),
+        (
+            ["stage.pretrain.data=[{kind: phantom, path: x}]"],
+            "phantom needs subset stage1, classif or unlabelled",
+        ),
+        (
+            ["stage.pretrain.data=[{kind: zip, path: x}]"],
+            r"stage.pretrain.data\[0\].kind: expected one of 'phantom'",
+        ),
+        (["model"], "--set expects key=value, got 'model'"),
+    ],
+)
+def test_bad_config_values(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_bad_config_through_the_cli(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  resolutoin: 64\n")
+    result = CliRunner().invoke(main, ["config", "show", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert "unknown config key 'model.resolutoin'; allowed keys here: pretrained, resolution" in result.output
+    result = CliRunner().invoke(main, ["config", "show", "--config", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 1 and "config file not found" in result.output
