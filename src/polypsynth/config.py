@@ -100,8 +100,8 @@ class TinyModelConfig:
     """ResNet layers per U-Net block."""
     attention_head_dim: int = 8
     """Channels per attention head in the U-Net."""
-    vae_channels: list[int] = field(default_factory=lambda: [32, 64])
-    """VAE block widths; the latent is downsampled 2**(len-1) times."""
+    vae_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    """VAE block widths; the latent is downsampled 2**(len-1) times (64 px -> 16x16 latents)."""
     latent_channels: int = 4
     """Channels of the latent image."""
     text_hidden_size: int = 32
@@ -110,8 +110,8 @@ class TinyModelConfig:
     """Transformer layers of the CLIP text encoder."""
     text_heads: int = 4
     """Attention heads of the CLIP text encoder."""
-    max_text_length: int = 24
-    """Tokenizer length (prompts are padded/truncated to it)."""
+    max_text_length: int = 77
+    """Tokenizer length; the tokenizer is character-level, so prompts need about 60 positions."""
 
 
 @dataclass
@@ -142,6 +142,8 @@ class TrainConfig:
     """Keep an exponential moving average of the U-Net weights (saved in checkpoints)."""
     ema_decay: float = 0.999
     """EMA decay."""
+    cond_dropout: float = 0.1
+    """Share of training prompts replaced by the empty prompt (classifier-free guidance needs it)."""
     min_snr_gamma: float | None = None
     """Min-SNR loss weighting gamma (e.g. 5.0); null for plain MSE."""
     latent_cache: bool = False
@@ -214,6 +216,8 @@ class PolypsynthConfig:
                     )
                 if src.frame_step < 1:
                     raise ConfigError(f"{where} source {i} ({src.path}): frame_step must be >= 1")
+        if not 0.0 <= self.train.cond_dropout < 1.0:
+            raise ConfigError(f"train.cond_dropout must be in [0, 1), got {self.train.cond_dropout}")
         if not 0.0 < self.train.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.train.ema_decay}")
         return self

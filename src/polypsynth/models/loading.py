@@ -1,0 +1,128 @@
+"""Load and save the components of a Stable Diffusion model as a diffusers folder.
+
+A saved model is a normal diffusers pipeline folder (model_index.json, safetensors weights), so
+`StableDiffusionPipeline.from_pretrained(folder)` loads it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from polypsynth.errors import PolypsynthError
+
+# Files a complete model folder holds (weights may also be sharded; see _has_weights).
+COMPONENT_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+class ModelLoadError(PolypsynthError):
+    """A model folder or hub id cannot be loaded."""
+
+
+@dataclass
+class Components:
+    unet: object
+    vae: object
+    text_encoder: object
+    tokenizer: object
+    scheduler: object  # the training noise scheduler (DDPM); sampling picks its own from its config
+    pretrained_vae: bool = True  # False: the VAE was built in code and needs the autoencoder stage
+
+    def pipeline(self):
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
+
+
+def missing_files(folder: Path) -> list[str]:
+    """What a model folder lacks to be loadable, as paths relative to it."""
+    missing = []
+    if not (folder / "model_index.json").is_file():
+        missing.append("model_index.json")
+    for name in ("unet", "vae", "text_encoder"):
+        if not _has_weights(folder / name):
+            missing.append(f"{name}/*.safetensors")
+    if not (folder / "tokenizer").is_dir() or not any((folder / "tokenizer").iterdir()):
+        missing.append("tokenizer/")
+    if not (folder / "scheduler" / "scheduler_config.json").is_file():
+        missing.append("scheduler/scheduler_config.json")
+    return missing
+
+
+def _load_from(source: str, local_files_only: bool, pretrained_vae: bool) -> Components:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    kw = {"local_files_only": local_files_only}
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kw)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw)
+    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", use_safetensors=True, **kw)
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+    scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kw)
+    return Components(unet, vae, text_encoder, tokenizer, scheduler, pretrained_vae=pretrained_vae)
+
+
+def load_pretrained(path_or_id: str | os.PathLike) -> Components:
+    """Stable Diffusion components from a local diffusers folder or a hub id.
+
+    A hub id is resolved through the Hugging Face cache and honours HF_HUB_OFFLINE: offline, only
+    an already cached copy loads. Weights load from safetensors only.
+    """
+    path = Path(path_or_id)
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"pretrained model {path} is a file; expected a diffusers model folder")
+        missing = missing_files(path)
+        if missing:
+            raise ModelLoadError(
+                f"pretrained model folder {path} is incomplete: missing {', '.join(missing)}"
+            )
+        return _load_from(str(path), local_files_only=True, pretrained_vae=True)
+    text = str(path_or_id)
+    if text.startswith((".", "/")) or text.count("/") != 1:
+        raise ModelLoadError(
+            f"pretrained model {text!r}: no such folder, and not a hub id of the form owner/name"
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        return _load_from(text, local_files_only=offline, pretrained_vae=True)
+    except (OSError, ValueError) as exc:
+        hint = " (HF_HUB_OFFLINE is set: only a cached copy can load)" if offline else ""
+        raise ModelLoadError(f"cannot load pretrained model {text!r}{hint}: {exc}") from exc
+
+
+def load_components(folder: str | os.PathLike) -> Components:
+    """A model folder written by `save_components` (a checkpoint) or any local diffusers folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder not found: {folder}")
+    missing = missing_files(folder)
+    if missing:
+        raise ModelLoadError(f"model folder {folder} is incomplete: missing {', '.join(missing)}")
+    meta = folder / "polypsynth.json"
+    pretrained_vae = json.loads(meta.read_text()).get("pretrained_vae", True) if meta.is_file() else True
+    return _load_from(str(folder), local_files_only=True, pretrained_vae=pretrained_vae)
+
+
+def save_components(components: Components, folder: str | os.PathLike) -> None:
+    """Write a diffusers pipeline folder (safetensors) plus polypsynth.json."""
+    folder = Path(folder)
+    components.pipeline().save_pretrained(folder, safe_serialization=True)
+    (folder / "polypsynth.json").write_text(
+        json.dumps({"pretrained_vae": components.pretrained_vae}, indent=2)
+    )

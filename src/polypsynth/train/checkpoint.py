@@ -1,0 +1,140 @@
+"""Checkpoints: a diffusers model folder plus the training state beside it, written atomically.
+
+    OUT/checkpoints/step-000100/
+        model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/   (EMA weights in unet/
+                                                                  when EMA is on: what sampling uses)
+        polypsynth.json                 stage, steps, config hash, validation loss
+        samples.png                     a small sample grid (optional)
+        training_state/state.json       stage, stage_step, global_step, config hash
+        training_state/trainable.safetensors   raw weights of the module being trained
+        training_state/ema.safetensors  EMA shadow weights (when EMA is on)
+        training_state/optimizer.pt, lr_scheduler.pt   state dicts (loaded with weights_only=True)
+
+No RNG state is saved: every step reseeds from (seed, stage, step), so resuming is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from polypsynth.atomic import atomic_dir
+from polypsynth.errors import PolypsynthError
+from polypsynth.models.loading import missing_files, save_components
+
+STEP_DIR = re.compile(r"^step-(\d{6,})$")
+STATE_FILES = ("state.json", "trainable.safetensors", "optimizer.pt", "lr_scheduler.pt")
+
+
+class CheckpointError(PolypsynthError):
+    """A checkpoint is missing, incomplete or of another run."""
+
+
+@dataclass
+class TrainState:
+    stage: str  # autoencoder, pretrain or finetune
+    stage_step: int  # optimizer steps done in this stage
+    global_step: int  # optimizer steps done in the whole run
+    config_hash: str
+    ema: bool = False
+
+
+def checkpoint_name(global_step: int) -> str:
+    return f"step-{global_step:06d}"
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    """Complete-looking checkpoint folders of a run, oldest first (temporary folders are ignored)."""
+    folder = Path(out) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def save_checkpoint(
+    out: Path,
+    components,
+    state: TrainState,
+    trainable_state: dict[str, torch.Tensor],
+    optimizer,
+    lr_scheduler,
+    ema=None,
+    extras=None,
+) -> Path:
+    """Write checkpoints/step-N atomically. `components` must already hold the weights to sample
+    from (EMA weights swapped in by the caller when EMA is on); `trainable_state` holds the raw weights
+    of the module being trained."""
+    final = Path(out) / "checkpoints" / checkpoint_name(state.global_step)
+    with atomic_dir(final, overwrite=True, what="checkpoint") as tmp:
+        save_components(components, tmp)
+        meta = json.loads((tmp / "polypsynth.json").read_text())
+        meta.update(asdict(state))
+        (tmp / "polypsynth.json").write_text(json.dumps(meta, indent=2))
+        ts = tmp / "training_state"
+        ts.mkdir()
+        save_file({k: v.contiguous() for k, v in trainable_state.items()}, ts / "trainable.safetensors")
+        torch.save(optimizer.state_dict(), ts / "optimizer.pt")
+        torch.save(lr_scheduler.state_dict(), ts / "lr_scheduler.pt")
+        if ema is not None:
+            save_file(
+                {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+                ts / "ema.safetensors",
+            )
+            (ts / "ema.json").write_text(
+                json.dumps({"decay": ema.decay, "optimization_step": ema.optimization_step})
+            )
+        if extras is not None:  # validation loss, sample grid: written into the folder before it is complete
+            extras(tmp)
+        (ts / "state.json").write_text(json.dumps(asdict(state), indent=2))  # last: marks the state complete
+    return final
+
+
+def resolve_resume(out: Path, resume: str) -> Path:
+    """`latest` or a path -> a checkpoint folder, validated."""
+    if resume == "latest":
+        found = list_checkpoints(out)
+        if not found:
+            raise CheckpointError(f"--resume latest: {Path(out) / 'checkpoints'} holds no checkpoint")
+        path = found[-1]
+    else:
+        path = Path(resume)
+    validate_checkpoint(path)
+    return path
+
+
+def validate_checkpoint(path: Path) -> None:
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    missing = missing_files(path) + [
+        f"training_state/{f}" for f in STATE_FILES if not (path / "training_state" / f).is_file()
+    ]
+    if not missing:
+        state = json.loads((path / "training_state" / "state.json").read_text())
+        if state.get("ema") and not (path / "training_state" / "ema.safetensors").is_file():
+            missing.append("training_state/ema.safetensors")
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or half-written: missing {', '.join(missing)}"
+        )
+
+
+def read_state(path: Path) -> TrainState:
+    return TrainState(**json.loads((Path(path) / "training_state" / "state.json").read_text()))
+
+
+def load_training_state(path: Path, trainable, optimizer, lr_scheduler, ema=None) -> None:
+    ts = Path(path) / "training_state"
+    trainable.load_state_dict(load_file(ts / "trainable.safetensors"))
+    optimizer.load_state_dict(torch.load(ts / "optimizer.pt", weights_only=True))
+    lr_scheduler.load_state_dict(torch.load(ts / "lr_scheduler.pt", weights_only=True))
+    if ema is not None:
+        shadow = load_file(ts / "ema.safetensors")
+        ema.shadow_params = [shadow[f"shadow.{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
+        meta = json.loads((ts / "ema.json").read_text())
+        ema.optimization_step = meta["optimization_step"]

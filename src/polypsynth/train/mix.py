@@ -1,0 +1,76 @@
+"""Which images each step trains on: the stage's data mixed with replay and unlabelled images.
+
+Batches are a pure function of (seed, stage, step, micro-batch): every item first draws its pool
+(main / replay / unlabelled) with the configured shares, then an image of that pool. Resuming at
+step k therefore sees exactly the batches an uninterrupted run sees, with no sampler state saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import Sampler
+
+POOLS = ("main", "replay", "unlabelled")
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    sizes: tuple[int, int, int]  # images in the main, replay and unlabelled pools
+    shares: tuple[float, float, float]  # probability of drawing each pool
+
+    @classmethod
+    def of(cls, sizes: Sequence[int], replay_share: float, unlabelled_share: float) -> MixPlan:
+        shares = [1.0 - replay_share - unlabelled_share, replay_share, unlabelled_share]
+        shares = [s if n else 0.0 for s, n in zip(shares, sizes, strict=True)]
+        total = sum(shares)
+        return cls(tuple(sizes), tuple(s / total for s in shares))
+
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+
+
+def step_seed(seed: int, stage: int, step: int, extra: int = 0) -> list[int]:
+    return [seed, stage, step, extra]
+
+
+def batch_indices(
+    plan: MixPlan, batch_size: int, seed: int, stage: int, step: int, micro: int = 0, process: int = 0
+) -> list[int]:
+    """Indices into the concatenation main + replay + unlabelled for one micro-batch of one process."""
+    rng = np.random.default_rng([*step_seed(seed, stage, step, 1000 + micro), process])
+    pools = rng.choice(len(POOLS), size=batch_size, p=plan.shares)
+    sizes = np.asarray(plan.sizes)
+    within = (rng.random(batch_size) * sizes[pools]).astype(np.int64)
+    return (plan.offsets()[pools] + within).tolist()
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Micro-batches for steps [start, end) of a stage, `accumulation` per optimizer step. Each
+    process of a multi-GPU run draws its own batches (no sharding, so none runs out early)."""
+
+    def __init__(
+        self,
+        plan: MixPlan,
+        batch_size: int,
+        accumulation: int,
+        seed: int,
+        stage: int,
+        start: int,
+        end: int,
+        process: int = 0,
+    ):
+        self.plan, self.batch_size, self.accumulation = plan, batch_size, accumulation
+        self.seed, self.stage, self.start, self.end, self.process = seed, stage, start, end, process
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start) * self.accumulation
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.end):
+            for micro in range(self.accumulation):
+                yield batch_indices(
+                    self.plan, self.batch_size, self.seed, self.stage, step, micro, self.process
+                )

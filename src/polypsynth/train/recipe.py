@@ -1,0 +1,364 @@
+"""The recipe: autoencoder (tiny models), pretrain (study stage 1), finetune (study stage 2).
+
+`train(cfg, out, resume)` runs the enabled stages in order with accelerate (devices, mixed
+precision, multi-GPU through `accelerate launch -m polypsynth train ...`), saves checkpoints every
+N steps and resumes exactly from any of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from polypsynth.atomic import atomic_write_text
+from polypsynth.config import PolypsynthConfig, StageConfig, to_dict
+from polypsynth.data.dataset import RecordDataset
+from polypsynth.data.prompts import prompt_for
+from polypsynth.data.sources import load_source
+from polypsynth.errors import ConfigError, PolypsynthError
+from polypsynth.models import Components, build_tiny, load_components, load_pretrained
+from polypsynth.train.cache import build_latent_cache, encode_prompts
+from polypsynth.train.checkpoint import (
+    TrainState,
+    list_checkpoints,
+    load_training_state,
+    read_state,
+    resolve_resume,
+    save_checkpoint,
+)
+from polypsynth.train.freeze import freeze_modules
+from polypsynth.train.grid import write_sample_grid
+from polypsynth.train.mix import MixPlan, StepBatchSampler
+from polypsynth.train.steps import diffusion_loss, random_flips, sample_latents, text_context, vae_loss
+from polypsynth.train.validate import validation_loss
+
+STAGES = ("autoencoder", "pretrain", "finetune")
+# Keys that may change between a run and its resumption (they do not change what was trained).
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "sample_grid", "num_workers"}
+
+
+class RunError(PolypsynthError):
+    """The output folder or the resume request does not fit this run."""
+
+
+@dataclass
+class StageResult:
+    name: str
+    losses: list[float]
+    checkpoints: list[Path]
+    step_seconds: float = 0.0  # time in optimizer steps (data, forward, backward), checkpoints excluded
+    setup_seconds: float = 0.0  # data listing, prompt encoding and the latent cache
+
+
+def _comparable(cfg_dict: dict) -> dict:
+    out = copy.deepcopy(cfg_dict)
+
+    def strip(node):
+        if isinstance(node, dict):
+            for key in list(node):
+                if key in _RESUMABLE_CHANGES:
+                    del node[key]
+                else:
+                    strip(node[key])
+
+    strip(out)
+    return out
+
+
+def config_hash(cfg: PolypsynthConfig) -> str:
+    text = json.dumps(_comparable(to_dict(cfg)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _diff_keys(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [k for key in keys for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _prepare_out(out: Path, cfg: PolypsynthConfig, resume: str | None) -> None:
+    run_file = out / "run.json"
+    current = to_dict(cfg)
+    # A run that stopped before its first checkpoint has nothing to keep: start it afresh.
+    restart = run_file.is_file() and resume is None and not list_checkpoints(out)
+    if run_file.is_file() and not restart:
+        if resume is None:
+            raise RunError(
+                f"--out {out} already holds a run; pass --resume latest to continue it, or choose another --out"
+            )
+        previous = json.loads(run_file.read_text())["config"]
+        changed = _diff_keys(_comparable(previous), _comparable(current))
+        if changed:
+            raise RunError(f"--resume: the config differs from the run in {out} at: {', '.join(changed)}")
+    elif not restart and out.exists() and any(out.iterdir()):
+        raise RunError(f"--out {out} is not empty and holds no polypsynth run (no run.json)")
+    elif resume == "latest":
+        raise RunError(f"--resume latest: {out} holds no run to resume")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # every process checks; one writes
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            run_file, json.dumps({"config": current, "config_hash": config_hash(cfg)}, indent=2)
+        )
+
+
+def _initial_components(cfg: PolypsynthConfig) -> Components:
+    if cfg.model.pretrained:
+        return load_pretrained(cfg.model.pretrained)
+    return build_tiny(cfg.model.tiny, cfg.model.resolution, cfg.model.prediction_type, seed=cfg.train.seed)
+
+
+def _records(stage_name: str, stage: StageConfig):
+    if not stage.data:
+        raise ConfigError(f"stage.{stage_name}.data is empty: the stage has nothing to train on")
+    pools = []
+    for sources in (stage.data, stage.replay, stage.unlabelled):
+        pools.append([r for src in sources for r in load_source(src)])
+    return pools
+
+
+def _step_generator(seed: int, stage_index: int, step: int, process: int) -> torch.Generator:
+    value = np.random.SeedSequence([seed, stage_index, step, process]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(value))
+
+
+@torch.no_grad()
+def _fit_scaling_factor(vae, dataset, device, n: int = 256) -> float:
+    """1 / std of the latents, so the diffusion model sees unit-variance inputs (as SD's 0.18215)."""
+    loader = DataLoader(dataset, batch_size=32, shuffle=False)
+    latents, seen = [], 0
+    for batch in loader:
+        latents.append(vae.encode(batch["pixel_values"].to(device, vae.dtype)).latent_dist.mean.float().cpu())
+        seen += len(batch["pixel_values"])
+        if seen >= n:
+            break
+    return float(1.0 / torch.cat(latents).std().clamp_min(1e-6))
+
+
+def train(
+    cfg: PolypsynthConfig, out: str | Path, resume: str | None = None, progress: bool = True
+) -> dict[str, StageResult]:
+    """Run the recipe; returns per stage its losses and the checkpoints written."""
+    from accelerate import Accelerator
+
+    out = Path(out)
+    _prepare_out(out, cfg, resume)
+    ckpt = resolve_resume(out, resume) if resume else None
+    state = read_state(ckpt) if ckpt else None
+    if state is not None and state.config_hash != config_hash(cfg):
+        raise RunError(
+            f"--resume {ckpt}: the checkpoint belongs to another configuration (hash {state.config_hash})"
+        )
+
+    accelerator = Accelerator(
+        mixed_precision=cfg.train.mixed_precision, log_with="tensorboard", project_dir=out / "logs"
+    )
+    flat = {
+        k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in _flatten(to_dict(cfg)).items()
+    }
+    accelerator.init_trackers("train", config=flat)
+    components = load_components(ckpt) if ckpt else _initial_components(cfg)
+    components.text_encoder.requires_grad_(False)
+
+    results: dict[str, StageResult] = {}
+    global_step = state.global_step if state else 0
+    for index, name in enumerate(STAGES):
+        stage: StageConfig = getattr(cfg.stage, name)
+        if not stage.enabled or stage.steps == 0 or (name == "autoencoder" and components.pretrained_vae):
+            continue
+        start, resume_from = 0, None
+        if state is not None:
+            done_index = STAGES.index(state.stage)
+            if index < done_index or (index == done_index and state.stage_step >= stage.steps):
+                continue
+            if index == done_index:
+                start, resume_from = state.stage_step, ckpt
+        result = _run_stage(
+            cfg, index, name, stage, components, accelerator, out, global_step, start, resume_from, progress
+        )
+        results[name] = result
+        global_step += stage.steps - start
+    accelerator.end_training()
+    return results
+
+
+def _flatten(node, prefix=""):
+    if isinstance(node, dict):
+        return {k: v for key, val in node.items() for k, v in _flatten(val, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def _run_stage(
+    cfg, index, name, stage, components, accelerator, out, global_step, start, resume_from, progress
+):
+    from diffusers import UNet2DConditionModel
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    device = accelerator.device
+    setup_start = time.perf_counter()
+    pools = _records(name, stage)
+    all_records = [r for pool in pools for r in pool]
+    plan = MixPlan.of([len(p) for p in pools], stage.replay_share, stage.unlabelled_share)
+    dataset = RecordDataset(all_records, cfg.model.resolution, flip=False, prompts=cfg.prompts)
+    vae, unet = components.vae.to(device), components.unet.to(device)
+    components.text_encoder.to(device)
+
+    autoencoder = name == "autoencoder"
+    if autoencoder:
+        trainable = vae
+        vae.requires_grad_(True).train()
+        unet.requires_grad_(False)
+    else:
+        trainable = unet
+        vae.requires_grad_(False).eval()
+        unet.requires_grad_(True).train()
+        freeze_modules(unet, stage.freeze, where=f"stage.{name}.freeze")
+        if cfg.train.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        embeddings = encode_prompts(components, [prompt_for(r, cfg.prompts) for r in all_records], device)
+        if cfg.train.latent_cache:
+            dataset = build_latent_cache(vae, dataset, device, progress=progress)
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, weight_decay=1e-2)
+    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=stage.lr_warmup_steps)
+    ema = None
+    if cfg.train.ema and not autoencoder:
+        ema = EMAModel(
+            unet.parameters(),
+            decay=cfg.train.ema_decay,
+            model_cls=UNet2DConditionModel,
+            model_config=unet.config,
+        )
+    if resume_from is not None:
+        load_training_state(resume_from, trainable, optimizer, lr_scheduler, ema)
+        if ema is not None:
+            ema.to(device)
+
+    model, optimizer = accelerator.prepare(trainable, optimizer)
+    sampler = StepBatchSampler(
+        plan,
+        stage.batch_size,
+        stage.gradient_accumulation,
+        cfg.train.seed,
+        index,
+        start,
+        stage.steps,
+        process=accelerator.process_index,
+    )
+    batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.train.num_workers))
+
+    losses, checkpoints = [], []
+    setup_seconds, step_seconds = time.perf_counter() - setup_start, 0.0
+    bar = tqdm(total=stage.steps, initial=start, desc=name, unit="step", disable=not progress)
+    for step in range(start, stage.steps):
+        step_start = time.perf_counter()
+        gen = _step_generator(cfg.train.seed, index, step, accelerator.process_index)
+        total = 0.0
+        for micro in range(stage.gradient_accumulation):
+            batch = next(batches)
+            last = micro == stage.gradient_accumulation - 1
+            sync = (
+                accelerator.no_sync(model) if not last and accelerator.num_processes > 1 else _nullcontext()
+            )
+            with sync, accelerator.autocast():
+                if autoencoder:
+                    pixels = batch["pixel_values"].to(device)
+                    if cfg.train.flip:
+                        (pixels,) = random_flips([pixels], gen)
+                    loss = vae_loss(model, pixels, gen, stage.kl_weight)
+                else:
+                    latents = sample_latents(batch, vae, gen, cfg.train.flip, device)
+                    context = text_context(
+                        list(batch["prompt"]), embeddings, gen, cfg.train.cond_dropout, device
+                    )
+                    loss = diffusion_loss(
+                        model, components.scheduler, latents, context, gen, cfg.train.min_snr_gamma
+                    )
+                accelerator.backward(loss / stage.gradient_accumulation)
+            total += float(loss.detach()) / stage.gradient_accumulation
+        if not math.isfinite(total):
+            raise RunError(
+                f"stage {name}: the loss became {total} at step {step + 1}; lower the learning rate"
+            )
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(unet.parameters())
+        losses.append(total)
+        step_seconds += time.perf_counter() - step_start
+        global_step += 1
+        stage_step = step + 1
+        bar.update()
+        bar.set_postfix(loss=f"{total:.4f}")
+        if stage_step % cfg.train.log_every == 0 or stage_step == stage.steps:
+            accelerator.log(
+                {f"{name}/loss": total, f"{name}/lr": lr_scheduler.get_last_lr()[0]}, step=global_step
+            )
+        due = stage_step == stage.steps or (
+            stage.checkpoint_every and stage_step % stage.checkpoint_every == 0
+        )
+        if due and accelerator.is_main_process:
+            if autoencoder and stage_step == stage.steps:
+                vae.eval()
+                vae.register_to_config(scaling_factor=_fit_scaling_factor(vae, dataset, device))
+            state = TrainState(name, stage_step, global_step, config_hash(cfg), ema=ema is not None)
+            unwrapped = accelerator.unwrap_model(model)
+            checkpoints.append(
+                _save(out, components, state, unwrapped, optimizer, lr_scheduler, ema, cfg, pools[0], device)
+            )
+        accelerator.wait_for_everyone()
+    bar.close()
+    trainable.requires_grad_(False)
+    return StageResult(name, losses, checkpoints, step_seconds, setup_seconds)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _save(out, components, state, trainable, optimizer, lr_scheduler, ema, cfg, main_records, device):
+    unet = components.unet
+    diffusion = state.stage != "autoencoder"
+
+    def extras(folder):
+        if not diffusion:
+            return
+        val = validation_loss(
+            components, main_records, cfg.model.resolution, cfg.prompts, cfg.train.seed, device=device
+        )
+        meta = json.loads((folder / "polypsynth.json").read_text())
+        (folder / "polypsynth.json").write_text(json.dumps({**meta, "val_loss": val}, indent=2))
+        if cfg.train.sample_grid:
+            write_sample_grid(components, state.stage, folder / "samples.png", cfg)
+
+    raw = {k: v.detach().cpu().clone() for k, v in trainable.state_dict().items()}  # before the EMA swap
+    if ema is not None:
+        ema.store(unet.parameters())
+        ema.copy_to(unet.parameters())
+    was_training = unet.training
+    unet.eval()
+    try:
+        return save_checkpoint(out, components, state, raw, optimizer, lr_scheduler, ema, extras=extras)
+    finally:
+        unet.train(was_training)
+        if ema is not None:
+            ema.restore(unet.parameters())

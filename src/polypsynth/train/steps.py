@@ -1,0 +1,88 @@
+"""One training step's arithmetic: latents, noise, the diffusion loss and the VAE loss.
+
+All randomness comes from the CPU generator passed in (seeded per step by the recipe), drawn on
+the CPU and moved to the device, so results do not depend on the device's RNG.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
+
+
+def _randn(shape, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=gen).to(like.device, like.dtype)
+
+
+def random_flips(tensors: list[torch.Tensor], gen: torch.Generator) -> list[torch.Tensor]:
+    """The same per-sample horizontal and vertical flips applied to every tensor of the list."""
+    n = tensors[0].shape[0]
+    h = (torch.rand(n, generator=gen) < 0.5).view(n, 1, 1, 1)
+    v = (torch.rand(n, generator=gen) < 0.5).view(n, 1, 1, 1)
+    out = []
+    for x in tensors:
+        hx, vx = h.to(x.device), v.to(x.device)
+        x = torch.where(hx, x.flip(-1), x)
+        out.append(torch.where(vx, x.flip(-2), x))
+    return out
+
+
+def sample_latents(batch: dict, vae, gen: torch.Generator, flip: bool, device) -> torch.Tensor:
+    """Scaled latents of a batch: from the latent cache when present, else by encoding pixels."""
+    if "latent_mean" in batch:
+        mean, logvar = batch["latent_mean"].to(device), batch["latent_logvar"].to(device)
+        if flip:
+            mean, logvar = random_flips([mean, logvar], gen)
+    else:
+        pixels = batch["pixel_values"].to(device)
+        if flip:
+            (pixels,) = random_flips([pixels], gen)
+        with torch.no_grad():
+            dist = vae.encode(pixels.to(vae.dtype)).latent_dist
+        mean, logvar = dist.mean.float(), dist.logvar.float()
+    latents = mean + torch.exp(0.5 * logvar) * _randn(mean.shape, gen, mean)
+    return latents * vae.config.scaling_factor
+
+
+def text_context(
+    prompts: list[str], embeddings: dict[str, torch.Tensor], gen: torch.Generator, dropout: float, device
+) -> torch.Tensor:
+    """Prompt embeddings, each replaced by the unconditional one with probability `dropout`
+    (classifier-free guidance needs the model to know both)."""
+    drop = torch.rand(len(prompts), generator=gen) < dropout
+    return torch.stack([embeddings["" if d else p] for p, d in zip(prompts, drop.tolist(), strict=True)]).to(
+        device
+    )
+
+
+def diffusion_loss(unet, scheduler, latents, context, gen: torch.Generator, min_snr_gamma: float | None):
+    """Noise-prediction (epsilon) or velocity (v-prediction) MSE, optionally Min-SNR weighted."""
+    n = latents.shape[0]
+    noise = _randn(latents.shape, gen, latents)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen).to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        raise ValueError(f"unsupported prediction_type {prediction_type!r}; expected epsilon or v_prediction")
+    pred = unet(noisy, timesteps, context).sample.float()
+    if min_snr_gamma is None:
+        return F.mse_loss(pred, target.float())
+    snr = compute_snr(scheduler, timesteps)
+    weight = torch.clamp(snr, max=min_snr_gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
+    per_sample = F.mse_loss(pred, target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (per_sample * weight).mean()
+
+
+def vae_loss(vae, pixels, gen: torch.Generator, kl_weight: float):
+    """Reconstruction (MSE + L1) plus a small KL term, as in the latent diffusion autoencoder
+    without its adversarial and perceptual terms (no pretrained network exists offline)."""
+    posterior = vae.encode(pixels).latent_dist
+    z = posterior.mean + posterior.std * _randn(posterior.mean.shape, gen, posterior.mean)
+    recon = vae.decode(z).sample
+    rec = F.mse_loss(recon, pixels) + F.l1_loss(recon, pixels)
+    return rec + kl_weight * posterior.kl().mean()

@@ -1,0 +1,252 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+from polypsynth.cli import main
+from polypsynth.config import load_config
+from polypsynth.data.sources import load_phantom
+from polypsynth.errors import ConfigError, PolypsynthError
+from polypsynth.models import load_components
+from polypsynth.train import recipe as recipe_mod
+from polypsynth.train.checkpoint import CheckpointError, list_checkpoints
+from polypsynth.train.mix import MixPlan, StepBatchSampler, batch_indices
+from polypsynth.train.recipe import RunError, train
+from polypsynth.train.validate import validation_loss
+
+
+def _unet_weights(ckpt):
+    return load_file(ckpt / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def _mean(xs):
+    return float(np.mean(xs))
+
+
+def test_loss_goes_down_in_both_stages(make_config, phantom32, tmp_path):
+    cfg = load_config(
+        make_config(
+            stage__pretrain__steps=40,
+            stage__pretrain__batch_size=16,
+            stage__finetune__steps=40,
+            stage__finetune__batch_size=16,
+            stage__finetune__learning_rate=5e-4,
+        )
+    )
+    results = train(cfg, tmp_path / "run", progress=False)
+    # Training losses: the first and last 8 steps (pretrain starts from random weights).
+    pretrain = results["pretrain"].losses
+    assert len(pretrain) == 40 and _mean(pretrain[-8:]) < 0.85 * _mean(pretrain[:8]), pretrain
+    # Finetune starts from a model that already denoises; per-step losses swing with the random
+    # timesteps, so compare the fixed-noise validation loss on the finetune data before and after.
+    classif = load_phantom(phantom32, "classif")
+    before = validation_loss(load_components(results["pretrain"].checkpoints[-1]), classif, 32)
+    after = validation_loss(load_components(results["finetune"].checkpoints[-1]), classif, 32)
+    assert after < 0.95 * before, (before, after)
+    recorded = json.loads((results["finetune"].checkpoints[-1] / "polypsynth.json").read_text())["val_loss"]
+    assert recorded == pytest.approx(after, rel=1e-5)
+
+
+def test_autoencoder_stage_learns_and_sets_the_latent_scale(make_config, phantom32, tmp_path):
+    stage1 = [{"kind": "phantom", "path": str(phantom32), "subset": "stage1"}]
+    autoencoder = {"steps": 30, "learning_rate": 2e-3, "batch_size": 8, "data": stage1}
+    cfg = load_config(
+        make_config(stage__autoencoder=autoencoder, stage__pretrain__steps=0, stage__finetune__steps=0)
+    )
+    results = train(cfg, tmp_path / "run", progress=False)
+    losses = results["autoencoder"].losses
+    assert _mean(losses[-5:]) < 0.7 * _mean(losses[:5])
+    ckpt = results["autoencoder"].checkpoints[-1]
+    scale = json.loads((ckpt / "vae" / "config.json").read_text())["scaling_factor"]
+    assert scale != 1.0 and 0.01 < scale < 100
+
+
+def test_frozen_modules_are_bit_identical_after_finetune(make_config, tmp_path):
+    cfg = load_config(make_config(stage__finetune__checkpoint_every=0))
+    results = train(cfg, tmp_path / "run", progress=False)
+    before = _unet_weights(results["pretrain"].checkpoints[-1])
+    after = _unet_weights(results["finetune"].checkpoints[-1])
+    frozen = [k for k in before if k.startswith(("conv_in.", "down_blocks.0."))]
+    trained = [k for k in before if k not in frozen]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    changed = [k for k in trained if not torch.equal(before[k], after[k])]
+    assert len(changed) > 0.9 * len(trained)
+
+
+def test_data_mix_honours_its_shares():
+    plan = MixPlan.of([100, 50, 20], replay_share=0.2, unlabelled_share=0.1)
+    counts = np.zeros(3)
+    for step in range(400):
+        idx = np.array(batch_indices(plan, 16, seed=0, stage=2, step=step))
+        counts += np.bincount(np.searchsorted([100, 150, 170], idx, side="right"), minlength=3)
+    shares = counts / counts.sum()
+    assert np.allclose(shares, [0.7, 0.2, 0.1], atol=0.02), shares
+    # Batches are a function of (seed, stage, step): a sampler resumed at step 7 repeats them.
+    full = list(StepBatchSampler(plan, 4, 2, seed=1, stage=1, start=0, end=10))
+    resumed = list(StepBatchSampler(plan, 4, 2, seed=1, stage=1, start=7, end=10))
+    assert resumed == full[14:]
+    # Each process of a multi-GPU run draws its own batches, the full count of them.
+    other = list(StepBatchSampler(plan, 4, 2, seed=1, stage=1, start=0, end=10, process=1))
+    assert len(other) == len(full) == 20 and other != full
+
+
+def test_resume_is_exact(make_config, tmp_path, monkeypatch):
+    """2N steps straight equals N steps + kill + resume N (EMA and gradient accumulation on)."""
+    config = make_config(
+        stage__pretrain__steps=4,
+        stage__finetune__steps=8,
+        stage__finetune__checkpoint_every=4,
+        stage__finetune__gradient_accumulation=2,
+        train__ema=True,
+    )
+    straight = train(load_config(config), tmp_path / "a", progress=False)
+
+    real = recipe_mod.diffusion_loss
+    calls = {"n": 0}
+
+    def killed(*args, **kwargs):
+        calls["n"] += 1
+        if (
+            calls["n"] > 4 + 5 * 2
+        ):  # pretrain (4) + 5 finetune steps of 2 micro-batches: past the step-4 checkpoint
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(config), tmp_path / "b", progress=False)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", real)
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step-000004", "step-000008"]
+    resumed = train(load_config(config), tmp_path / "b", resume="latest", progress=False)
+    assert len(resumed["finetune"].losses) == 4 and "pretrain" not in resumed
+
+    a, b = straight["finetune"].checkpoints[-1], resumed["finetune"].checkpoints[-1]
+    assert a.name == b.name == "step-000012"
+    for part in ("unet/diffusion_pytorch_model.safetensors", "training_state/trainable.safetensors"):
+        wa, wb = load_file(a / part), load_file(b / part)
+        assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-6, part
+    assert np.allclose(straight["finetune"].losses[4:], resumed["finetune"].losses, atol=1e-6)
+
+
+def test_checkpoint_loads_in_plain_diffusers_and_has_a_grid(make_config, tmp_path):
+    cfg = load_config(
+        make_config(stage__pretrain__steps=2, stage__finetune__steps=2, train__sample_grid=True)
+    )
+    ckpt = train(cfg, tmp_path / "run", progress=False)["finetune"].checkpoints[-1]
+    from PIL import Image
+
+    grid = Image.open(ckpt / "samples.png")
+    assert grid.size == (4 * 32, 2 * 32)  # 4 seeds x the two classes
+    pipe = StableDiffusionPipeline.from_pretrained(ckpt)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(
+        "a high quality colonoscopy image of a non-adenomatous polyp",
+        num_inference_steps=2,
+        height=32,
+        width=32,
+        output_type="pil",
+    ).images[0]
+    assert image.size == (32, 32)
+
+
+def test_temporary_and_incomplete_checkpoints(make_config, tmp_path):
+    cfg = load_config(make_config(stage__finetune__steps=0))
+    out = tmp_path / "run"
+    train(cfg, out, progress=False)
+    good = list_checkpoints(out)[-1]
+    # A half-written folder from a kill is hidden and never taken as the latest.
+    (out / "checkpoints" / ".step-000099.tmp-abc").mkdir()
+    assert list_checkpoints(out) == [good]
+    broken = out / "checkpoints" / "step-000099"
+    shutil.copytree(good, broken)
+    (broken / "training_state" / "optimizer.pt").unlink()
+    (broken / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(
+        CheckpointError,
+        match=r"step-000099 is incomplete or half-written: missing vae/\*.safetensors, training_state/optimizer.pt",
+    ):
+        train(cfg, out, resume="latest", progress=False)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        train(cfg, out, resume=str(out / "nope"), progress=False)
+
+
+def test_out_that_holds_another_run_is_refused(make_config, tmp_path):
+    out = tmp_path / "run"
+    train(load_config(make_config(stage__finetune__steps=0)), out, progress=False)
+    with pytest.raises(RunError, match="already holds a run; pass --resume latest to continue it"):
+        train(load_config(make_config(stage__finetune__steps=0)), out, progress=False)
+    with pytest.raises(
+        RunError, match=r"the config differs from the run in .* at: stage.pretrain.learning_rate"
+    ):
+        train(
+            load_config(make_config(stage__pretrain__learning_rate=0.5)), out, resume="latest", progress=False
+        )
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(RunError, match="is not empty and holds no polypsynth run"):
+        train(load_config(make_config()), other, progress=False)
+
+
+def test_frozen_prefix_that_matches_nothing(make_config, tmp_path):
+    cfg = load_config(make_config(stage__finetune__freeze=["down_block.0"]))
+    with pytest.raises(
+        ConfigError,
+        match=r"stage.finetune.freeze: prefix 'down_block.0' matches no U-Net parameter; valid prefixes: conv_in, time_proj, time_embedding, down_blocks, down_blocks.0",
+    ):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+def test_stage_without_data(make_config, tmp_path):
+    cfg = load_config(make_config(stage__pretrain__data=[]))
+    with pytest.raises(ConfigError, match="stage.pretrain.data is empty: the stage has nothing to train on"):
+        train(cfg, tmp_path / "run", progress=False)
+    cfg = load_config(make_config())
+    cfg.stage.pretrain.data[0].labels = ["AD"]  # stage-1 frames hold no AD
+    with pytest.raises(PolypsynthError, match=r"holds no images of split=None labels=\['AD'\]"):
+        train(cfg, tmp_path / "run2", progress=False)
+
+
+def test_train_command_and_resume(make_config, tmp_path):
+    config = make_config(stage__pretrain__steps=2, stage__finetune__steps=2)
+    out = tmp_path / "run"
+    args = ["train", "--config", str(config), "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--set", "stage.finetune.steps=1"])
+    assert result.exit_code == 0, result.output
+    assert "pretrain: 2 steps" in result.output and "finetune: 1 steps" in result.output
+    result = CliRunner().invoke(main, [*args, "--resume", "latest"])  # finetune.steps may grow on resume
+    assert result.exit_code == 0, result.output
+    assert "finetune: 1 steps" in result.output and "pretrain" not in result.output
+    assert [p.name for p in list_checkpoints(out)] == ["step-000002", "step-000003", "step-000004"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "already holds a run" in result.output
+
+
+def test_uncached_v_prediction_min_snr_and_checkpointing_run(make_config, tmp_path):
+    cfg = load_config(
+        make_config(
+            model__prediction_type="v_prediction",
+            stage__pretrain__steps=3,
+            stage__pretrain__gradient_accumulation=2,
+            stage__finetune__steps=2,
+            train__latent_cache=False,
+            train__min_snr_gamma=5.0,
+            train__gradient_checkpointing=True,
+        )
+    )
+    out = tmp_path / "run"
+    results = train(cfg, out, progress=False)
+    losses = results["pretrain"].losses + results["finetune"].losses
+    assert len(losses) == 5 and all(np.isfinite(losses)) and all(x > 0 for x in losses)
+    ckpt = results["finetune"].checkpoints[-1]
+    assert (
+        json.loads((ckpt / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
+        == "v_prediction"
+    )
+    assert list((out / "logs").rglob("events.out.tfevents.*"))  # TensorBoard logs through accelerate
