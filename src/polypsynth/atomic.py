@@ -17,6 +17,12 @@ from pathlib import Path
 from polypsynth.errors import PolypsynthError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def ensure_empty_target(path: Path, overwrite: bool, what: str = "output folder") -> None:
     """Refuse a destination that exists and is not empty, unless overwriting was asked for."""
     if path.exists() and not path.is_dir():
@@ -34,6 +40,7 @@ def atomic_dir(
     ensure_empty_target(final, overwrite, what)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should read like any folder
     try:
         yield tmp
     except BaseException:
@@ -61,6 +68,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -23,7 +23,8 @@ from tqdm import tqdm
 from polypsynth.atomic import atomic_write_text
 from polypsynth.config import PolypsynthConfig, StageConfig, to_dict
 from polypsynth.data.dataset import RecordDataset
-from polypsynth.data.prompts import prompt_for
+from polypsynth.data.prompts import class_prompt, prompt_for
+from polypsynth.data.records import CLASSES
 from polypsynth.data.sources import load_source
 from polypsynth.errors import ConfigError, PolypsynthError
 from polypsynth.models import Components, build_tiny, load_components, load_pretrained
@@ -346,7 +347,10 @@ def _save(out, components, state, trainable, optimizer, lr_scheduler, ema, cfg, 
             components, main_records, cfg.model.resolution, cfg.prompts, cfg.train.seed, device=device
         )
         meta = json.loads((folder / "polypsynth.json").read_text())
-        (folder / "polypsynth.json").write_text(json.dumps({**meta, "val_loss": val}, indent=2))
+        class_prompts = {c: class_prompt(c, cfg.prompts) for c in CLASSES}
+        (folder / "polypsynth.json").write_text(
+            json.dumps({**meta, "val_loss": val, "class_prompts": class_prompts}, indent=2)
+        )
         if cfg.train.sample_grid:
             write_sample_grid(components, state.stage, folder / "samples.png", cfg)
 

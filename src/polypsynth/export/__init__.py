@@ -1,0 +1,1 @@
+"""Export: checkpoints -> bundles of ONNX graphs (and TensorRT engines) with a validated manifest."""

@@ -1,0 +1,158 @@
+"""Bundles: a checkpoint exported for fast sampling, with a manifest validated on load.
+
+BUNDLE/manifest.json            format version, source checkpoint and hash, resolution, latent
+                                shape, scaling factor, scheduler config, classes and prompts,
+                                dtype, opset, library versions, parity figures, file hashes
+BUNDLE/unet.onnx, vae_decoder.onnx
+BUNDLE/conditioning.safetensors class and unconditional text embeddings
+BUNDLE/*.plan                   TensorRT engines (with --tensorrt), timing.cache
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from polypsynth.atomic import atomic_dir
+from polypsynth.export.onnx import ExportError, export_onnx, parity
+from polypsynth.export.spec import UNetExport, VaeDecoderExport, unet_spec, vae_decoder_spec
+from polypsynth.sampling.model import checkpoint_hash, file_sha256
+from polypsynth.sampling.schedulers import SamplingError
+
+MANIFEST_VERSION = 1
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max relative error of ONNX Runtime against PyTorch fp32
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+    import onnx
+    import onnxruntime
+
+    from polypsynth import __version__
+
+    return {
+        "polypsynth": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    dtype: str = "fp32",
+    opset: int = 17,
+    tensorrt: bool = False,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    exporter: str = "torchscript",
+    overwrite: bool = False,
+    tolerance: float | None = None,
+) -> dict:
+    """Export a checkpoint folder into a bundle (atomically); returns the manifest."""
+    from polypsynth.models import load_components
+    from polypsynth.sampling.conditioning import compute_conditioning
+
+    if dtype not in _DTYPES:
+        raise ExportError(f"unknown dtype {dtype!r}; expected fp32 or fp16")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ExportError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    checkpoint = Path(checkpoint).resolve()
+    components = load_components(checkpoint)
+    meta_file = checkpoint / "polypsynth.json"
+    prompts = json.loads(meta_file.read_text()).get("class_prompts") if meta_file.is_file() else None
+    conditioning = compute_conditioning(components, prompts)
+    vae, unet = components.vae.eval(), components.unet.eval()
+    down = 2 ** (len(vae.config.block_out_channels) - 1)
+    resolution = int(vae.config.sample_size)
+    latent_shape = [int(vae.config.latent_channels), resolution // down, resolution // down]
+    tokens, dim = conditioning.embeddings.shape[1:]
+    specs = {
+        "unet": (unet_spec(latent_shape, tokens, dim), UNetExport(unet)),
+        "vae_decoder": (vae_decoder_spec(latent_shape, resolution), VaeDecoderExport(vae)),
+    }
+    limit = tolerance if tolerance is not None else TOLERANCE[dtype]
+    with atomic_dir(out, overwrite=overwrite, what="bundle folder") as tmp:
+        figures = {}
+        for name, (spec, module) in specs.items():
+            path = export_onnx(module, spec, tmp / f"{name}.onnx", opset, _DTYPES[dtype], exporter)
+            figures[name] = parity(module, spec, path, _DTYPES[dtype])
+            if figures[name]["max_rel"] > limit:
+                raise ExportError(
+                    f"{name}: ONNX Runtime differs from PyTorch by max_abs={figures[name]['max_abs']:.3g}, "
+                    f"max_rel={figures[name]['max_rel']:.3g} (tolerance {limit:g} for {dtype}); bundle not written"
+                )
+        conditioning.save(tmp / "conditioning.safetensors")
+        manifest = {
+            "format_version": MANIFEST_VERSION,
+            "source_checkpoint": str(checkpoint),
+            "source_hash": checkpoint_hash(checkpoint),
+            "resolution": resolution,
+            "latent_shape": latent_shape,
+            "channels": 3,
+            "scaling_factor": float(vae.config.scaling_factor),
+            "scheduler_config": {
+                k: v for k, v in components.scheduler.config.items() if not k.startswith("_")
+            },
+            "classes": conditioning.prompts,
+            "text_shape": [int(tokens), int(dim)],
+            "dtype": dtype,
+            "opset": opset,
+            "exporter": exporter,
+            "versions": _versions(),
+            "parity": figures,
+            "engines": None,
+        }
+        if tensorrt:
+            from polypsynth.export.tensorrt import build_engines
+
+            manifest["engines"] = build_engines(tmp, {n: s for n, (s, _) in specs.items()}, batch_sizes)
+        manifest["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def load_manifest(bundle: str | Path, verify_hashes: bool = True) -> dict:
+    """Read and validate a bundle's manifest: version, required keys, files present and unaltered."""
+    bundle = Path(bundle)
+    path = bundle / "manifest.json"
+    if not path.is_file():
+        raise SamplingError(f"{bundle} is not a bundle: manifest.json is missing")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SamplingError(f"{path} is not valid JSON: {exc}") from exc
+    version = manifest.get("format_version")
+    if version != MANIFEST_VERSION:
+        raise SamplingError(
+            f"bundle {bundle} has manifest format_version {version!r}; this polypsynth reads version "
+            f"{MANIFEST_VERSION} (re-export the checkpoint)"
+        )
+    required = (
+        "source_hash",
+        "resolution",
+        "latent_shape",
+        "scaling_factor",
+        "scheduler_config",
+        "classes",
+        "dtype",
+        "files",
+    )
+    missing = [k for k in required if k not in manifest]
+    if missing:
+        raise SamplingError(f"bundle {bundle}: manifest.json lacks {', '.join(missing)}")
+    for name in ("unet.onnx", "vae_decoder.onnx", "conditioning.safetensors"):
+        if name not in manifest["files"]:
+            raise SamplingError(f"bundle {bundle}: manifest.json lists no {name}")
+    for name, digest in manifest["files"].items():
+        f = bundle / name
+        if not f.is_file():
+            raise SamplingError(f"bundle {bundle} is missing {name}")
+        if verify_hashes and file_sha256(f) != digest:
+            raise SamplingError(f"bundle {bundle}: {name} was altered (sha256 differs from manifest.json)")
+    return manifest

@@ -1,0 +1,1 @@
+"""Sampling: one denoising loop (scheduler + classifier-free guidance) over any backend."""

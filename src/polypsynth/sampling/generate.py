@@ -1,0 +1,50 @@
+"""Local generation into an image folder (the `polypsynth sample` command)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from polypsynth.atomic import atomic_dir
+from polypsynth.sampling.loop import SamplingParams, sample_images
+from polypsynth.sampling.model import open_model
+from polypsynth.sampling.output import ImageFolderWriter, Provenance
+
+
+def provenance_of(model, params: SamplingParams) -> Provenance:
+    return Provenance(
+        model.model_hash,
+        params.class_name,
+        params.scheduler,
+        params.steps,
+        float(params.guidance),
+        model.backend_name,
+    )
+
+
+def sample_to_folder(
+    model_path,
+    backend: str,
+    params: SamplingParams,
+    out: Path,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+    model=None,
+    **options,
+) -> Path:
+    """Write OUT/<class>/ completely or not at all; returns the class folder."""
+    model = model or open_model(model_path, backend, **options)
+    params.validate(model.classes)
+    final = Path(out) / params.class_name
+    with atomic_dir(final, overwrite=overwrite, what="sample folder") as tmp:
+        writer = ImageFolderWriter(tmp, provenance_of(model, params), params.seed)
+
+        def on_batch(first, images):
+            for j, pixels in enumerate(images):
+                writer.write(first + j, params.seed + first + j, pixels)
+            if progress:
+                progress(len(images))
+
+        sample_images(model, params, batch_size=batch_size, on_batch=on_batch)
+    return final

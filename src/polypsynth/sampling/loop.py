@@ -1,0 +1,139 @@
+"""The denoising loop, written once for every backend (k-diffusion style: a plain function over a
+denoiser). A backend only provides `denoise(latents, timesteps, context)` and `decode(latents)`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from polypsynth.sampling.schedulers import SCHEDULERS, SamplingError, make_scheduler
+from polypsynth.sampling.seeds import image_seeds, initial_noise
+
+MAX_COUNT = 100_000
+MAX_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    class_name: str
+    count: int
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 3.0
+    scheduler: str = "dpm++"
+
+    def validate(self, classes: Sequence[str], max_count: int = MAX_COUNT) -> SamplingParams:
+        if self.class_name not in classes:
+            raise SamplingError(
+                f"unknown class {self.class_name!r}; the model's classes: {', '.join(classes)}"
+            )
+        if not 0 < self.count <= max_count:
+            raise SamplingError(f"count must be between 1 and {max_count}, got {self.count}")
+        if not 0 < self.steps <= MAX_STEPS:
+            raise SamplingError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
+        if not (
+            isinstance(self.guidance, int | float) and math.isfinite(self.guidance) and self.guidance >= 0
+        ):
+            raise SamplingError(f"guidance must be a finite number >= 0, got {self.guidance}")
+        if self.scheduler not in SCHEDULERS:
+            raise SamplingError(
+                f"unknown scheduler {self.scheduler!r}; valid schedulers: {', '.join(SCHEDULERS)}"
+            )
+        if self.seed < 0:
+            raise SamplingError(f"seed must be >= 0, got {self.seed}")
+        return self
+
+
+def to_uint8_images(decoded: torch.Tensor) -> np.ndarray:
+    """Decoder output in [-1, 1] (N, 3, H, W) -> uint8 (N, H, W, 3)."""
+    x = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def denoise_latents(
+    backend,
+    context: torch.Tensor,
+    unconditional: torch.Tensor,
+    seeds: Sequence[int],
+    latent_shape: Sequence[int],
+    scheduler_name: str,
+    scheduler_config: dict,
+    steps: int,
+    guidance: float,
+) -> torch.Tensor:
+    """Final latents of one batch: one image per seed, `context` (N, tokens, dim) one embedding per
+    image (a batch may mix classes), `unconditional` (tokens, dim)."""
+    scheduler = make_scheduler(scheduler_name, scheduler_config)
+    scheduler.set_timesteps(steps)
+    device = backend.device
+    latents = initial_noise(seeds, latent_shape).to(device) * scheduler.init_noise_sigma
+    n = len(seeds)
+    cond = context.to(device)
+    uncond = unconditional.to(device).expand(n, *unconditional.shape)
+    both = torch.cat([uncond, cond])
+    for t in scheduler.timesteps:
+        x = scheduler.scale_model_input(latents, t)
+        if guidance == 1.0:  # conditional only
+            pred = backend.denoise(x, _timesteps(t, n, device), cond)
+        elif guidance == 0.0:  # unconditional only
+            pred = backend.denoise(x, _timesteps(t, n, device), uncond)
+        else:
+            out = backend.denoise(torch.cat([x, x]), _timesteps(t, 2 * n, device), both)
+            pred_uncond, pred_cond = out.float().chunk(2)
+            pred = pred_uncond + guidance * (pred_cond - pred_uncond)
+        latents = scheduler.step(pred.float(), t, latents).prev_sample
+    return latents
+
+
+def _timesteps(t: torch.Tensor, n: int, device) -> torch.Tensor:
+    return torch.full((n,), float(t), dtype=torch.float32, device=device)
+
+
+def sample_images(
+    model,
+    params: SamplingParams,
+    batch_size: int = 8,
+    start: int = 0,
+    on_batch: Callable[[int, np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """`params.count` images of one class as uint8 (N, H, W, 3); image i uses seed params.seed + i.
+
+    `model` is a SamplerModel (backend + conditioning + metadata). `on_batch(first_index, images)`
+    is called after each batch (progress, streaming to disk)."""
+    params.validate(model.classes)
+    seeds = image_seeds(params.seed, params.count - start, start)
+    out = []
+    for i in range(0, len(seeds), batch_size):
+        batch = seeds[i : i + batch_size]
+        images = sample_batch(
+            model, batch, [params.class_name] * len(batch), params.steps, params.guidance, params.scheduler
+        )
+        if on_batch is not None:
+            on_batch(start + i, images)
+        out.append(images)
+    return np.concatenate(out)
+
+
+def sample_batch(
+    model, seeds: Sequence[int], classes: Sequence[str], steps: int, guidance: float, scheduler: str
+) -> np.ndarray:
+    """Images for explicit seeds and per-image classes (the server packs images of several
+    requests that share steps, guidance and scheduler into one batch)."""
+    context = torch.stack([model.conditioning.of(c) for c in classes])
+    latents = denoise_latents(
+        model.backend,
+        context,
+        model.conditioning.unconditional,
+        seeds,
+        model.latent_shape,
+        scheduler,
+        model.scheduler_config,
+        steps,
+        guidance,
+    )
+    return to_uint8_images(model.backend.decode(latents / model.scaling_factor))

@@ -1,0 +1,118 @@
+"""A model ready to sample: a backend plus the cached conditioning and the metadata the loop needs.
+
+`open_model(path, backend)` accepts a bundle (manifest.json: any backend) or a checkpoint folder
+(torch backend; the conditioning is computed from its text encoder once, at load)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from polypsynth.sampling.conditioning import Conditioning, compute_conditioning
+from polypsynth.sampling.schedulers import SamplingError
+
+HASHED_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_hash(folder: Path) -> str:
+    """Hash of a model folder's files (weights, configs, tokenizer): names the model in provenance."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for part in HASHED_PARTS:
+        target = folder / part
+        files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
+        for f in files:
+            h.update(f.relative_to(folder).as_posix().encode())
+            h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class SamplerModel:
+    backend: object
+    conditioning: Conditioning
+    latent_shape: tuple[int, int, int]
+    scaling_factor: float
+    scheduler_config: dict
+    model_hash: str
+    resolution: int
+    source: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return self.conditioning.classes
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+
+def is_bundle(path: Path) -> bool:
+    return (Path(path) / "manifest.json").is_file()
+
+
+def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerModel:
+    from polypsynth.backends import BACKENDS, load_backend
+
+    path = Path(path)
+    if backend not in BACKENDS:
+        raise SamplingError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    if not path.exists():
+        raise SamplingError(f"model not found: {path} (expected a bundle or a checkpoint folder)")
+    if is_bundle(path):
+        from polypsynth.export.bundle import load_manifest
+
+        manifest = load_manifest(path)
+        conditioning = Conditioning.load(path / "conditioning.safetensors")
+        instance = load_backend(backend, path, manifest=manifest, **options)
+        return SamplerModel(
+            instance,
+            conditioning,
+            tuple(manifest["latent_shape"]),
+            manifest["scaling_factor"],
+            manifest["scheduler_config"],
+            manifest["source_hash"],
+            manifest["resolution"],
+            path,
+        )
+    if backend != "torch":
+        raise SamplingError(
+            f"backend {backend!r} needs an exported bundle; {path} is a checkpoint folder "
+            f"(run `polypsynth export --checkpoint {path} --out BUNDLE`, or use --backend torch)"
+        )
+    from polypsynth.models import load_components
+
+    components = load_components(path)
+    meta_file = path / "polypsynth.json"
+    prompts = json.loads(meta_file.read_text()).get("class_prompts") if meta_file.is_file() else None
+    conditioning = compute_conditioning(components, prompts)
+    return model_from_components(components, conditioning, checkpoint_hash(path), path, **options)
+
+
+def model_from_components(components, conditioning, model_hash: str, source: Path, **options) -> SamplerModel:
+    from polypsynth.backends.torch_backend import TorchBackend
+
+    vae = components.vae
+    down = 2 ** (len(vae.config.block_out_channels) - 1)
+    resolution = int(vae.config.sample_size)
+    latent_shape = (int(vae.config.latent_channels), resolution // down, resolution // down)
+    return SamplerModel(
+        TorchBackend(components, **options),
+        conditioning,
+        latent_shape,
+        float(vae.config.scaling_factor),
+        dict(components.scheduler.config),
+        model_hash,
+        resolution,
+        Path(source),
+    )

@@ -1,0 +1,28 @@
+"""Sampling schedulers chosen by name, built from the model's own scheduler config."""
+
+from __future__ import annotations
+
+from polypsynth.errors import PolypsynthError
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+}
+
+
+class SamplingError(PolypsynthError):
+    """A sampling request or model is invalid."""
+
+
+def make_scheduler(name: str, config: dict):
+    """A fresh scheduler of the named kind with the model's training schedule (betas, prediction type)."""
+    if name not in SCHEDULERS:
+        raise SamplingError(f"unknown scheduler {name!r}; valid schedulers: {', '.join(SCHEDULERS)}")
+    import diffusers
+
+    cls = getattr(diffusers, SCHEDULERS[name])
+    extra = {"algorithm_type": "dpmsolver++", "solver_order": 2} if name == "dpm++" else {}
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    return cls.from_config({**config, **extra})

@@ -1,0 +1,94 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from polypsynth.export.bundle import MANIFEST_VERSION, export_bundle, load_manifest
+from polypsynth.export.onnx import ExportError, parity
+from polypsynth.export.spec import UNetExport, unet_spec
+from polypsynth.models import load_components
+from polypsynth.sampling.conditioning import Conditioning
+from polypsynth.sampling.model import checkpoint_hash
+from polypsynth.sampling.schedulers import SamplingError
+
+
+def test_manifest_contents(tiny_bundle, tiny_checkpoint):
+    import onnx
+
+    m = load_manifest(tiny_bundle)
+    assert m["format_version"] == MANIFEST_VERSION
+    assert m["source_hash"] == checkpoint_hash(tiny_checkpoint)
+    assert m["resolution"] == 32 and m["latent_shape"] == [4, 8, 8] and m["scaling_factor"] == 0.5
+    assert m["classes"] == {"AD": "an adenoma", "NON_AD": "a hyperplastic polyp"}
+    assert m["scheduler_config"]["prediction_type"] == "epsilon"
+    assert m["dtype"] == "fp32" and m["opset"] == 17
+    assert set(m["versions"]) >= {"torch", "onnx", "onnxruntime"}
+    for name in ("unet.onnx", "vae_decoder.onnx"):
+        onnx.checker.check_model(str(tiny_bundle / name))
+        graph = onnx.load(str(tiny_bundle / name)).graph
+        assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch
+    cond = Conditioning.load(tiny_bundle / "conditioning.safetensors")
+    assert cond.classes == ["AD", "NON_AD"] and cond.embeddings.shape == (2, 77, 16)
+
+
+def test_parity_figures_are_real(tiny_bundle, tiny_checkpoint):
+    m = load_manifest(tiny_bundle)
+    fig = m["parity"]["unet"]
+    assert 0 < fig["max_abs"] < 1e-3
+    components = load_components(tiny_checkpoint)
+    spec = unet_spec(m["latent_shape"], *m["text_shape"])
+    again = parity(
+        UNetExport(components.unet), spec, tiny_bundle / "unet.onnx", batch=fig["batch"], seed=fig["seed"]
+    )
+    assert again["max_abs"] == pytest.approx(fig["max_abs"], rel=1e-3)
+
+
+def test_tampered_or_incompatible_bundle_is_refused(tiny_bundle, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle, bad)
+    data = bytearray((bad / "unet.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (bad / "unet.onnx").write_bytes(bytes(data))
+    with pytest.raises(SamplingError, match=r"unet.onnx was altered \(sha256 differs from manifest.json\)"):
+        load_manifest(bad)
+    (bad / "unet.onnx").unlink()
+    with pytest.raises(SamplingError, match="is missing unet.onnx"):
+        load_manifest(bad)
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle, old)
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 0}))
+    with pytest.raises(SamplingError, match="has manifest format_version 0; this polypsynth reads version 1"):
+        load_manifest(old)
+
+
+def test_export_over_tolerance_fails_with_numbers_and_writes_nothing(tiny_checkpoint, tmp_path):
+    out = tmp_path / "b"
+    with pytest.raises(
+        ExportError,
+        match=r"unet: ONNX Runtime differs from PyTorch by max_abs=.*max_rel=.*\(tolerance 1e-15 for fp32\); bundle not written",
+    ):
+        export_bundle(tiny_checkpoint, out, tolerance=1e-15)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_export(tiny_checkpoint, tmp_path):
+    try:
+        m = export_bundle(tiny_checkpoint, tmp_path / "b16", dtype="fp16")
+    except (RuntimeError, ExportError) as exc:  # CPU kernels or the CPU provider may lack fp16 ops
+        pytest.skip(f"fp16 export is not supported on this CPU stack: {str(exc)[:200]}")
+    assert m["dtype"] == "fp16" and m["parity"]["unet"]["max_rel"] < 2e-2
+
+
+def test_tensorrt_export_needs_tensorrt(tiny_checkpoint, tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+
+        if torch.cuda.is_available():
+            pytest.skip("tensorrt and CUDA exist: the engine build is covered by the GPU benchmark")
+    except ImportError:
+        pass
+    with pytest.raises(ExportError, match="--tensorrt: the tensorrt backend needs"):
+        export_bundle(tiny_checkpoint, tmp_path / "trt", tensorrt=True)
+    assert not (tmp_path / "trt").exists()
