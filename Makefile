@@ -7,7 +7,7 @@ ENV_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(ENV_HASH)
 PYTEST_ARGS ?=
 
-.PHONY: env test lint format demo clean
+.PHONY: env test lint format demo proto clean
 
 env: $(STAMP)
 
@@ -19,12 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -34,6 +34,10 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/polypsynth data phantom --out runs/demo/phantom --overwrite
 	$(BIN)/polypsynth data inspect runs/demo/phantom
+
+# Regenerate the gRPC stubs from protos/ (committed; a test fails when they are stale).
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

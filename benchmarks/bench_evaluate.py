@@ -46,7 +46,10 @@ def main() -> None:
         rows["kid_x4_seconds"][n] = _time(lambda: four_comparisons(sets, syn, subsets=100, subset_size=1000))  # noqa: B023
         print("kid", n, rows["kid_x4_seconds"][n], flush=True)
     for n in (2000,) if args.quick else (2000, 10000):
-        groups = {g: rng.normal(i * 0.3, 1, size=(n // 4, 2048)) for i, g in enumerate(("real AD", "real NON_AD", "synthetic AD", "synthetic NON_AD"))}
+        groups = {
+            g: rng.normal(i * 0.3, 1, size=(n // 4, 2048))
+            for i, g in enumerate(("real AD", "real NON_AD", "synthetic AD", "synthetic NON_AD"))
+        }
         rows["tsne_seconds"][n] = _time(lambda: embed(groups))  # noqa: B023
         print("tsne", n, rows["tsne_seconds"][n], flush=True)
     images = torch.rand(32, 3, 256, 256)

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -15,4 +16,36 @@ def phantom_small(tmp_path_factory):
     out = tmp_path_factory.mktemp("phantom") / "set"
     plan = PhantomPlan(size=64, stage1=24, train=18, test=9, unlabelled=6)
     generate_phantom(out, seed=3, plan=plan, workers=1, progress=False)
+    return out
+
+
+# --- a tiny random-weight model, its checkpoint folder and its bundle (sampling, serving) ----
+
+from polypsynth.config import TinyModelConfig  # noqa: E402
+from polypsynth.models import build_tiny, save_components  # noqa: E402
+
+SMALL = TinyModelConfig(
+    unet_channels=[16, 32], vae_channels=[16, 32, 32], text_hidden_size=16, text_layers=1, text_heads=2
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random-weight tiny model saved like a training checkpoint (32 px, 8x8x4 latents)."""
+    folder = tmp_path_factory.mktemp("ckpt") / "step-000010"
+    components = build_tiny(SMALL, resolution=32, seed=3)
+    components.vae.register_to_config(scaling_factor=0.5)
+    save_components(components, folder)
+    meta = json.loads((folder / "polypsynth.json").read_text())
+    meta["class_prompts"] = {"AD": "an adenoma", "NON_AD": "a hyperplastic polyp"}
+    (folder / "polypsynth.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory):
+    from polypsynth.export.bundle import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    export_bundle(tiny_checkpoint, out)
     return out

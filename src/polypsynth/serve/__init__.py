@@ -1,0 +1,1 @@
+"""The gRPC sampling service: server, servicer, dynamic batcher and client."""

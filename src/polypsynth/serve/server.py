@@ -1,0 +1,173 @@
+"""`polypsynth serve`: the gRPC server with health checking, reflection, optional TLS and
+bearer-token auth, message limits sized for the largest image, and graceful shutdown."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from polypsynth.errors import PolypsynthError
+from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
+from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
+from polypsynth.serve.batcher import Batcher
+from polypsynth.serve.servicer import SamplerServicer, ServedModel
+
+log = logging.getLogger("polypsynth.serve")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SamplerService"].full_name
+OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # probes and discovery need no token
+
+
+class ServeError(PolypsynthError):
+    """The server cannot start as asked."""
+
+
+@dataclass
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    backend: str = "onnxruntime"
+    providers: tuple[str, ...] = ("cpu",)
+    max_batch: int = 32
+    max_wait_ms: float = 10.0
+    max_queued_images: int = 100_000
+    max_count: int = 10_000
+    workers: int = 32
+    token: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    grace_seconds: float = 30.0
+    backend_options: dict = field(default_factory=dict)
+
+
+class _BearerAuth(grpc.ServerInterceptor):
+    def __init__(self, token: str):
+        self._token = token.encode()
+
+        def deny(request, context):
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or invalid bearer token (metadata authorization: Bearer ...)",
+            )
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+        self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, details):
+        if details.method.startswith(OPEN_METHODS):
+            return continuation(details)
+        meta = dict(details.invocation_metadata)
+        given = meta.get("authorization", "")
+        if given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), self._token):
+            return continuation(details)
+        return self._deny_stream if details.method.endswith("/Generate") else self._deny
+
+
+def read_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise ServeError(f"token file not found: {p}")
+    token = p.read_text().strip()
+    if not token:
+        raise ServeError(f"token file {p} is empty")
+    return token
+
+
+class SamplerServer:
+    """Loads every model first (a bad bundle stops the start, no half-up server), then serves."""
+
+    def __init__(
+        self, models: dict[str, str | Path], options: ServerOptions | None = None, loaded: dict | None = None
+    ):
+        from polypsynth.sampling.model import open_model
+
+        self.options = o = options or ServerOptions()
+        if not models and not loaded:
+            raise ServeError("no model to serve: pass --model NAME=BUNDLE at least once")
+        served = {}
+        for name, path in models.items():
+            opts = (
+                {"providers": o.providers, **o.backend_options}
+                if o.backend == "onnxruntime"
+                else dict(o.backend_options)
+            )
+            try:
+                model = open_model(path, o.backend, **opts)
+            except PolypsynthError as exc:
+                raise ServeError(f"model {name} ({path}): {exc}") from exc
+            served[name] = ServedModel(
+                name, model, Batcher(model, o.max_batch, o.max_wait_ms, o.max_queued_images), o.max_count
+            )
+        for name, model in (loaded or {}).items():
+            served[name] = ServedModel(
+                name, model, Batcher(model, o.max_batch, o.max_wait_ms, o.max_queued_images), o.max_count
+            )
+        self.models = served
+        biggest = max(m.model.resolution for m in served.values())
+        limit = biggest * biggest * 3 * 2 + (
+            1 << 20
+        )  # raw RGB8 of the largest image, PNG worst case, headers
+        interceptors = [_BearerAuth(o.token)] if o.token else []
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=o.workers),
+            interceptors=interceptors,
+            options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", 1 << 20)],
+        )
+        pb_grpc.add_SamplerServiceServicer_to_server(SamplerServicer(served), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        address = f"{o.host}:{o.port}"
+        if o.tls_cert or o.tls_key:
+            if not (o.tls_cert and o.tls_key):
+                raise ServeError("TLS needs both --tls-cert and --tls-key")
+            creds = grpc.ssl_server_credentials(
+                [(Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes())]
+            )
+            self.port = self.server.add_secure_port(address, creds)
+        else:
+            self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise ServeError(f"cannot bind {address}")
+        self._stopped = threading.Event()
+
+    def start(self) -> SamplerServer:
+        self.server.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        for name in self.models:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s on %s:%d", ", ".join(self.models), self.options.host, self.port)
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Health goes NOT_SERVING, new RPCs are refused, in-flight ones get `grace` seconds."""
+        if self._stopped.is_set():
+            return
+        self.health.enter_graceful_shutdown()
+        event = self.server.stop(self.options.grace_seconds if grace is None else grace)
+        event.wait()
+        for served in self.models.values():
+            served.batcher.close()
+        self._stopped.set()
+
+    def serve_forever(self) -> None:
+        def handle(signum, frame):
+            log.info("signal %d: shutting down gracefully", signum)
+            threading.Thread(target=self.stop, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+        self._stopped.wait()

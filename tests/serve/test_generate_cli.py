@@ -1,0 +1,71 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from polypsynth.cli import main
+from polypsynth.serve.server import SamplerServer, ServerOptions
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle):
+    s = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_batch=4, max_wait_ms=5)).start()
+    yield s
+    s.stop(grace=1)
+
+
+def test_generate_is_resumable_and_refuses_to_mix(server, tmp_path):
+    out = tmp_path / "out"
+    args = [
+        "generate",
+        "--server",
+        f"127.0.0.1:{server.port}",
+        "--model",
+        "tiny",
+        "--class",
+        "AD",
+        "--seed",
+        "9",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(main, [*args, "--count", "3"])
+    assert result.exit_code == 0, result.output
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "AD").glob("*.png")}
+    assert sorted(first) == ["000000.png", "000001.png", "000002.png"]
+    result = CliRunner().invoke(main, [*args, "--count", "5"])  # resumes: 3 kept, 2 new
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in (out / "AD").glob("*.png"))
+    assert files == [f"{i:06d}.png" for i in range(5)]
+    assert all((out / "AD" / n).stat().st_mtime_ns == t for n, t in first.items())
+    rows = [json.loads(x) for x in (out / "AD" / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in rows) == list(range(5)) and {r["request_seed"] for r in rows} == {9}
+    other_seed = [a if a != "9" else "10" for a in args]
+    result = CliRunner().invoke(main, [*other_seed, "--count", "5"])
+    assert (
+        result.exit_code == 1
+        and "holds images with request_seed=9, this request has 10; refusing to mix them" in result.output
+    )
+
+
+def test_generate_reports_server_errors(server, tmp_path):
+    args = [
+        "generate",
+        "--server",
+        f"127.0.0.1:{server.port}",
+        "--model",
+        "nope",
+        "--class",
+        "AD",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "NOT_FOUND: model: unknown model 'nope'" in result.output
+
+
+def test_serve_command_refuses_bad_model_spec():
+    result = CliRunner().invoke(main, ["serve", "--model", "tiny"])
+    assert result.exit_code == 1 and "--model expects NAME=BUNDLE, got 'tiny'" in result.output
