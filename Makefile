@@ -29,11 +29,8 @@ format: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Until `polypsynth demo` lands (issue 7), the demo runs the steps that exist: the phantom data set
-# and its checks.
 demo: $(STAMP)
-	$(BIN)/polypsynth data phantom --out runs/demo/phantom --overwrite
-	$(BIN)/polypsynth data inspect runs/demo/phantom
+	$(BIN)/polypsynth demo --out runs/demo
 
 # Regenerate the gRPC stubs from protos/ (committed; a test fails when they are stale).
 proto: $(STAMP)

@@ -78,15 +78,39 @@ def sd15_unet_forward() -> dict:
     with torch.no_grad():
         unet(x, t, c)
         start = time.perf_counter()
-        unet(x, t, c)
+        reference = unet(x, t, c).sample
     seconds = time.perf_counter() - start
     # About 0.80 TFLOP per image per forward at 64x64 latents: batch 2 is 1.6 TFLOP.
-    return {
+    row = {
         "model": "sd15-unet-512px",
         "batch": 2,
         "torch_seconds_per_forward": seconds,
-        "achieved_tflops": 1.6 / seconds,
+        "torch_tflops": 1.6 / seconds,
     }
+
+    # The same U-Net through the export path (external data: the fp32 graph is 3.4 GB) and ONNX Runtime.
+    import numpy as np
+    import onnxruntime as ort
+
+    from polypsynth.export.onnx import export_onnx
+    from polypsynth.export.spec import UNetExport, unet_spec
+
+    path = Path(tempfile.mkdtemp(prefix="bench-sd15-")) / "unet.onnx"
+    start = time.perf_counter()
+    export_onnx(UNetExport(unet), unet_spec((4, 64, 64), 77, 768), path)
+    row["export_seconds"] = time.perf_counter() - start
+    del unet
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {"sample": x.numpy(), "timestep": t.numpy(), "encoder_hidden_states": c.numpy()}
+    session.run(None, feeds)
+    start = time.perf_counter()
+    out = session.run(None, feeds)[0]
+    row["onnxruntime_seconds_per_forward"] = time.perf_counter() - start
+    row["ort_over_torch_speed"] = seconds / row["onnxruntime_seconds_per_forward"]
+    row["max_abs_diff"] = float(np.abs(out - reference.numpy()).max())
+    return row
 
 
 def main() -> None:
@@ -94,7 +118,13 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--steps", default="10,25")
     parser.add_argument("--sd15", action="store_true")
+    parser.add_argument("--sd15-only", action="store_true", help="only the SD1.5-size U-Net")
     args = parser.parse_args()
+    if args.sd15_only:
+        row = sd15_unet_forward()
+        print(row)
+        write_result("sampling_sd15", row)
+        return
     rows = tiny([int(x) for x in args.batches.split(",")], [int(x) for x in args.steps.split(",")])
     payload = {"rows": rows}
     if args.sd15:
@@ -109,7 +139,9 @@ def main() -> None:
     if args.sd15:
         s = payload["sd15"]
         print(
-            f"\nSD1.5-size U-Net, batch 2 (one guided image), torch CPU: {s['torch_seconds_per_forward']:.2f} s per forward"
+            f"\nSD1.5-size U-Net, batch 2 (one guided image), CPU: torch {s['torch_seconds_per_forward']:.2f} s, "
+            f"onnxruntime {s['onnxruntime_seconds_per_forward']:.2f} s per forward "
+            f"(ORT / torch speed {s['ort_over_torch_speed']:.2f}, max abs diff {s['max_abs_diff']:.1e})"
         )
     print(f"\n({path})")
 

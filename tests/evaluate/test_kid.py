@@ -54,3 +54,13 @@ def test_too_few_images_names_the_set():
         four_comparisons(
             {"AD": _draw(1, 20), "NON_AD": _draw(2, 20)}, {"AD": _draw(3, 4), "NON_AD": _draw(4, 20)}
         )
+
+
+def test_full_kernel_and_per_subset_paths_agree(monkeypatch):
+    from polypsynth.evaluate import kid as kid_mod
+
+    a, b = _draw(8, n=50), _draw(9, n=40, shift=0.3)
+    fast = kid(a, b, subsets=20, subset_size=30, seed=5)
+    monkeypatch.setattr(kid_mod, "FULL_KERNEL_LIMIT", 0)
+    slow = kid(a, b, subsets=20, subset_size=30, seed=5)
+    assert fast.mean == pytest.approx(slow.mean, rel=1e-9) and fast.std == pytest.approx(slow.std, rel=1e-9)

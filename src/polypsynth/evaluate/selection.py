@@ -64,14 +64,16 @@ def select(kids: dict[str, dict], fidelity: dict[str, dict], gains: dict[str, di
     if gains:
         common = [c for c in kids if c in gains]
         out["agreement"] = {}
-        if len(common) >= 3:
+        g = [gains[c]["mean"] for c in common]
+        if len(common) >= 3 and len(set(g)) > 1:  # a rank correlation needs gains that differ
             from scipy.stats import spearmanr
 
-            g = [gains[c]["mean"] for c in common]
-            out["agreement"]["naive"] = float(spearmanr([-naive[c] for c in common], g).statistic)
-            out["agreement"]["clinical"] = float(
-                spearmanr([clinical[c]["score"] for c in common], g).statistic
-            )
+            for rule, score in (
+                ("naive", [-naive[c] for c in common]),
+                ("clinical", [clinical[c]["score"] for c in common]),
+            ):
+                rho = spearmanr(score, g).statistic if len(set(score)) > 1 else float("nan")
+                out["agreement"][rule] = None if np.isnan(rho) else float(rho)
     out["verdict"] = verdict(out, gains)
     return out
 

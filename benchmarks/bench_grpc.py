@@ -1,0 +1,135 @@
+"""gRPC end to end against in-process sampling, and interactive latency under bulk load.
+
+    python benchmarks/bench_grpc.py [--images 64] [--steps 10]
+
+The demo's tiny model (random weights) exported to an ONNX bundle and served in-process on
+loopback (onnxruntime CPU, max batch 8): images/s with 1, 4 and 8 concurrent clients divided by
+in-process sampling at the same batch size (the cost of the service), and p50/p99 latency of
+1-image requests issued while an 8-client bulk load runs. Writes benchmarks/results/grpc.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import write_result  # noqa: E402
+
+CONFIG = Path(__file__).parents[1] / "configs" / "phantom-tiny.yaml"
+MAX_BATCH = 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=64, help="images per measurement")
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+
+    from polypsynth.config import load_config
+    from polypsynth.export.bundle import export_bundle
+    from polypsynth.models import build_tiny, save_components
+    from polypsynth.sampling.loop import SamplingParams, sample_images
+    from polypsynth.sampling.model import open_model
+    from polypsynth.serve.client import SamplerClient
+    from polypsynth.serve.server import SamplerServer, ServerOptions
+
+    cfg = load_config(CONFIG)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
+    save_components(build_tiny(cfg.model.tiny, cfg.model.resolution), tmp / "ckpt")
+    export_bundle(tmp / "ckpt", tmp / "bundle")
+    model = open_model(tmp / "bundle", "onnxruntime")
+    sample_images(model, SamplingParams("AD", MAX_BATCH, steps=args.steps), batch_size=MAX_BATCH)  # warm-up
+    start = time.perf_counter()
+    sample_images(model, SamplingParams("AD", args.images, steps=args.steps), batch_size=MAX_BATCH)
+    in_process = args.images / (time.perf_counter() - start)
+
+    server = SamplerServer(
+        {}, ServerOptions(port=0, max_batch=MAX_BATCH, max_wait_ms=10), loaded={"tiny": model}
+    ).start()
+    target = f"127.0.0.1:{server.port}"
+    rows = {}
+    try:
+        for clients in (1, 4, 8):
+            per = args.images // clients
+
+            def pull(i, per=per):
+                with SamplerClient(target) as c:
+                    for _ in c.generate("tiny", "AD", per, seed=i * 10_000, steps=args.steps):
+                        pass
+
+            threads = [threading.Thread(target=pull, args=(i,)) for i in range(clients)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            rate = per * clients / (time.perf_counter() - start)
+            rows[clients] = {"images_per_second": rate, "grpc_over_in_process": rate / in_process}
+            print(clients, rows[clients], flush=True)
+
+        # Latency of 1-image requests while 8 clients pull in bulk.
+        stop = threading.Event()
+
+        def bulk(i):
+            with SamplerClient(target) as c:
+                while not stop.is_set():
+                    for _ in c.generate("tiny", "NON_AD", 4 * MAX_BATCH, seed=i, steps=args.steps):
+                        if stop.is_set():
+                            break
+
+        load = [threading.Thread(target=bulk, args=(i,), daemon=True) for i in range(8)]
+        for t in load:
+            t.start()
+        time.sleep(1.0)
+        latencies = []
+        with SamplerClient(target) as c:
+            for i in range(20):
+                t0 = time.perf_counter()
+                list(c.generate("tiny", "AD", 1, seed=100 + i, steps=args.steps))
+                latencies.append(time.perf_counter() - t0)
+        stop.set()
+        idle = []
+        for t in load:
+            t.join(60)
+        with SamplerClient(target) as c:
+            for i in range(10):
+                t0 = time.perf_counter()
+                list(c.generate("tiny", "AD", 1, seed=200 + i, steps=args.steps))
+                idle.append(time.perf_counter() - t0)
+    finally:
+        server.stop(grace=1)
+    lat = {
+        "under_load_p50_s": float(np.percentile(latencies, 50)),
+        "under_load_p99_s": float(np.percentile(latencies, 99)),
+        "idle_p50_s": float(np.percentile(idle, 50)),
+    }
+    path = write_result(
+        "grpc",
+        {
+            "steps": args.steps,
+            "max_batch": MAX_BATCH,
+            "in_process_images_per_second": in_process,
+            "clients": rows,
+            "latency": lat,
+        },
+    )
+    print(f"\nin-process sampling, batch {MAX_BATCH}: {in_process:.2f} images/s\n")
+    print("| clients | gRPC images/s | gRPC / in-process |\n|---|---|---|")
+    for n, r in rows.items():
+        print(f"| {n} | {r['images_per_second']:.2f} | {r['grpc_over_in_process']:.2f} |")
+    print(
+        f"\n1-image requests under an 8-client bulk load: p50 {lat['under_load_p50_s']:.2f} s, p99 {lat['under_load_p99_s']:.2f} s "
+        f"(idle p50 {lat['idle_p50_s']:.2f} s)\n({path})"
+    )
+
+
+if __name__ == "__main__":
+    main()

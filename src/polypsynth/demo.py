@@ -1,0 +1,261 @@
+"""`polypsynth demo`: the whole study on the built-in phantom, on a CPU, with no network.
+
+    OUT/phantom/        the data set (stage-1 frames, AD/NON_AD train/test, unlabelled)
+    OUT/train/          the run: checkpoints/step-*/ (autoencoder, pretrain, finetune), logs/
+    OUT/bundles/step-*/ ONNX bundles of the finetune checkpoints
+    OUT/samples/step-*/{AD,NON_AD}/   images pulled through the gRPC service (in-process)
+    OUT/report/         the evaluation report
+    OUT/summary.json    the five-line summary
+
+Each step writes its output atomically (or resumably) and is skipped when its output exists, so
+re-running with the same OUT continues where it stopped; --fresh starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from polypsynth.atomic import atomic_write_text
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phantom-tiny.yaml"
+
+
+@dataclass(frozen=True)
+class Profile:
+    phantom: dict
+    autoencoder_steps: int
+    autoencoder_batch: int
+    pretrain_steps: int
+    finetune_steps: int
+    checkpoint_every: int
+    samples_per_class: int
+    sample_steps: int
+    features: tuple[str, ...]
+    classify_seeds: int
+    classify_epochs: int
+    classify_size: int
+    kid_subsets: int
+    extra: dict = field(default_factory=dict)
+
+
+PROFILES = {
+    # Run by the test suite: every step for real, sized to end in under 4 minutes on 2 cores.
+    "quick": Profile(
+        phantom={"size": 64, "stage1": 160, "train": 90, "test": 45, "unlabelled": 30},
+        autoencoder_steps=40,
+        autoencoder_batch=8,
+        pretrain_steps=40,
+        finetune_steps=60,
+        checkpoint_every=15,
+        samples_per_class=16,
+        sample_steps=8,
+        features=("classifier",),
+        classify_seeds=1,
+        classify_epochs=3,
+        classify_size=64,
+        kid_subsets=20,
+    ),
+    # The default: the study at phantom scale, under 15 minutes on 2 cores.
+    "full": Profile(
+        phantom={"size": 64, "stage1": 600, "train": 240, "test": 120, "unlabelled": 120},
+        autoencoder_steps=200,
+        autoencoder_batch=8,
+        pretrain_steps=300,
+        finetune_steps=400,
+        checkpoint_every=100,
+        samples_per_class=48,
+        sample_steps=15,
+        features=("classifier", "inception"),
+        classify_seeds=2,
+        classify_epochs=8,
+        classify_size=64,
+        kid_subsets=50,
+    ),
+}
+
+
+def _step(name: str) -> None:
+    click.secho(f"== {name}", bold=True)
+
+
+def training_config(profile: Profile, phantom: Path, seed: int):
+    from polypsynth.config import load_config
+
+    cfg = load_config(CONFIG)
+    for stage in (cfg.stage.autoencoder, cfg.stage.pretrain, cfg.stage.finetune):
+        for src in [*stage.data, *stage.replay, *stage.unlabelled]:
+            src.path = str(phantom)
+    cfg.stage.autoencoder.steps = profile.autoencoder_steps
+    cfg.stage.autoencoder.batch_size = profile.autoencoder_batch
+    cfg.stage.pretrain.steps = profile.pretrain_steps
+    cfg.stage.finetune.steps = profile.finetune_steps
+    cfg.stage.finetune.checkpoint_every = profile.checkpoint_every
+    cfg.train.seed = seed
+    return cfg.validate()
+
+
+def finetune_checkpoints(train_dir: Path) -> list[Path]:
+    from polypsynth.train.checkpoint import list_checkpoints, read_state
+
+    return [c for c in list_checkpoints(train_dir) if read_state(c).stage == "finetune"]
+
+
+def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, seed: int = 0) -> dict:
+    from polypsynth.errors import PolypsynthError
+
+    if profile_name not in PROFILES:
+        raise PolypsynthError(f"unknown profile {profile_name!r}; expected one of {', '.join(PROFILES)}")
+    profile = PROFILES[profile_name]
+    out = Path(out)
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    timings = {}
+
+    # 1. Phantom data.
+    t = time.perf_counter()
+    phantom = out / "phantom"
+    _step("1/5 phantom data")
+    if not (phantom / "manifest.csv").is_file():
+        from polypsynth.data.phantom import PhantomPlan, generate_phantom
+
+        generate_phantom(phantom, seed=seed, plan=PhantomPlan(**profile.phantom))
+    timings["phantom"] = time.perf_counter() - t
+
+    # 2. Training (resumes a stopped run).
+    t = time.perf_counter()
+    _step("2/5 training: autoencoder, pretrain, finetune")
+    train_dir = out / "train"
+    done = train_dir / "done.json"
+    if not done.is_file():
+        from polypsynth.train.checkpoint import list_checkpoints
+        from polypsynth.train.recipe import train
+
+        cfg = training_config(profile, phantom, seed)
+        train(cfg, train_dir, resume="latest" if list_checkpoints(train_dir) else None)
+        atomic_write_text(done, json.dumps({"finished": True}))
+    checkpoints = finetune_checkpoints(train_dir)
+    timings["train"] = time.perf_counter() - t
+
+    # 3. Export every finetune checkpoint, then sample each class through the gRPC service.
+    t = time.perf_counter()
+    _step(f"3/5 export {len(checkpoints)} checkpoints and sample over gRPC")
+    from polypsynth.export.bundle import export_bundle
+
+    bundles = {}
+    for ckpt in checkpoints:
+        bundle = out / "bundles" / ckpt.name
+        if not (bundle / "manifest.json").is_file():
+            export_bundle(ckpt, bundle, overwrite=True)
+        bundles[ckpt.name] = bundle
+    _sample_over_grpc(bundles, out / "samples", profile)
+    timings["export_and_sample"] = time.perf_counter() - t
+
+    # 4. Evaluation.
+    t = time.perf_counter()
+    _step("4/5 evaluation: KID x4, t-SNE, class fidelity, augmented classification")
+    report = out / "report"
+    if not (report / "results.json").is_file():
+        from polypsynth.data.sources import load_phantom
+        from polypsynth.evaluate.classify import ClassifierOptions
+        from polypsynth.evaluate.report import write_report
+        from polypsynth.evaluate.run import EvalOptions, evaluate
+        from polypsynth.evaluate.sets import real_data, synthetic_checkpoints
+
+        options = EvalOptions(
+            features=profile.features,
+            classifier=ClassifierOptions(image_size=profile.classify_size, epochs=profile.classify_epochs),
+            classify_seeds=profile.classify_seeds,
+            kid_subsets=profile.kid_subsets,
+            seed=seed,
+            cache_dir=str(out / "feature-cache"),
+        )
+        real = real_data(load_phantom(phantom, "classif"))
+        ckpts = synthetic_checkpoints(out / "samples")
+        results = evaluate(real, ckpts, options)
+        write_report(results, ckpts, report, overwrite=True)
+    results = json.loads((report / "results.json").read_text())
+    timings["evaluate"] = time.perf_counter() - t
+
+    # 5. Summary.
+    _step("5/5 summary")
+    summary = summarise(results, report, time.perf_counter() - start, timings, profile_name)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    for line in summary["lines"]:
+        click.echo(line)
+    return summary
+
+
+def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile) -> None:
+    """The path a user takes: a SamplerServer in this process, pulled by SamplerClient."""
+    from tqdm import tqdm
+
+    from polypsynth.data.records import CLASSES
+    from polypsynth.serve.client import SamplerClient
+    from polypsynth.serve.server import SamplerServer, ServerOptions
+
+    todo = [
+        (name, c)
+        for name in bundles
+        for c in CLASSES
+        if len(list((samples / name / c).glob("*.png"))) < profile.samples_per_class
+    ]
+    if not todo:
+        return
+    server = SamplerServer(bundles, ServerOptions(port=0, max_batch=32, max_wait_ms=5)).start()
+    try:
+        with SamplerClient(f"127.0.0.1:{server.port}") as client:
+            for name, c in todo:
+                with tqdm(total=profile.samples_per_class, desc=f"sample {name} {c}", unit="img") as bar:
+                    client.write_folder(
+                        samples / name,
+                        name,
+                        c,
+                        profile.samples_per_class,
+                        seed=0,
+                        steps=profile.sample_steps,
+                        progress=bar.update,
+                    )
+    finally:
+        server.stop(grace=1)
+
+
+def summarise(results: dict, report: Path, seconds: float, timings: dict, profile: str) -> dict:
+    sel = results["selection"]
+    cls = results["classification"]
+    names = [c["name"] for c in results["checkpoints"]]
+    last = names[-1]
+    fid = results["fidelity"][last]
+    real_ba = cls["real"]["balanced_accuracy"]["mean"]
+    pick = sel["clinical"]["pick"] or sel["naive"]["pick"]
+    gain = cls["gains"].get(pick)
+    aug = (
+        f"{gain['mean']:+.3f} balanced accuracy (95% CI {gain['ci95'][0]:+.3f} to {gain['ci95'][1]:+.3f})"
+        if gain
+        else "not measured"
+    )
+    lines = [
+        f"report: {report / 'index.html'}",
+        f"naive rule (lowest same-class KID) picks {sel['naive']['pick']}; clinical rule picks {sel['clinical']['pick'] or 'none'}",
+        f"augmenting real data with {pick}: {aug} against real only ({real_ba:.3f})",
+        f"class fidelity of the last checkpoint {last}: AD {fid['AD']:.2f}, NON_AD {fid['NON_AD']:.2f} (chance 0.50)",
+        f"total time {seconds / 60:.1f} min (profile {profile})",
+    ]
+    return {
+        "lines": lines,
+        "report": str(report / "index.html"),
+        "naive_pick": sel["naive"]["pick"],
+        "clinical_pick": sel["clinical"]["pick"],
+        "augmentation_gain": gain,
+        "last_checkpoint_fidelity": fid,
+        "seconds": seconds,
+        "timings": timings,
+        "profile": profile,
+    }

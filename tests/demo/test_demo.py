@@ -1,0 +1,51 @@
+"""The main job end to end: `polypsynth demo --profile quick` on the phantom (a few minutes)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from polypsynth.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--profile", "quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["lines"]) == 5 and summary["lines"][0].startswith("report: ")
+    for line in summary["lines"]:
+        assert line in result.output
+
+    results = json.loads((out / "report" / "results.json").read_text())
+    names = [c["name"] for c in results["checkpoints"]]
+    assert len(names) >= 4  # the iteration-wise analysis
+    for name in names:
+        assert len(results["kid"]["classifier"][name]) == 4
+        assert (out / "bundles" / name / "manifest.json").is_file()
+        for c in ("AD", "NON_AD"):
+            assert len(list((out / "samples" / name / c).glob("*.png"))) == 16
+    md = (out / "report" / "report.md").read_text()
+    for section in (
+        "## Verdict",
+        "## Table 2",
+        "## KID curves",
+        "## t-SNE",
+        "## Samples",
+        "## Class fidelity",
+        "## Table 1",
+        "## Selection",
+    ):
+        assert section in md
+    stages = {
+        json.loads((c / "polypsynth.json").read_text())["stage"]
+        for c in (out / "train" / "checkpoints").iterdir()
+    }
+    assert stages == {"autoencoder", "pretrain", "finetune"}
+
+    # A second run reuses every finished step.
+    again = CliRunner().invoke(main, ["demo", "--profile", "quick", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "summary.json").read_text())["timings"]["train"] < 5
