@@ -92,3 +92,33 @@ def test_tensorrt_export_needs_tensorrt(tiny_checkpoint, tmp_path):
     with pytest.raises(ExportError, match="--tensorrt: the tensorrt backend needs"):
         export_bundle(tiny_checkpoint, tmp_path / "trt", tensorrt=True)
     assert not (tmp_path / "trt").exists()
+
+
+def test_graphs_with_scattered_external_data_are_consolidated(tiny_bundle, tmp_path):
+    """What the exporter writes for graphs over 2 GB (one file per tensor) becomes one .data file."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from polypsynth.export.onnx import consolidate_external_data, external_locations
+
+    path = tmp_path / "unet.onnx"
+    model = onnx.load(str(tiny_bundle / "unet.onnx"))
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0
+    )
+    assert len(external_locations(path)) > 10
+    consolidate_external_data(path)
+    assert external_locations(path) == {"unet.onnx.data"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unet.onnx", "unet.onnx.data"]
+    onnx.checker.check_model(str(path))
+    feeds = {
+        "sample": np.ones((1, 4, 8, 8), np.float32),
+        "timestep": np.array([10.0], np.float32),
+        "encoder_hidden_states": np.zeros((1, 77, 16), np.float32),
+    }
+    a = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    b = ort.InferenceSession(str(tiny_bundle / "unet.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )[0]
+    assert np.array_equal(a, b)

@@ -12,8 +12,6 @@ import torch
 from polypsynth.errors import PolypsynthError
 from polypsynth.export.spec import ComponentSpec
 
-TWO_GB = 2 * 1024**3
-
 
 class ExportError(PolypsynthError):
     """Export failed or its output does not match PyTorch."""
@@ -61,11 +59,40 @@ def export_onnx(
             program.save(str(path))
         else:
             raise ExportError(f"unknown exporter {exporter!r}; expected torchscript or dynamo")
-    model = onnx.load(str(path), load_external_data=True)
-    if model.ByteSize() > TWO_GB or any(path.parent.glob(path.name + ".data")):
-        onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data")
-    onnx.checker.check_model(str(path))
+    consolidate_external_data(path)
+    onnx.checker.check_model(str(path))  # by path: works for graphs with external data
     return path
+
+
+def external_locations(path: Path) -> set[str]:
+    """Files a graph keeps its tensors in (empty when every tensor is inside the .onnx)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {
+        entry.value
+        for init in model.graph.initializer
+        if init.data_location == onnx.TensorProto.EXTERNAL
+        for entry in init.external_data
+        if entry.key == "location"
+    }
+
+
+def consolidate_external_data(path: Path) -> None:
+    """Graphs over 2 GB (protobuf's limit) come out of the exporter with one file per tensor;
+    keep them as `<name>.onnx` + one `<name>.onnx.data`, as TensorRT and ORT expect."""
+    import onnx
+
+    target = path.name + ".data"
+    locations = external_locations(path)
+    if not locations or locations == {target}:
+        return
+    model = onnx.load(str(path), load_external_data=True)  # never serialised whole: no 2 GB limit hit
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=target
+    )
+    for name in locations - {target}:
+        (path.parent / name).unlink(missing_ok=True)
 
 
 def parity(

@@ -3,7 +3,8 @@
 Images of concurrent requests that share steps, guidance and scheduler are merged into backend
 batches of up to `max_batch` (classes may differ: contexts are per image), waiting at most
 `max_wait_ms` to fill one. Batches are filled round-robin over the waiting requests, one image
-each in turn, so a 1-image request is not stuck behind a 10,000-image one. Per-image seeds make
+each in turn and least-served first, so a 1-image request joins the next batch instead of
+waiting behind a 10,000-image one. Per-image seeds make
 every image independent of how it was packed. A cancelled request's queued images are dropped at
 once and their capacity freed; the queue is bounded and refuses work beyond it.
 """
@@ -134,7 +135,9 @@ class Batcher:
                 break
             self._cond.wait(remaining)
         batch: list[tuple[Job, int]] = []
-        same = [j for j in self._jobs if j.key == key]
+        # Least-served first (then arrival): a new request joins the very next batch instead of
+        # waiting for a round over every older request; among equals this is plain round-robin.
+        same = sorted((j for j in self._jobs if j.key == key), key=lambda j: (j.next_index, j.order))
         while len(batch) < self.max_batch and any(j.pending for j in same):
             for job in same:
                 if job.pending and len(batch) < self.max_batch:

@@ -7,6 +7,7 @@ N steps and resumes exactly from any of them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -272,7 +273,9 @@ def _run_stage(
             batch = next(batches)
             last = micro == stage.gradient_accumulation - 1
             sync = (
-                accelerator.no_sync(model) if not last and accelerator.num_processes > 1 else _nullcontext()
+                accelerator.no_sync(model)
+                if not last and accelerator.num_processes > 1
+                else contextlib.nullcontext()
             )
             with sync, accelerator.autocast():
                 if autoencoder:
@@ -326,14 +329,6 @@ def _run_stage(
     bar.close()
     trainable.requires_grad_(False)
     return StageResult(name, losses, checkpoints, step_seconds, setup_seconds)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _save(out, components, state, trainable, optimizer, lr_scheduler, ema, cfg, main_records, device):
