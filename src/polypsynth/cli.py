@@ -25,6 +25,16 @@ def user_errors(fn):
     return wrapper
 
 
+# `--set a.b=c` config overrides, shared by every command that reads a config.
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a value, e.g. stage.finetune.steps=200.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="polypsynth")
 def main() -> None:
@@ -133,13 +143,7 @@ def data_inspect(path, kind, labels, skip_bad):
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints/, logs/)."
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a value, e.g. stage.finetune.steps=200.",
-)
+@set_option
 @click.option(
     "--resume", default=None, metavar="latest|PATH", help="Continue from the latest or a given checkpoint."
 )
@@ -533,13 +537,7 @@ def config() -> None:
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: built-ins)."
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a value, e.g. stage.finetune.steps=200.",
-)
+@set_option
 @user_errors
 def config_show(config_path, overrides):
     """Print a config after defaults, overrides and validation."""
