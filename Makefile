@@ -7,7 +7,7 @@ ENV_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(ENV_HASH)
 PYTEST_ARGS ?=
 
-.PHONY: env test lint format demo proto clean
+.PHONY: env test lint format demo bench proto clean
 
 env: $(STAMP)
 
@@ -31,6 +31,17 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/polypsynth demo --out runs/demo
+
+# CPU benchmarks: writes benchmarks/results/*.json and prints the tables of benchmarks/README.md.
+# The GPU table comes from `$(BIN)/python benchmarks/gpu_sampling.py` on a machine with a GPU,
+# which this target also runs when torch sees one.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py --steps 30
+	$(BIN)/python benchmarks/bench_sampling.py --sd15
+	$(BIN)/python benchmarks/bench_evaluate.py
+	$(BIN)/python benchmarks/bench_grpc.py
+	@if $(BIN)/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
+		$(BIN)/python benchmarks/gpu_sampling.py; fi
 
 # Regenerate the gRPC stubs from protos/ (committed; a test fails when they are stale).
 proto: $(STAMP)

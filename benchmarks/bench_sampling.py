@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import write_result  # noqa: E402
+from common import sd15_unet, write_result  # noqa: E402
 
 CONFIG = Path(__file__).parents[1] / "configs" / "phantom-tiny.yaml"
 
@@ -63,17 +63,8 @@ def tiny(batches, steps_list) -> list[dict]:
 def sd15_unet_forward() -> dict:
     """Seconds per U-Net forward (batch 2 = one image with guidance) of an SD1.5-size U-Net at 64x64 latents."""
     import torch
-    from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        cross_attention_dim=768,
-        block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        layers_per_block=2,
-        attention_head_dim=8,
-    ).eval()
+    unet = sd15_unet()
     x, t, c = torch.randn(2, 4, 64, 64), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768)
     with torch.no_grad():
         unet(x, t, c)

@@ -97,3 +97,14 @@ def test_bad_config_through_the_cli(tmp_path):
     assert "unknown config key 'model.resolutoin'; allowed keys here: pretrained, resolution" in result.output
     result = CliRunner().invoke(main, ["config", "show", "--config", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 1 and "config file not found" in result.output
+
+
+def test_yes_and_no_stay_words(tmp_path):
+    """YAML 1.2 booleans: `no` is the mixed-precision mode, not False (YAML 1.1 would say False)."""
+    cfg = load_config(CONFIGS[0], ["train.mixed_precision=no", "train.ema=false"])
+    assert cfg.train.mixed_precision == "no" and cfg.train.ema is False
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(path).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match=r"train\.ema"):
+        load_config(path, ["train.ema=yes"])

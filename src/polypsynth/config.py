@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -313,6 +314,24 @@ def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off as booleans, which
+    turns `mixed_precision: no` or `--set train.mixed_precision=no` into False."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def apply_override(raw: dict, assignment: str) -> None:
     """Apply one `a.b.c=value` override to a raw YAML mapping; the value is parsed as YAML."""
     if "=" not in assignment:
@@ -322,7 +341,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     if not all(parts):
         raise ConfigError(f"--set: bad key {key!r}")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = _load_yaml(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {exc}") from exc
     node = raw
@@ -344,7 +363,7 @@ def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = _load_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(raw, dict):

@@ -64,16 +64,16 @@ PROFILES = {
     # The default: the study at phantom scale, under 15 minutes on 2 cores.
     "full": Profile(
         phantom={"size": 64, "stage1": 600, "train": 240, "test": 120, "unlabelled": 120},
-        autoencoder_steps=200,
+        autoencoder_steps=400,
         autoencoder_batch=8,
-        pretrain_steps=300,
-        finetune_steps=400,
-        checkpoint_every=100,
+        pretrain_steps=500,
+        finetune_steps=1600,
+        checkpoint_every=400,
         samples_per_class=48,
         sample_steps=15,
-        features=("classifier", "inception"),
+        features=("inception", "classifier"),
         classify_seeds=2,
-        classify_epochs=8,
+        classify_epochs=6,
         classify_size=64,
         kid_subsets=50,
     ),
@@ -229,23 +229,29 @@ def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile)
 
 def summarise(results: dict, report: Path, seconds: float, timings: dict, profile: str) -> dict:
     sel = results["selection"]
-    cls = results["classification"]
     names = [c["name"] for c in results["checkpoints"]]
     last = names[-1]
     fid = results["fidelity"][last]
-    real_ba = cls["real"]["balanced_accuracy"]["mean"]
+    judge = results["fidelity_judge"]
     pick = sel["clinical"]["pick"] or sel["naive"]["pick"]
-    gain = cls["gains"].get(pick)
-    aug = (
-        f"{gain['mean']:+.3f} balanced accuracy (95% CI {gain['ci95'][0]:+.3f} to {gain['ci95'][1]:+.3f})"
-        if gain
-        else "not measured"
-    )
+    experiments = [("EfficientNet-B0", results["classification"])]
+    if results.get("probe"):
+        experiments.insert(0, ("Inception probe", results["probe"]))
+    gains = {label: block["gains"].get(pick) for label, block in experiments}
+
+    def aug(label, block):
+        g, real = gains[label], block["real"]["balanced_accuracy"]["mean"]
+        if not g:
+            return f"{label} not measured"
+        return f"{label} {g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}] over {real:.3f}"
+
     lines = [
         f"report: {report / 'index.html'}",
         f"naive rule (lowest same-class KID) picks {sel['naive']['pick']}; clinical rule picks {sel['clinical']['pick'] or 'none'}",
-        f"augmenting real data with {pick}: {aug} against real only ({real_ba:.3f})",
-        f"class fidelity of the last checkpoint {last}: AD {fid['AD']:.2f}, NON_AD {fid['NON_AD']:.2f} (chance 0.50)",
+        f"augmenting real data with {pick}, balanced accuracy gain (95% CI): "
+        + "; ".join(aug(label, block) for label, block in experiments),
+        f"class fidelity of the last checkpoint {last}: AD {fid['AD']:.2f}, NON_AD {fid['NON_AD']:.2f} "
+        f"(chance 0.50; judge {judge['kind']}, {judge['real']['mean']:.2f} on real test images)",
         f"total time {seconds / 60:.1f} min (profile {profile})",
     ]
     return {
@@ -253,7 +259,7 @@ def summarise(results: dict, report: Path, seconds: float, timings: dict, profil
         "report": str(report / "index.html"),
         "naive_pick": sel["naive"]["pick"],
         "clinical_pick": sel["clinical"]["pick"],
-        "augmentation_gain": gain,
+        "augmentation_gains": gains,
         "last_checkpoint_fidelity": fid,
         "seconds": seconds,
         "timings": timings,

@@ -96,9 +96,16 @@ def test_end_to_end_report(eval_data, tmp_path):
             )  # shrunk to the smaller set
     assert set(results["classification"]["augmented"]) == {"step-001000", "step-002000"}
     assert results["classification"]["real"]["seeds"] == 2
+    # With Inception features, fidelity is judged by the linear probe, which also runs Table 1 rows.
+    assert results["fidelity_judge"]["kind"] == "linear probe on Inception features"
+    assert results["fidelity"] == results["probe"]["fidelity"]
+    assert set(results["probe"]["gains"]) == {"step-001000", "step-002000"}
+    assert results["selection"]["gains_by"] == "linear probe on Inception features"
     md = (out / "report.md").read_text()
     for section in SECTIONS:  # every section of the report
         assert f"## {section}" in md
+    assert "| Inception probe: real + synthetic step-002000 |" in md
+    assert "| EfficientNet-B0: real |" in md and "Judge: linear probe on Inception features" in md
     page = (out / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<h2>Table 1" in page
     for png in ("kid_curves.png", "tsne_grid.png", "samples_grid.png"):

@@ -128,6 +128,11 @@ def test_bad_backend_choices(tiny_checkpoint, tiny_bundle):
         match=r"onnxruntime provider 'cuda' is not available here; available providers: .*CPUExecutionProvider",
     ):
         open_model(tiny_bundle, "onnxruntime", providers=["cuda"])
+    with pytest.raises(
+        SamplingError,
+        match=r"unknown compile mode 'turbo'; valid: False, True, default, reduce-overhead, max-autotune",
+    ):
+        open_model(tiny_checkpoint, "torch", compile="turbo")
 
 
 def test_tensorrt_backend(tiny_bundle):

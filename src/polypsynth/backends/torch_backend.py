@@ -8,6 +8,7 @@ import torch
 from polypsynth.sampling.schedulers import SamplingError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class TorchBackend:
@@ -19,10 +20,16 @@ class TorchBackend:
         device: str | None = None,
         dtype: str = "fp32",
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
     ):
+        """`compile`: False, True (torch.compile's default mode) or a mode name; "reduce-overhead"
+        records CUDA graphs, which pays off where per-kernel launch overhead is a share of a step."""
         from diffusers.models.attention_processor import AttnProcessor2_0
 
+        if compile not in COMPILE_MODES:
+            raise SamplingError(
+                f"unknown compile mode {compile!r}; valid: False, True, {', '.join(m for m in COMPILE_MODES if isinstance(m, str))}"
+            )
         if dtype not in DTYPES:
             raise SamplingError(f"unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
         if device is None:
@@ -39,7 +46,8 @@ class TorchBackend:
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
             self.vae.to(memory_format=torch.channels_last)
-        self._unet = torch.compile(self.unet, fullgraph=False) if compile else self.unet
+        mode = None if compile is True else compile
+        self._unet = torch.compile(self.unet, mode=mode) if compile else self.unet
         self._decoder = self.vae.decode
 
     @torch.no_grad()

@@ -65,20 +65,21 @@ def plot_fidelity_and_augmentation(results: dict, path: Path) -> None:
     axes[0].set_ylim(0, 1)
     axes[0].set_title("Class fidelity (real-data classifier says 'same class')", fontsize=10)
     axes[0].legend(fontsize=8)
-    cls = results["classification"]
-    real = cls["real"]["balanced_accuracy"]
-    axes[1].axhspan(real["mean"] - real["std"], real["mean"] + real["std"], color="grey", alpha=0.25)
-    axes[1].axhline(real["mean"], color="k", lw=1, label="real only")
-    if cls["augmented"]:
-        aug = [cls["augmented"][n]["balanced_accuracy"] for n in names]
-        axes[1].errorbar(
-            x,
-            [a["mean"] for a in aug],
-            yerr=[a["std"] for a in aug],
-            fmt="o",
-            capsize=3,
-            label="real + synthetic",
-        )
+    for (label, block), colour in zip(_experiments(results), ("C0", "C1"), strict=False):
+        real = block["real"]["balanced_accuracy"]
+        axes[1].axhspan(real["mean"] - real["std"], real["mean"] + real["std"], color=colour, alpha=0.15)
+        axes[1].axhline(real["mean"], color=colour, lw=1, ls="--", label=f"{label}: real only")
+        if block["augmented"]:
+            aug = [block["augmented"][n]["balanced_accuracy"] for n in names]
+            axes[1].errorbar(
+                x,
+                [a["mean"] for a in aug],
+                yerr=[a["std"] for a in aug],
+                fmt="o",
+                color=colour,
+                capsize=3,
+                label=f"{label}: real + synthetic",
+            )
     axes[1].set_xticks(x, names, rotation=30, fontsize=8)
     axes[1].set_title("Balanced accuracy on the real test split", fontsize=10)
     axes[1].legend(fontsize=8)
@@ -126,9 +127,17 @@ def _fmt(stat: dict) -> str:
     return f"{stat['mean']:.4f} ({stat['std']:.4f})"
 
 
+def _experiments(results: dict) -> list[tuple[str, dict]]:
+    """The augmentation experiments in the results: the study's EfficientNet-B0, then the probe."""
+    out = [("EfficientNet-B0", results["classification"])]
+    if results.get("probe"):
+        out.append(("Inception probe", results["probe"]))
+    return out
+
+
 def table1(results: dict) -> list[list[str]]:
-    """Rows like the study's Table 1: per-class precision / recall / F1 and balanced accuracy."""
-    cls = results["classification"]
+    """Rows like the study's Table 1: per-class precision / recall / F1 and balanced accuracy, for
+    each classifier (the study's EfficientNet-B0, and the Inception linear probe when computed)."""
     rows = [
         ["Training images"]
         + [f"{c} {m}" for c in CLASSES for m in ("precision", "recall", "F1")]
@@ -140,9 +149,10 @@ def table1(results: dict) -> list[list[str]]:
         lo, hi = s["balanced_accuracy"]["ci95"]
         return [name, *cells, _fmt(s["balanced_accuracy"]), f"{lo:.3f}–{hi:.3f}"]
 
-    rows.append(row("Real", cls["real"]))
-    for name, s in cls["augmented"].items():
-        rows.append(row(f"Real + synthetic {name}", s))
+    for label, block in _experiments(results):
+        rows.append(row(f"{label}: real", block["real"]))
+        for name, s in block["augmented"].items():
+            rows.append(row(f"{label}: real + synthetic {name}", s))
     return rows
 
 
@@ -155,7 +165,7 @@ def table2(results: dict, space: str) -> list[list[str]]:
 
 def selection_rows(results: dict) -> list[list[str]]:
     sel = results["selection"]
-    gains = results["classification"]["gains"]
+    experiments = _experiments(results)
     rows = [
         [
             "Checkpoint",
@@ -164,12 +174,14 @@ def selection_rows(results: dict) -> list[list[str]]:
             "margin NON_AD",
             "class fidelity",
             "eligible",
-            "augmentation gain",
+            *[f"augmentation gain ({label})" for label, _ in experiments],
         ]
     ]
+
+    def gain(g):
+        return f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g else "—"
+
     for name, t in sel["clinical"]["table"].items():
-        g = gains.get(name)
-        gain = f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g else "—"
         rows.append(
             [
                 name,
@@ -178,7 +190,7 @@ def selection_rows(results: dict) -> list[list[str]]:
                 f"{t['margin_NON_AD']:+.4f}",
                 f"{t['fidelity_balanced']:.2f}",
                 "yes" if t["eligible"] else "no",
-                gain,
+                *[gain(block["gains"].get(name)) for _, block in experiments],
             ]
         )
     return rows
@@ -224,6 +236,11 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
             fid_rows.append(
                 [name, *[f"{f[c]:.2f}" for c in CLASSES], f"{results['tsne'][name]['knn_accuracy']:.2f}"]
             )
+        judge = results["fidelity_judge"]
+        judge_line = (
+            f"Judge: {judge['kind']}, trained on the real training split; its own balanced accuracy on the "
+            f"real test split is {judge['real']['mean']:.3f} (a fidelity figure means no more than that)."
+        )
         md = [
             "# polypsynth evaluation report",
             f"## Verdict\n\n{verdict}",
@@ -234,7 +251,7 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
             f"## KID curves\n\n![KID curves]({PLOTS['KID curves']})",
             f"## t-SNE ({primary} features)\n\nk-NN accuracy of telling the four groups apart in each map: 0.25 = mixed, 1.0 = apart.\n\n![t-SNE]({PLOTS['t-SNE']})",
             f"## Samples\n\n![samples]({PLOTS['Samples']})",
-            f"## Class fidelity\n\n{_md_table(fid_rows)}\n\n![fidelity]({PLOTS['Class fidelity']})",
+            f"## Class fidelity\n\n{judge_line}\n\n{_md_table(fid_rows)}\n\n![fidelity]({PLOTS['Class fidelity']})",
             f"## Table 1 — classification on the real test split\n\n{_md_table(table1(results))}",
             f"## Selection\n\nNaive rule: lowest same-class KID. Clinical rule: both cross-class margins positive and class fidelity above 0.5 for both classes, ranked by the smaller margin and the fidelity.\n\n{_md_table(selection_rows(results))}",
         ]
@@ -252,7 +269,11 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
             )
         for title in ("KID curves", "t-SNE", "Samples", "Class fidelity"):
             data = base64.b64encode((tmp / PLOTS[title]).read_bytes()).decode()
-            extra = _html_table(fid_rows) if title == "Class fidelity" else ""
+            extra = (
+                f"<p>{html.escape(judge_line)}</p>{_html_table(fid_rows)}"
+                if title == "Class fidelity"
+                else ""
+            )
             html_parts.append(
                 f"<h2>{title}</h2>{extra}<img alt='{title}' src='data:image/png;base64,{data}'>"
             )

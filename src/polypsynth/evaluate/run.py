@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from polypsynth.data.records import CLASSES
-from polypsynth.evaluate import classify, kid, selection, tsne
+from polypsynth.evaluate import classify, kid, probe, selection, tsne
 from polypsynth.evaluate.errors import EvalError
 from polypsynth.evaluate.features import ClassifierExtractor, InceptionExtractor, extract
 from polypsynth.evaluate.sets import Checkpoint, RealData
@@ -67,15 +67,54 @@ def _run(model, test_paths, test_labels, bank) -> dict:
     }
 
 
-def _synthetic_subset(ckpt: Checkpoint, n: int, seed: int) -> dict[str, list[Path]]:
-    """n synthetic images split evenly over the classes (drawn without replacement, seeded)."""
+def _synthetic_subset(ckpt: Checkpoint, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Indices of n synthetic images split evenly over the classes (without replacement, seeded)."""
     rng = np.random.default_rng(seed)
     out = {}
     for c in CLASSES:
-        pool = ckpt.images[c]
-        k = min(len(pool), n // len(CLASSES))
-        out[c] = [pool[i] for i in sorted(rng.choice(len(pool), k, replace=False))]
+        k = min(len(ckpt.images[c]), n // len(CLASSES))
+        out[c] = np.sort(rng.choice(len(ckpt.images[c]), k, replace=False))
     return out
+
+
+def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn) -> dict:
+    """The linear probe on Inception features: real only, real + synthetic per checkpoint, and the
+    fidelity of each synthetic class (see probe.py)."""
+    train_x = np.concatenate([real_f[c] for c in CLASSES])
+    train_y = np.concatenate([np.full(len(real_f[c]), i) for i, c in enumerate(CLASSES)])
+    test_x = np.concatenate([test_f[c] for c in CLASSES])
+    test_y = np.concatenate([np.full(len(test_f[c]), i) for i, c in enumerate(CLASSES)])
+    judge, real_run = probe.run(train_x, train_y, test_x, test_y)
+    real_runs = [real_run] * options.classify_seeds  # deterministic fit: one run stands for every seed
+    fidelity = {
+        ck.name: {
+            c: float((probe.predict(judge, synthetic_f[ck.name][c]) == i).mean())
+            for i, c in enumerate(CLASSES)
+        }
+        for ck in checkpoints
+    }
+    augmented, gains = {}, {}
+    if options.augment:
+        for ck in checkpoints:
+            runs = []
+            for s in range(options.classify_seeds):
+                pick = _synthetic_subset(ck, n_syn, options.seed + s)
+                syn_x = np.concatenate([synthetic_f[ck.name][c][pick[c]] for c in CLASSES])
+                syn_y = np.concatenate([np.full(len(pick[c]), i) for i, c in enumerate(CLASSES)])
+                runs.append(
+                    probe.run(
+                        np.concatenate([train_x, syn_x]), np.concatenate([train_y, syn_y]), test_x, test_y
+                    )[1]
+                )
+            augmented[ck.name] = classify.summarise(runs)
+            gains[ck.name] = classify.gain_interval(real_runs, runs)
+    return {
+        "features": "inception",
+        "fidelity": fidelity,
+        "real": classify.summarise([real_run]),
+        "augmented": augmented,
+        "gains": gains,
+    }
 
 
 def evaluate(
@@ -145,23 +184,42 @@ def evaluate(
         }
         maps[ck.name] = tsne.embed(groups, seed=options.seed)
 
-    # 4. Class fidelity: do real-data classifiers recognise each synthetic class?
-    fidelity = {}
-    for ck in checkpoints:
-        fidelity[ck.name] = {
-            c: float(np.mean([(classify.predict(m, ck.images[c], bank) == i).mean() for m in real_models]))
-            for i, c in enumerate(CLASSES)
+    # 4. Class fidelity: does a classifier trained on real data recognise each synthetic class? The
+    # judge is the Inception linear probe when Inception features are computed, else the real-only
+    # EfficientNet-B0 models; the judge's own real-test balanced accuracy is reported with it.
+    n_syn = round(options.synthetic_share * len(train_paths))
+    probes = None
+    if "inception" in extractors:
+        test_f = {
+            c: extract(
+                extractors["inception"], real.test[c], cache, f"inception real test {c}", progress=progress
+            )
+            for c in CLASSES
         }
+        f = features["inception"]
+        probes = _probe_experiments(f["real"], test_f, f["synthetic"], checkpoints, options, n_syn)
+        fidelity = probes["fidelity"]
+        judge = {"kind": "linear probe on Inception features", "real": probes["real"]["balanced_accuracy"]}
+    else:
+        fidelity = {
+            ck.name: {
+                c: float(
+                    np.mean([(classify.predict(m, ck.images[c], bank) == i).mean() for m in real_models])
+                )
+                for i, c in enumerate(CLASSES)
+            }
+            for ck in checkpoints
+        }
+        judge = {"kind": "EfficientNet-B0 trained on real images", "real": None}
 
     # 5. Augmented classification per checkpoint (Table 1, second row), paired with the real-only seeds.
     augmentation, gains = {}, {}
     if options.augment:
-        n_syn = round(options.synthetic_share * len(train_paths))
         for ck in checkpoints:
             runs = []
             for s in range(options.classify_seeds):
-                syn = _synthetic_subset(ck, n_syn, options.seed + s)
-                syn_paths, syn_labels = _labelled(syn)
+                pick = _synthetic_subset(ck, n_syn, options.seed + s)
+                syn_paths, syn_labels = _labelled({c: [ck.images[c][i] for i in pick[c]] for c in CLASSES})
                 model = classify.train_classifier(
                     train_paths + syn_paths,
                     train_labels + syn_labels,
@@ -175,7 +233,16 @@ def evaluate(
             augmentation[ck.name] = classify.summarise(runs)
             gains[ck.name] = classify.gain_interval(real_runs, runs)
 
-    chosen = selection.select(kids[primary], fidelity, gains or None)
+    real_summary = classify.summarise(real_runs)
+    if judge["real"] is None:
+        judge["real"] = real_summary["balanced_accuracy"]
+    # The verdict weighs the gains of the classifier that also judges fidelity.
+    if probes is not None:
+        verdict_gains, gains_by = probes["gains"], "linear probe on Inception features"
+    else:
+        verdict_gains, gains_by = gains, "EfficientNet-B0"
+    chosen = selection.select(kids[primary], fidelity, verdict_gains or None, gains_by)
+    chosen["gains_by"] = gains_by
     return {
         "options": {**asdict(options), "classifier": asdict(copts)},
         "checkpoints": [
@@ -189,7 +256,9 @@ def evaluate(
             name: {"knn_accuracy": m.knn_accuracy, "silhouette": m.silhouette} for name, m in maps.items()
         },
         "fidelity": fidelity,
-        "classification": {"real": classify.summarise(real_runs), "augmented": augmentation, "gains": gains},
+        "fidelity_judge": judge,
+        "classification": {"real": real_summary, "augmented": augmentation, "gains": gains},
+        "probe": probes,
         "selection": chosen,
         "_maps": maps,  # for the plots; not written to results.json
     }

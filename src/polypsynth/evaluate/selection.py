@@ -51,7 +51,13 @@ def _ranks(values: dict[str, float]) -> dict[str, float]:
     return {n: float(r) for n, r in zip(names, ranks, strict=True)}
 
 
-def select(kids: dict[str, dict], fidelity: dict[str, dict], gains: dict[str, dict] | None = None) -> dict:
+def select(
+    kids: dict[str, dict],
+    fidelity: dict[str, dict],
+    gains: dict[str, dict] | None = None,
+    gains_by: str | None = None,
+) -> dict:
+    """Both rules' picks; `gains` are augmentation gains per checkpoint, measured with `gains_by`."""
     naive = naive_scores(kids)
     clinical = clinical_table(kids, fidelity)
     naive_pick = min(naive, key=naive.get)
@@ -74,11 +80,11 @@ def select(kids: dict[str, dict], fidelity: dict[str, dict], gains: dict[str, di
             ):
                 rho = spearmanr(score, g).statistic if len(set(score)) > 1 else float("nan")
                 out["agreement"][rule] = None if np.isnan(rho) else float(rho)
-    out["verdict"] = verdict(out, gains)
+    out["verdict"] = verdict(out, gains, gains_by)
     return out
 
 
-def verdict(selection: dict, gains: dict[str, dict] | None) -> str:
+def verdict(selection: dict, gains: dict[str, dict] | None, gains_by: str | None = None) -> str:
     naive, clinical = selection["naive"]["pick"], selection["clinical"]["pick"]
     lead = f"Lowest same-class KID picks {naive}; "
     if clinical is None:
@@ -93,7 +99,7 @@ def verdict(selection: dict, gains: dict[str, dict] | None) -> str:
         worth = g["mean"] > 0 and lo > 0
         text += (
             f", whose images changed balanced accuracy by {g['mean']:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}) when added "
-            f"to real training data: {'clinically worth using' if worth else 'not shown to help, so not clinically worth using yet'}."
+            f"to real training data{f' ({gains_by})' if gains_by else ''}: {'clinically worth using' if worth else 'not shown to help, so not clinically worth using yet'}."
         )
     else:
         text += " (augmentation not measured for it, so its clinical benefit is untested)."
