@@ -75,6 +75,9 @@ class StageConfig:
     """finetune: high-quality polyp images without pathology labels."""
     unlabelled_share: float = 0.0
     """Share of each batch drawn from `unlabelled` (0 to <1)."""
+    balance_classes: bool = False
+    """Draw the main images so every label is equally likely (inverse-frequency weights), e.g.
+    AD and NON_AD where the data hold twice as many AD; replay and unlabelled draws are unchanged."""
     kl_weight: float = 1e-6
     """autoencoder: weight of the KL term against the reconstruction loss."""
 

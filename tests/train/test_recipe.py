@@ -96,6 +96,22 @@ def test_data_mix_honours_its_shares():
     assert len(other) == len(full) == 20 and other != full
 
 
+def test_balanced_classes_draw_every_label_equally_often():
+    labels = ["AD"] * 80 + ["NON_AD"] * 20  # main pool 4:1
+    uniform = MixPlan.of([100, 50, 0], replay_share=0.3, unlabelled_share=0.0)
+    plan = MixPlan.of([100, 50, 0], replay_share=0.3, unlabelled_share=0.0, main_labels=labels)
+    drawn = np.concatenate([batch_indices(plan, 16, seed=0, stage=2, step=s) for s in range(500)])
+    main, replay = drawn[drawn < 100], drawn[drawn >= 100]
+    assert abs((main >= 80).mean() - 0.5) < 0.03  # NON_AD: half of the main draws, not a fifth
+    assert abs(len(main) / len(drawn) - 0.7) < 0.02 and replay.max() < 150  # pool shares unchanged
+    assert set(np.unique(main[main < 80])) == set(range(80))  # every image of a class is drawn
+    # The uniform plan's batches are untouched by the option's existence.
+    assert uniform.main_cdf is None and batch_indices(uniform, 8, 0, 2, 3) == batch_indices(
+        MixPlan.of([100, 50, 0], 0.3, 0.0), 8, 0, 2, 3
+    )
+    assert batch_indices(plan, 8, 0, 2, 3) == batch_indices(plan, 8, 0, 2, 3)  # still a pure function
+
+
 def test_resume_is_exact(make_config, tmp_path, monkeypatch):
     """2N steps straight equals N steps + kill + resume N (EMA and gradient accumulation on)."""
     config = make_config(

@@ -77,6 +77,22 @@ def _synthetic_subset(ckpt: Checkpoint, n: int, seed: int) -> dict[str, np.ndarr
     return out
 
 
+def _augmentation(checkpoints, options, n_syn, real_runs, run_one) -> tuple[dict, dict]:
+    """Table 1's second row for one classifier: per checkpoint and seed, `run_one(ckpt, picks,
+    seed)` trains on real + the picked synthetic images; returns the summaries over seeds and the
+    gains over `real_runs` (paired by seed)."""
+    augmented, gains = {}, {}
+    if options.augment:
+        for ck in checkpoints:
+            runs = [
+                run_one(ck, _synthetic_subset(ck, n_syn, options.seed + s), s)
+                for s in range(options.classify_seeds)
+            ]
+            augmented[ck.name] = classify.summarise(runs)
+            gains[ck.name] = classify.gain_interval(real_runs, runs)
+    return augmented, gains
+
+
 def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn) -> dict:
     """The linear probe on Inception features: real only, real + synthetic per checkpoint, and the
     fidelity of each synthetic class (see probe.py)."""
@@ -93,21 +109,14 @@ def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn)
         }
         for ck in checkpoints
     }
-    augmented, gains = {}, {}
-    if options.augment:
-        for ck in checkpoints:
-            runs = []
-            for s in range(options.classify_seeds):
-                pick = _synthetic_subset(ck, n_syn, options.seed + s)
-                syn_x = np.concatenate([synthetic_f[ck.name][c][pick[c]] for c in CLASSES])
-                syn_y = np.concatenate([np.full(len(pick[c]), i) for i, c in enumerate(CLASSES)])
-                runs.append(
-                    probe.run(
-                        np.concatenate([train_x, syn_x]), np.concatenate([train_y, syn_y]), test_x, test_y
-                    )[1]
-                )
-            augmented[ck.name] = classify.summarise(runs)
-            gains[ck.name] = classify.gain_interval(real_runs, runs)
+
+    def run_one(ck, pick, _seed):
+        syn_x = np.concatenate([synthetic_f[ck.name][c][pick[c]] for c in CLASSES])
+        syn_y = np.concatenate([np.full(len(pick[c]), i) for i, c in enumerate(CLASSES)])
+        x, y = np.concatenate([train_x, syn_x]), np.concatenate([train_y, syn_y])
+        return probe.run(x, y, test_x, test_y)[1]
+
+    augmented, gains = _augmentation(checkpoints, options, n_syn, real_runs, run_one)
     return {
         "features": "inception",
         "fidelity": fidelity,
@@ -213,25 +222,20 @@ def evaluate(
         judge = {"kind": "EfficientNet-B0 trained on real images", "real": None}
 
     # 5. Augmented classification per checkpoint (Table 1, second row), paired with the real-only seeds.
-    augmentation, gains = {}, {}
-    if options.augment:
-        for ck in checkpoints:
-            runs = []
-            for s in range(options.classify_seeds):
-                pick = _synthetic_subset(ck, n_syn, options.seed + s)
-                syn_paths, syn_labels = _labelled({c: [ck.images[c][i] for i in pick[c]] for c in CLASSES})
-                model = classify.train_classifier(
-                    train_paths + syn_paths,
-                    train_labels + syn_labels,
-                    copts,
-                    options.seed + s,
-                    bank,
-                    f"real+{ck.name}, seed {s}",
-                    progress,
-                )
-                runs.append(_run(model, test_paths, test_labels, bank))
-            augmentation[ck.name] = classify.summarise(runs)
-            gains[ck.name] = classify.gain_interval(real_runs, runs)
+    def run_one(ck, pick, seed):
+        syn_paths, syn_labels = _labelled({c: [ck.images[c][i] for i in pick[c]] for c in CLASSES})
+        model = classify.train_classifier(
+            train_paths + syn_paths,
+            train_labels + syn_labels,
+            copts,
+            options.seed + seed,
+            bank,
+            f"real+{ck.name}, seed {seed}",
+            progress,
+        )
+        return _run(model, test_paths, test_labels, bank)
+
+    augmentation, gains = _augmentation(checkpoints, options, n_syn, real_runs, run_one)
 
     real_summary = classify.summarise(real_runs)
     if judge["real"] is None:

@@ -20,13 +20,28 @@ POOLS = ("main", "replay", "unlabelled")
 class MixPlan:
     sizes: tuple[int, int, int]  # images in the main, replay and unlabelled pools
     shares: tuple[float, float, float]  # probability of drawing each pool
+    main_cdf: tuple[float, ...] | None = None  # cumulative draw weights of the main images; None: uniform
 
     @classmethod
-    def of(cls, sizes: Sequence[int], replay_share: float, unlabelled_share: float) -> MixPlan:
+    def of(
+        cls,
+        sizes: Sequence[int],
+        replay_share: float,
+        unlabelled_share: float,
+        main_labels: Sequence[str] | None = None,
+    ) -> MixPlan:
+        """`main_labels`: the main pool's labels, to draw every label equally often."""
         shares = [1.0 - replay_share - unlabelled_share, replay_share, unlabelled_share]
         shares = [s if n else 0.0 for s, n in zip(shares, sizes, strict=True)]
         total = sum(shares)
-        return cls(tuple(sizes), tuple(s / total for s in shares))
+        cdf = None
+        if main_labels is not None:
+            labels, inverse, counts = np.unique(
+                np.asarray(main_labels), return_inverse=True, return_counts=True
+            )
+            weights = 1.0 / (len(labels) * counts[inverse])
+            cdf = tuple(np.cumsum(weights).tolist())
+        return cls(tuple(sizes), tuple(s / total for s in shares), cdf)
 
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
@@ -44,6 +59,13 @@ def batch_indices(
     pools = rng.choice(len(POOLS), size=batch_size, p=plan.shares)
     sizes = np.asarray(plan.sizes)
     within = (rng.random(batch_size) * sizes[pools]).astype(np.int64)
+    if (
+        plan.main_cdf is not None
+    ):  # class-balanced main draws (an extra stream: the uniform path is unchanged)
+        main = pools == 0
+        cdf = np.asarray(plan.main_cdf)
+        u = rng.random(batch_size)[main] * cdf[-1]
+        within[main] = np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
     return (plan.offsets()[pools] + within).tolist()
 
 

@@ -213,7 +213,8 @@ def _run_stage(
     setup_start = time.perf_counter()
     pools = _records(name, stage)
     all_records = [r for pool in pools for r in pool]
-    plan = MixPlan.of([len(p) for p in pools], stage.replay_share, stage.unlabelled_share)
+    main_labels = [r.label for r in pools[0]] if stage.balance_classes else None
+    plan = MixPlan.of([len(p) for p in pools], stage.replay_share, stage.unlabelled_share, main_labels)
     dataset = RecordDataset(all_records, cfg.model.resolution, flip=False, prompts=cfg.prompts)
     vae, unet = components.vae.to(device), components.unet.to(device)
     components.text_encoder.to(device)
