@@ -234,10 +234,10 @@ def summarise(results: dict, report: Path, seconds: float, timings: dict, profil
     fid = results["fidelity"][last]
     judge = results["fidelity_judge"]
     pick = sel["clinical"]["pick"] or sel["naive"]["pick"]
-    experiments = [("EfficientNet-B0", results["classification"])]
-    if results.get("probe"):
-        experiments.insert(0, ("Inception probe", results["probe"]))
-    gains = {label: block["gains"].get(pick) for label, block in experiments}
+    from polypsynth.evaluate.report import experiments
+
+    blocks = experiments(results)  # the study's EfficientNet-B0, then the Inception probe if computed
+    gains = {label: block["gains"].get(pick) for label, block in blocks}
 
     def aug(label, block):
         g, real = gains[label], block["real"]["balanced_accuracy"]["mean"]
@@ -249,7 +249,7 @@ def summarise(results: dict, report: Path, seconds: float, timings: dict, profil
         f"report: {report / 'index.html'}",
         f"naive rule (lowest same-class KID) picks {sel['naive']['pick']}; clinical rule picks {sel['clinical']['pick'] or 'none'}",
         f"augmenting real data with {pick}, balanced accuracy gain (95% CI): "
-        + "; ".join(aug(label, block) for label, block in experiments),
+        + "; ".join(aug(label, block) for label, block in blocks),
         f"class fidelity of the last checkpoint {last}: AD {fid['AD']:.2f}, NON_AD {fid['NON_AD']:.2f} "
         f"(chance 0.50; judge {judge['kind']}, {judge['real']['mean']:.2f} on real test images)",
         f"total time {seconds / 60:.1f} min (profile {profile})",

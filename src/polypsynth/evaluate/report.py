@@ -65,7 +65,7 @@ def plot_fidelity_and_augmentation(results: dict, path: Path) -> None:
     axes[0].set_ylim(0, 1)
     axes[0].set_title("Class fidelity (real-data classifier says 'same class')", fontsize=10)
     axes[0].legend(fontsize=8)
-    for (label, block), colour in zip(_experiments(results), ("C0", "C1"), strict=False):
+    for (label, block), colour in zip(experiments(results), ("C0", "C1"), strict=False):
         real = block["real"]["balanced_accuracy"]
         axes[1].axhspan(real["mean"] - real["std"], real["mean"] + real["std"], color=colour, alpha=0.15)
         axes[1].axhline(real["mean"], color=colour, lw=1, ls="--", label=f"{label}: real only")
@@ -127,7 +127,7 @@ def _fmt(stat: dict) -> str:
     return f"{stat['mean']:.4f} ({stat['std']:.4f})"
 
 
-def _experiments(results: dict) -> list[tuple[str, dict]]:
+def experiments(results: dict) -> list[tuple[str, dict]]:
     """The augmentation experiments in the results: the study's EfficientNet-B0, then the probe."""
     out = [("EfficientNet-B0", results["classification"])]
     if results.get("probe"):
@@ -149,7 +149,7 @@ def table1(results: dict) -> list[list[str]]:
         lo, hi = s["balanced_accuracy"]["ci95"]
         return [name, *cells, _fmt(s["balanced_accuracy"]), f"{lo:.3f}–{hi:.3f}"]
 
-    for label, block in _experiments(results):
+    for label, block in experiments(results):
         rows.append(row(f"{label}: real", block["real"]))
         for name, s in block["augmented"].items():
             rows.append(row(f"{label}: real + synthetic {name}", s))
@@ -165,7 +165,7 @@ def table2(results: dict, space: str) -> list[list[str]]:
 
 def selection_rows(results: dict) -> list[list[str]]:
     sel = results["selection"]
-    experiments = _experiments(results)
+    blocks = experiments(results)
     rows = [
         [
             "Checkpoint",
@@ -174,7 +174,7 @@ def selection_rows(results: dict) -> list[list[str]]:
             "margin NON_AD",
             "class fidelity",
             "eligible",
-            *[f"augmentation gain ({label})" for label, _ in experiments],
+            *[f"augmentation gain ({label})" for label, _ in blocks],
         ]
     ]
 
@@ -190,7 +190,7 @@ def selection_rows(results: dict) -> list[list[str]]:
                 f"{t['margin_NON_AD']:+.4f}",
                 f"{t['fidelity_balanced']:.2f}",
                 "yes" if t["eligible"] else "no",
-                *[gain(block["gains"].get(name)) for _, block in experiments],
+                *[gain(block["gains"].get(name)) for _, block in blocks],
             ]
         )
     return rows
