@@ -176,11 +176,9 @@ class Runner:
 
     def polypsynth(self, args: list[str]) -> None:
         key = " ".join(args[:2]) if args[0] == "data" else args[0]
-        if args[0] == "train" or (args[0] == "config" and "--config" in args):
-            config = args[args.index("--config") + 1]
-            steps = TINY_STEPS if "phantom-tiny" in config else SD15_STEPS
-            if args[0] == "train":
-                args = [*args, *[x for s in steps for x in ("--set", s)]]
+        if args[0] == "train":
+            steps = TINY_STEPS if "phantom-tiny" in args[args.index("--config") + 1] else SD15_STEPS
+            args = [*args, *[x for s in steps for x in ("--set", s)]]
         if args[0] == "serve":
             self.serve(args)
             return

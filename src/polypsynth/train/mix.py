@@ -8,7 +8,7 @@ step k therefore sees exactly the batches an uninterrupted run sees, with no sam
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -20,7 +20,8 @@ POOLS = ("main", "replay", "unlabelled")
 class MixPlan:
     sizes: tuple[int, int, int]  # images in the main, replay and unlabelled pools
     shares: tuple[float, float, float]  # probability of drawing each pool
-    main_cdf: tuple[float, ...] | None = None  # cumulative draw weights of the main images; None: uniform
+    # Cumulative draw weights of the main images (None: uniform); an array built once per stage.
+    main_cdf: np.ndarray | None = field(default=None, compare=False)
 
     @classmethod
     def of(
@@ -40,7 +41,7 @@ class MixPlan:
                 np.asarray(main_labels), return_inverse=True, return_counts=True
             )
             weights = 1.0 / (len(labels) * counts[inverse])
-            cdf = tuple(np.cumsum(weights).tolist())
+            cdf = np.cumsum(weights)
         return cls(tuple(sizes), tuple(s / total for s in shares), cdf)
 
     def offsets(self) -> np.ndarray:
@@ -59,11 +60,9 @@ def batch_indices(
     pools = rng.choice(len(POOLS), size=batch_size, p=plan.shares)
     sizes = np.asarray(plan.sizes)
     within = (rng.random(batch_size) * sizes[pools]).astype(np.int64)
-    if (
-        plan.main_cdf is not None
-    ):  # class-balanced main draws (an extra stream: the uniform path is unchanged)
+    if plan.main_cdf is not None:  # class-balanced main draws: an extra stream, the uniform path is unchanged
         main = pools == 0
-        cdf = np.asarray(plan.main_cdf)
+        cdf = plan.main_cdf
         u = rng.random(batch_size)[main] * cdf[-1]
         within[main] = np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
     return (plan.offsets()[pools] + within).tolist()
