@@ -7,7 +7,7 @@ The commands are read from the README, not copied. What the test changes, and on
 - places: /data and /models point at stand-ins built here in the same layouts and formats
   (SUN, CVC-ClinicHDclassif, CVC-ClinicHDsegment from phantom images; a diffusers folder of the
   tiny model; timm EfficientNet-B0 weights as safetensors); port 50051 becomes a free port;
-- GPU-only options (--tensorrt, --provider cuda, --multi_gpu) are dropped where torch sees no GPU.
+- GPU-only options (--tensorrt, --provider cuda, --device cuda, --multi_gpu) are dropped where torch sees no GPU.
 `make demo` runs the demo, which tests/demo runs in its quick profile; here its Makefile recipe is
 checked. `tensorboard` is checked through TensorBoard's own event reader on the same folder.
 """
@@ -169,9 +169,10 @@ class Runner:
             out.append(a)
         if not ON_GPU:
             out = [a for a in out if a not in ("--tensorrt", "--multi_gpu")]
-            while "--provider" in out and out[out.index("--provider") + 1] == "cuda":
-                i = out.index("--provider")
-                del out[i : i + 2]
+            for option in ("--provider", "--device"):
+                while option in out and out[out.index(option) + 1] == "cuda":
+                    i = out.index(option)
+                    del out[i : i + 2]
         return out
 
     def polypsynth(self, args: list[str]) -> None:
@@ -199,6 +200,10 @@ class Runner:
             assert set(results["fidelity"]) == {
                 p.name for p in Path(args[args.index("--synthetic") + 1]).iterdir()
             }
+            assert ("--reconstructions" in args) == (results["fidelity_ceiling"] is not None)
+        elif args[0] == "reconstruct":
+            out = Path(args[args.index("--out") + 1])
+            assert all(any((out / c).glob("*.png")) for c in ("AD", "NON_AD"))
         elif args[0] == "export":
             assert (Path(args[args.index("--out") + 1]) / "manifest.json").is_file()
         elif args[:2] == ["data", "inspect"]:

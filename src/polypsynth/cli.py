@@ -396,6 +396,48 @@ def generate_command(
     click.echo(f"{count} images in {folder}")
 
 
+# --- reconstruct ----------------------------------------------------------------------------------
+
+
+@main.command("reconstruct")
+@click.option(
+    "--model",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Checkpoint or diffusers model folder whose autoencoder (vae/) is used.",
+)
+@click.option(
+    "--real",
+    required=True,
+    type=click.Path(exists=True),
+    help="Real AD/NON_AD data with train and test splits.",
+)
+@click.option(
+    "--real-kind",
+    type=click.Choice(["phantom", "image_folder", "csv", "cvc_classif"]),
+    help="Layout of --real (default: guessed).",
+)
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="OUT/{AD,NON_AD}/*.png")
+@click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
+@user_errors
+def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
+    """Real images encoded and decoded by a model's autoencoder: the ceiling of class fidelity
+    (pass the folder to `evaluate --reconstructions`)."""
+    from pathlib import Path
+
+    from polypsynth.data.sources import load_any
+    from polypsynth.evaluate.reconstruct import write_reconstructions
+    from polypsynth.evaluate.sets import real_data
+
+    records = [r for r in load_any(real, real_kind) if r.label in ("AD", "NON_AD")]
+    images = getattr(real_data(records), split)
+    written = write_reconstructions(model, images, Path(out), overwrite=overwrite, device=device)
+    counts = ", ".join(f"{len(v)} {c}" for c, v in written.items())
+    click.echo(f"wrote {counts} reconstructions to {out}")
+
+
 # --- evaluate -------------------------------------------------------------------------------------
 
 
@@ -447,6 +489,11 @@ def generate_command(
     type=click.Path(file_okay=False),
     help="Feature cache (default: ~/.cache/polypsynth/features).",
 )
+@click.option(
+    "--reconstructions",
+    type=click.Path(exists=True, file_okay=False),
+    help="Real test images through the model's autoencoder (`polypsynth reconstruct`): the fidelity ceiling.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing report folder.")
 @user_errors
@@ -466,6 +513,7 @@ def evaluate_command(
     inception_weights,
     efficientnet_weights,
     cache_dir,
+    reconstructions,
     seed,
     overwrite,
 ):
@@ -478,7 +526,7 @@ def evaluate_command(
     from polypsynth.evaluate.classify import ClassifierOptions
     from polypsynth.evaluate.report import write_report
     from polypsynth.evaluate.run import EvalOptions, evaluate
-    from polypsynth.evaluate.sets import real_data, synthetic_checkpoints
+    from polypsynth.evaluate.sets import real_data, reconstruction_set, synthetic_checkpoints
 
     ensure_empty_target(Path(out), overwrite, "report folder")
     cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "polypsynth", "features")
@@ -497,7 +545,8 @@ def evaluate_command(
     records = [r for r in load_any(real, real_kind) if r.label in ("AD", "NON_AD")]
     real_set = real_data(records)
     checkpoints = synthetic_checkpoints(synthetic)
-    results = evaluate(real_set, checkpoints, options)
+    recon = reconstruction_set(reconstructions) if reconstructions else None
+    results = evaluate(real_set, checkpoints, options, reconstructions=recon)
     write_report(results, checkpoints, Path(out), overwrite=overwrite)
     click.echo(results["selection"]["verdict"])
     click.echo(f"report: {Path(out) / 'index.html'}")

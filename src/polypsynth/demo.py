@@ -4,6 +4,7 @@
     OUT/train/          the run: checkpoints/step-*/ (autoencoder, pretrain, finetune), logs/
     OUT/bundles/step-*/ ONNX bundles of the finetune checkpoints
     OUT/samples/step-*/{AD,NON_AD}/   images pulled through the gRPC service (in-process)
+    OUT/reconstructions/{AD,NON_AD}/  real test images through the autoencoder (fidelity ceiling)
     OUT/report/         the evaluation report
     OUT/summary.json    the five-line summary
 
@@ -177,9 +178,13 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
             seed=seed,
             cache_dir=str(out / "feature-cache"),
         )
+        from polypsynth.evaluate.reconstruct import write_reconstructions
+
         real = real_data(load_phantom(phantom, "classif"))
         ckpts = synthetic_checkpoints(out / "samples")
-        results = evaluate(real, ckpts, options)
+        # The VAE is trained in the autoencoder stage only: every checkpoint shares it.
+        recon = write_reconstructions(checkpoints[-1], real.test, out / "reconstructions", overwrite=True)
+        results = evaluate(real, ckpts, options, reconstructions=recon)
         write_report(results, ckpts, report, overwrite=True)
     results = json.loads((report / "results.json").read_text())
     timings["evaluate"] = time.perf_counter() - t
@@ -233,6 +238,7 @@ def summarise(results: dict, report: Path, seconds: float, timings: dict, profil
     last = names[-1]
     fid = results["fidelity"][last]
     judge = results["fidelity_judge"]
+    ceiling = results.get("fidelity_ceiling")
     pick = sel["clinical"]["pick"] or sel["naive"]["pick"]
     from polypsynth.evaluate.report import experiments
 
@@ -251,7 +257,12 @@ def summarise(results: dict, report: Path, seconds: float, timings: dict, profil
         f"augmenting real data with {pick}, balanced accuracy gain (95% CI): "
         + "; ".join(aug(label, block) for label, block in blocks),
         f"class fidelity of the last checkpoint {last}: AD {fid['AD']:.2f}, NON_AD {fid['NON_AD']:.2f} "
-        f"(chance 0.50; judge {judge['kind']}, {judge['real']['mean']:.2f} on real test images)",
+        f"(chance 0.50; judge {judge['kind']}, {judge['real']['mean']:.2f} on real test images"
+        + (
+            f"; autoencoder ceiling AD {ceiling['AD']:.2f}, NON_AD {ceiling['NON_AD']:.2f})"
+            if ceiling
+            else ")"
+        ),
         f"total time {seconds / 60:.1f} min (profile {profile})",
     ]
     return {
@@ -261,6 +272,7 @@ def summarise(results: dict, report: Path, seconds: float, timings: dict, profil
         "clinical_pick": sel["clinical"]["pick"],
         "augmentation_gains": gains,
         "last_checkpoint_fidelity": fid,
+        "fidelity_ceiling": ceiling,
         "seconds": seconds,
         "timings": timings,
         "profile": profile,

@@ -28,6 +28,14 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (out / "bundles" / name / "manifest.json").is_file()
         for c in ("AD", "NON_AD"):
             assert len(list((out / "samples" / name / c).glob("*.png"))) == 16
+    # The fidelity ceiling: every real test image once through the run's autoencoder.
+    tests = {c: len(list((out / "phantom" / "classif" / "test" / c).glob("*.png"))) for c in ("AD", "NON_AD")}
+    assert {c: len(list((out / "reconstructions" / c).glob("*.png"))) for c in tests} == tests
+    ceiling = results["fidelity_ceiling"]
+    assert ceiling["images"] == tests and all(0.0 <= ceiling[c] <= 1.0 for c in tests)
+    assert (
+        f"autoencoder ceiling AD {ceiling['AD']:.2f}, NON_AD {ceiling['NON_AD']:.2f}" in summary["lines"][3]
+    )
     md = (out / "report" / "report.md").read_text()
     for section in SECTIONS:  # every section of the report
         assert f"## {section}" in md

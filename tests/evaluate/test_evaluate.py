@@ -69,7 +69,12 @@ def _args(root, out, *extra):
 
 def test_end_to_end_report(eval_data, tmp_path):
     out = tmp_path / "report"
-    result = CliRunner().invoke(main, _args(eval_data, out))
+    # An autoencoder that loses nothing: its "reconstructions" are the real test images themselves,
+    # so the fidelity ceiling must equal the judge's own recall of each class on the test split.
+    identity = tmp_path / "identity"
+    for c in ("AD", "NON_AD"):
+        shutil.copytree(eval_data / "real" / "classif" / "test" / c, identity / c)
+    result = CliRunner().invoke(main, _args(eval_data, out, "--reconstructions", str(identity)))
     assert result.exit_code == 0, result.output
     assert "Lowest same-class KID picks step-00" in result.output
     assert sorted(p.name for p in out.iterdir()) == [
@@ -101,11 +106,16 @@ def test_end_to_end_report(eval_data, tmp_path):
     assert results["fidelity"] == results["probe"]["fidelity"]
     assert set(results["probe"]["gains"]) == {"step-001000", "step-002000"}
     assert results["selection"]["gains_by"] == "linear probe on Inception features"
+    ceiling = results["fidelity_ceiling"]
+    for c, n in (("AD", 10), ("NON_AD", 5)):
+        assert ceiling[c] == pytest.approx(results["probe"]["real"][c]["recall"]["mean"])
+        assert ceiling["images"][c] == n
     md = (out / "report.md").read_text()
     for section in SECTIONS:  # every section of the report
         assert f"## {section}" in md
     assert "| Inception probe: real + synthetic step-002000 |" in md
     assert "| EfficientNet-B0: real |" in md and "Judge: linear probe on Inception features" in md
+    assert f"| autoencoder ceiling: real test images encoded and decoded | {ceiling['AD']:.2f} |" in md
     page = (out / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<h2>Table 1" in page
     for png in ("kid_curves.png", "tsne_grid.png", "samples_grid.png"):

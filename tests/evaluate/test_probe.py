@@ -25,11 +25,19 @@ def test_probe_fidelity_and_augmentation_on_known_features():
         Checkpoint("swapped", 2, {c: [f"s{c}{i}" for i in range(60)] for c in faithful}),
     ]
     out = _probe_experiments(
-        real, test, {"good": faithful, "swapped": swapped}, cks, EvalOptions(classify_seeds=3), n_syn=60
+        real,
+        test,
+        {"good": faithful, "swapped": swapped},
+        cks,
+        EvalOptions(classify_seeds=3),
+        n_syn=60,
+        ceiling_f=swapped,  # an autoencoder that turned each class into the other
     )
     # Fidelity: the real-data probe recognises faithful classes and rejects swapped ones.
     assert out["fidelity"]["good"]["AD"] > 0.6 and out["fidelity"]["good"]["NON_AD"] > 0.6
     assert out["fidelity"]["swapped"]["AD"] < 0.4 and out["fidelity"]["swapped"]["NON_AD"] < 0.4
+    # The ceiling is the same judge on reconstructed real images: here the swapped set's figures.
+    assert out["ceiling"] == out["fidelity"]["swapped"]
     # The real-only figure equals an independent fit with the same estimator on the same data.
     x = np.concatenate([real["AD"], real["NON_AD"]])
     y = np.r_[np.zeros(20), np.ones(10)]

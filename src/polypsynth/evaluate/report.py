@@ -58,8 +58,13 @@ def plot_fidelity_and_augmentation(results: dict, path: Path) -> None:
     names = [c["name"] for c in results["checkpoints"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     x = np.arange(len(names))
-    for offset, c in zip((-0.2, 0.2), CLASSES, strict=True):
-        axes[0].bar(x + offset, [results["fidelity"][n][c] for n in names], 0.4, label=f"synthetic {c}")
+    ceiling = results.get("fidelity_ceiling")
+    for offset, c, colour in zip((-0.2, 0.2), CLASSES, ("C0", "C1"), strict=True):
+        axes[0].bar(
+            x + offset, [results["fidelity"][n][c] for n in names], 0.4, color=colour, label=f"synthetic {c}"
+        )
+        if ceiling:
+            axes[0].axhline(ceiling[c], color=colour, lw=1.2, ls=":", label=f"autoencoder ceiling {c}")
     axes[0].axhline(0.5, color="k", lw=0.8, ls="--")
     axes[0].set_xticks(x, names, rotation=30, fontsize=8)
     axes[0].set_ylim(0, 1)
@@ -241,6 +246,19 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
             f"Judge: {judge['kind']}, trained on the real training split; its own balanced accuracy on the "
             f"real test split is {judge['real']['mean']:.3f} (a fidelity figure means no more than that)."
         )
+        ceiling = results.get("fidelity_ceiling")
+        if ceiling:
+            fid_rows.append(
+                [
+                    "autoencoder ceiling: real test images encoded and decoded",
+                    *[f"{ceiling[c]:.2f}" for c in CLASSES],
+                    "",
+                ]
+            )
+            judge_line += (
+                " The last row is the same judge on the real test images after one pass through the "
+                "model's autoencoder: samples cannot be expected to show a class better than that."
+            )
         md = [
             "# polypsynth evaluation report",
             f"## Verdict\n\n{verdict}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -93,9 +94,15 @@ def _augmentation(checkpoints, options, n_syn, real_runs, run_one) -> tuple[dict
     return augmented, gains
 
 
-def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn) -> dict:
-    """The linear probe on Inception features: real only, real + synthetic per checkpoint, and the
-    fidelity of each synthetic class (see probe.py)."""
+def recognised(predict, sets: dict) -> dict[str, float]:
+    """Per class, the share of a set that `predict` assigns to that class (class fidelity)."""
+    return {c: float((np.asarray(predict(sets[c])) == i).mean()) for i, c in enumerate(CLASSES)}
+
+
+def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn, ceiling_f=None) -> dict:
+    """The linear probe on Inception features: real only, real + synthetic per checkpoint, the
+    fidelity of each synthetic class (see probe.py) and, given reconstruction features, the
+    autoencoder's ceiling on it (see reconstruct.py)."""
     train_x = np.concatenate([real_f[c] for c in CLASSES])
     train_y = np.concatenate([np.full(len(real_f[c]), i) for i, c in enumerate(CLASSES)])
     test_x = np.concatenate([test_f[c] for c in CLASSES])
@@ -103,12 +110,9 @@ def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn)
     judge, real_run = probe.run(train_x, train_y, test_x, test_y)
     real_runs = [real_run] * options.classify_seeds  # deterministic fit: one run stands for every seed
     fidelity = {
-        ck.name: {
-            c: float((probe.predict(judge, synthetic_f[ck.name][c]) == i).mean())
-            for i, c in enumerate(CLASSES)
-        }
-        for ck in checkpoints
+        ck.name: recognised(lambda x: probe.predict(judge, x), synthetic_f[ck.name]) for ck in checkpoints
     }
+    ceiling = recognised(lambda x: probe.predict(judge, x), ceiling_f) if ceiling_f else None
 
     def run_one(ck, pick, _seed):
         syn_x = np.concatenate([synthetic_f[ck.name][c][pick[c]] for c in CLASSES])
@@ -120,6 +124,7 @@ def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn)
     return {
         "features": "inception",
         "fidelity": fidelity,
+        "ceiling": ceiling,
         "real": classify.summarise([real_run]),
         "augmented": augmented,
         "gains": gains,
@@ -127,10 +132,20 @@ def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn)
 
 
 def evaluate(
-    real: RealData, checkpoints: list[Checkpoint], options: EvalOptions, progress: bool = True
+    real: RealData,
+    checkpoints: list[Checkpoint],
+    options: EvalOptions,
+    progress: bool = True,
+    reconstructions: dict[str, list[Path]] | None = None,
 ) -> dict:
-    """All the numbers of the report (plots are drawn from them by report.py)."""
+    """All the numbers of the report (plots are drawn from them by report.py). `reconstructions`:
+    class -> real test images passed through the model's autoencoder (reconstruct.py); the judge's
+    answer on them is reported as the ceiling of class fidelity."""
     options.validate()
+    if reconstructions is not None:
+        empty = [c for c in CLASSES if not reconstructions.get(c)]
+        if empty:
+            raise EvalError(f"reconstructions hold no {', '.join(empty)} images; every class needs some")
     cache = Path(options.cache_dir) if options.cache_dir else None
     copts = options.classifier
     bank = classify.ImageBank(copts.image_size)
@@ -205,20 +220,30 @@ def evaluate(
             )
             for c in CLASSES
         }
+        ceiling_f = None
+        if reconstructions:
+            ceiling_f = {
+                c: extract(
+                    extractors["inception"],
+                    reconstructions[c],
+                    cache,
+                    f"inception reconstructed test {c}",
+                    progress=progress,
+                )
+                for c in CLASSES
+            }
         f = features["inception"]
-        probes = _probe_experiments(f["real"], test_f, f["synthetic"], checkpoints, options, n_syn)
-        fidelity = probes["fidelity"]
+        probes = _probe_experiments(f["real"], test_f, f["synthetic"], checkpoints, options, n_syn, ceiling_f)
+        fidelity, ceiling = probes["fidelity"], probes["ceiling"]
         judge = {"kind": "linear probe on Inception features", "real": probes["real"]["balanced_accuracy"]}
     else:
-        fidelity = {
-            ck.name: {
-                c: float(
-                    np.mean([(classify.predict(m, ck.images[c], bank) == i).mean() for m in real_models])
-                )
-                for i, c in enumerate(CLASSES)
-            }
-            for ck in checkpoints
-        }
+
+        def vote(sets):  # the share of the real-only models' answers that name each class
+            votes = [recognised(partial(classify.predict, m, bank=bank), sets) for m in real_models]
+            return {c: float(np.mean([v[c] for v in votes])) for c in CLASSES}
+
+        fidelity = {ck.name: vote(ck.images) for ck in checkpoints}
+        ceiling = vote(reconstructions) if reconstructions else None
         judge = {"kind": "EfficientNet-B0 trained on real images", "real": None}
 
     # 5. Augmented classification per checkpoint (Table 1, second row), paired with the real-only seeds.
@@ -261,6 +286,9 @@ def evaluate(
         },
         "fidelity": fidelity,
         "fidelity_judge": judge,
+        "fidelity_ceiling": (
+            {**ceiling, "images": {c: len(reconstructions[c]) for c in CLASSES}} if ceiling else None
+        ),
         "classification": {"real": real_summary, "augmented": augmentation, "gains": gains},
         "probe": probes,
         "selection": chosen,

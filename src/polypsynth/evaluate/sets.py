@@ -39,6 +39,18 @@ def real_data(records: list[Record]) -> RealData:
     return RealData(sets["train"], sets["test"])
 
 
+def reconstruction_set(root: str | Path) -> dict[str, list[Path]]:
+    """`ROOT/<class>/*.png` as written by `polypsynth reconstruct`."""
+    root = Path(root)
+    sets = {}
+    for c in CLASSES:
+        images = list_images(root / c) if (root / c).is_dir() else []
+        if not images:
+            raise EvalError(f"reconstruction folder {root} has no {c} images (expected {root}/{c}/*.png)")
+        sets[c] = images
+    return sets
+
+
 def _step_of(name: str) -> int | None:
     found = re.findall(r"\d+", name)
     return int(found[-1]) if found else None
