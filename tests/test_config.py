@@ -63,6 +63,10 @@ def test_defaults_without_a_file():
             "unknown config key 'modle'; allowed keys here: model, stage, train, prompts",
         ),
         (["model.resolution=60"], "model.resolution must be a positive multiple of 8, got 60"),
+        (
+            ["stage.autoencoder.lr_schedule=linear"],
+            "stage.autoencoder.lr_schedule: expected 'constant' | 'cosine', got 'linear'",
+        ),
         (["model.resolution=abc"], "model.resolution: expected an integer, got 'abc'"),
         (
             ["train.mixed_precision=fp8"],

@@ -56,7 +56,9 @@ class StageConfig:
     learning_rate: float = 1e-4
     """Peak learning rate (AdamW)."""
     lr_warmup_steps: int = 0
-    """Linear warm-up steps before the constant learning rate."""
+    """Linear warm-up steps before the schedule."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """After warm-up: constant, or cosine decay to 0 at the stage's last step."""
     batch_size: int = 8
     """Images per optimizer step per device (before gradient accumulation)."""
     gradient_accumulation: int = 1

@@ -54,13 +54,24 @@ def test_loss_goes_down_in_both_stages(make_config, phantom32, tmp_path):
 
 def test_autoencoder_stage_learns_and_sets_the_latent_scale(make_config, phantom32, tmp_path):
     stage1 = [{"kind": "phantom", "path": str(phantom32), "subset": "stage1"}]
-    autoencoder = {"steps": 30, "learning_rate": 2e-3, "batch_size": 8, "data": stage1}
+    autoencoder = {
+        "steps": 30,
+        "learning_rate": 2e-3,
+        "lr_warmup_steps": 5,
+        "lr_schedule": "cosine",
+        "batch_size": 8,
+        "data": stage1,
+    }
     cfg = load_config(
         make_config(stage__autoencoder=autoencoder, stage__pretrain__steps=0, stage__finetune__steps=0)
     )
     results = train(cfg, tmp_path / "run", progress=False)
     losses = results["autoencoder"].losses
     assert _mean(losses[-5:]) < 0.7 * _mean(losses[:5])
+    # Linear warm-up over 5 steps, then a half cosine from the peak to 0 at the last step.
+    s = np.arange(30)
+    expected = np.where(s < 5, s / 5, 0.5 * (1 + np.cos(np.pi * (s - 5) / 25)))
+    assert np.allclose(results["autoencoder"].learning_rates, 2e-3 * expected)
     ckpt = results["autoencoder"].checkpoints[-1]
     scale = json.loads((ckpt / "vae" / "config.json").read_text())["scaling_factor"]
     assert scale != 1.0 and 0.01 < scale < 100

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,7 @@ class StageResult:
     checkpoints: list[Path]
     step_seconds: float = 0.0  # time in optimizer steps (data, forward, backward), checkpoints excluded
     setup_seconds: float = 0.0  # data listing, prompt encoding and the latent cache
+    learning_rates: list[float] = field(default_factory=list)  # the rate each step used
 
 
 def _comparable(cfg_dict: dict) -> dict:
@@ -236,7 +237,12 @@ def _run_stage(
             dataset = build_latent_cache(vae, dataset, device, progress=progress)
     params = [p for p in trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, weight_decay=1e-2)
-    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=stage.lr_warmup_steps)
+    lr_scheduler = get_scheduler(
+        {"constant": "constant_with_warmup", "cosine": "cosine"}[stage.lr_schedule],
+        optimizer,
+        num_warmup_steps=stage.lr_warmup_steps,
+        num_training_steps=stage.steps,
+    )
     ema = None
     if cfg.train.ema and not autoencoder:
         ema = EMAModel(
@@ -263,7 +269,7 @@ def _run_stage(
     )
     batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.train.num_workers))
 
-    losses, checkpoints = [], []
+    losses, checkpoints, learning_rates = [], [], []
     setup_seconds, step_seconds = time.perf_counter() - setup_start, 0.0
     bar = tqdm(total=stage.steps, initial=start, desc=name, unit="step", disable=not progress)
     for step in range(start, stage.steps):
@@ -300,6 +306,7 @@ def _run_stage(
             )
         accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        learning_rates.append(optimizer.param_groups[0]["lr"])
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
@@ -329,7 +336,7 @@ def _run_stage(
         accelerator.wait_for_everyone()
     bar.close()
     trainable.requires_grad_(False)
-    return StageResult(name, losses, checkpoints, step_seconds, setup_seconds)
+    return StageResult(name, losses, checkpoints, step_seconds, setup_seconds, learning_rates)
 
 
 def _save(out, components, state, trainable, optimizer, lr_scheduler, ema, cfg, main_records, device):
