@@ -25,6 +25,29 @@ def user_errors(fn):
     return wrapper
 
 
+def real_options(fn):
+    """`--real` and `--real-kind`: the real AD / NON_AD data of `reconstruct` and `evaluate`."""
+    fn = click.option(
+        "--real-kind",
+        type=click.Choice(["phantom", "image_folder", "csv", "cvc_classif"]),
+        help="Layout of --real (default: guessed).",
+    )(fn)
+    return click.option(
+        "--real",
+        required=True,
+        type=click.Path(exists=True),
+        help="Real AD/NON_AD data with train and test splits.",
+    )(fn)
+
+
+def load_real_set(real: str, real_kind: str | None):
+    """The AD / NON_AD records of --real as train and test image sets."""
+    from polypsynth.data.sources import load_any
+    from polypsynth.evaluate.sets import real_data
+
+    return real_data([r for r in load_any(real, real_kind) if r.label in ("AD", "NON_AD")])
+
+
 # `--set a.b=c` config overrides, shared by every command that reads a config.
 set_option = click.option(
     "--set",
@@ -406,17 +429,7 @@ def generate_command(
     type=click.Path(exists=True, file_okay=False),
     help="Checkpoint or diffusers model folder whose autoencoder (vae/) is used.",
 )
-@click.option(
-    "--real",
-    required=True,
-    type=click.Path(exists=True),
-    help="Real AD/NON_AD data with train and test splits.",
-)
-@click.option(
-    "--real-kind",
-    type=click.Choice(["phantom", "image_folder", "csv", "cvc_classif"]),
-    help="Layout of --real (default: guessed).",
-)
+@real_options
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="OUT/{AD,NON_AD}/*.png")
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
@@ -427,12 +440,9 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
     (pass the folder to `evaluate --reconstructions`)."""
     from pathlib import Path
 
-    from polypsynth.data.sources import load_any
     from polypsynth.evaluate.reconstruct import write_reconstructions
-    from polypsynth.evaluate.sets import real_data
 
-    records = [r for r in load_any(real, real_kind) if r.label in ("AD", "NON_AD")]
-    images = getattr(real_data(records), split)
+    images = getattr(load_real_set(real, real_kind), split)
     written = write_reconstructions(model, images, Path(out), overwrite=overwrite, device=device)
     counts = ", ".join(f"{len(v)} {c}" for c, v in written.items())
     click.echo(f"wrote {counts} reconstructions to {out}")
@@ -442,17 +452,7 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
 
 
 @main.command("evaluate")
-@click.option(
-    "--real",
-    required=True,
-    type=click.Path(exists=True),
-    help="Real AD/NON_AD data with train and test splits.",
-)
-@click.option(
-    "--real-kind",
-    type=click.Choice(["phantom", "image_folder", "csv", "cvc_classif"]),
-    help="Layout of --real (default: guessed).",
-)
+@real_options
 @click.option(
     "--synthetic", required=True, type=click.Path(), help="SYNTHETIC/<checkpoint>/{AD,NON_AD}/*.png"
 )
@@ -522,11 +522,10 @@ def evaluate_command(
     from pathlib import Path
 
     from polypsynth.atomic import ensure_empty_target
-    from polypsynth.data.sources import load_any
     from polypsynth.evaluate.classify import ClassifierOptions
     from polypsynth.evaluate.report import write_report
     from polypsynth.evaluate.run import EvalOptions, evaluate
-    from polypsynth.evaluate.sets import real_data, reconstruction_set, synthetic_checkpoints
+    from polypsynth.evaluate.sets import reconstruction_set, synthetic_checkpoints
 
     ensure_empty_target(Path(out), overwrite, "report folder")
     cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "polypsynth", "features")
@@ -542,8 +541,7 @@ def evaluate_command(
         seed=seed,
         cache_dir=cache_dir,
     ).validate()
-    records = [r for r in load_any(real, real_kind) if r.label in ("AD", "NON_AD")]
-    real_set = real_data(records)
+    real_set = load_real_set(real, real_kind)
     checkpoints = synthetic_checkpoints(synthetic)
     recon = reconstruction_set(reconstructions) if reconstructions else None
     results = evaluate(real_set, checkpoints, options, reconstructions=recon)
