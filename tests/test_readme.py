@@ -7,7 +7,8 @@ The commands are read from the README, not copied. What the test changes, and on
 - places: /data and /models point at stand-ins built here in the same layouts and formats
   (SUN, CVC-ClinicHDclassif, CVC-ClinicHDsegment from phantom images; a diffusers folder of the
   tiny model; timm EfficientNet-B0 weights as safetensors); port 50051 becomes a free port;
-- GPU-only options (--tensorrt, --provider cuda, --device cuda, --multi_gpu) are dropped where torch sees no GPU.
+- GPU-only options (--tensorrt, --provider cuda, --device cuda, --cuda-graphs, --multi_gpu) are dropped where
+  torch sees no GPU.
 `make demo` runs the demo, which tests/demo runs in its quick profile; here its Makefile recipe is
 checked. `tensorboard` is checked through TensorBoard's own event reader on the same folder.
 """
@@ -168,7 +169,7 @@ class Runner:
                 a = a.replace(readme_name, scaled)
             out.append(a)
         if not ON_GPU:
-            out = [a for a in out if a not in ("--tensorrt", "--multi_gpu")]
+            out = [a for a in out if a not in ("--tensorrt", "--multi_gpu", "--cuda-graphs")]
             for option in ("--provider", "--device"):
                 while option in out and out[out.index(option) + 1] == "cuda":
                     i = out.index(option)
@@ -298,7 +299,12 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
                     ["make", "-n", "-C", str(ROOT), argv[1]], capture_output=True, text=True
                 )
                 assert recipe.returncode == 0, recipe.stderr
-                expected = {"demo": "polypsynth demo --out runs/demo", "test": "pytest"}[argv[1]]
+                expected = {
+                    "demo": "polypsynth demo --out runs/demo",
+                    "test": "pytest",
+                    "gpu-wheels": "pip download",
+                    "gpu-check": "benchmarks/gpu_check.py",
+                }[argv[1]]
                 assert expected in recipe.stdout
             elif tool == "polypsynth":
                 runner.polypsynth(argv[1:])

@@ -236,16 +236,63 @@ def export_command(checkpoint, out, dtype, opset, exporter, tensorrt, batch_size
     click.echo(f"bundle written to {out} (classes: {', '.join(manifest['classes'])})")
 
 
+def backend_flags(fn):
+    """`--backend` and the options of each backend, declared once for `sample` and `serve`; the
+    command passes them through `backend_options`, which refuses a flag its backend does not take."""
+    flags = [
+        click.option(
+            "--backend",
+            type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
+            default="onnxruntime",
+            show_default=True,
+        ),
+        click.option(
+            "--provider",
+            "providers",
+            multiple=True,
+            help="onnxruntime providers in order: cpu, cuda, tensorrt  [default: cpu]",
+        ),
+        click.option("--device", help="torch: device, e.g. cuda or cuda:1 (default: cuda when present)."),
+        click.option(
+            "--dtype",
+            type=click.Choice(["fp32", "fp16", "bf16"]),
+            help="torch: weights and activations  [default: fp32]",
+        ),
+        click.option("--channels-last", is_flag=True, help="torch: channels_last memory format."),
+        click.option(
+            "--compile",
+            "compile_mode",
+            type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+            help="torch: torch.compile mode (reduce-overhead also records CUDA graphs).",
+        ),
+        click.option(
+            "--cuda-graphs", is_flag=True, help="torch, tensorrt: record CUDA graphs per batch size."
+        ),
+    ]
+    for flag in reversed(flags):
+        fn = flag(fn)
+    return fn
+
+
+def _backend_options(backend, providers, device, dtype, channels_last, compile_mode, cuda_graphs) -> dict:
+    from polypsynth.backends import backend_options
+
+    return backend_options(
+        backend,
+        providers=tuple(providers),
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=True if compile_mode == "default" else compile_mode,
+        cuda_graphs=cuda_graphs,
+    )
+
+
 @main.command("sample")
 @click.option(
     "--model", "model_path", required=True, type=click.Path(exists=True), help="Bundle or checkpoint folder."
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
-    default="onnxruntime",
-    show_default=True,
-)
+@backend_flags
 @click.option("--class", "class_name", required=True, help="Class to generate, e.g. AD or NON_AD.")
 @click.option("--count", default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Image i uses seed + i.")
@@ -253,20 +300,18 @@ def export_command(checkpoint, out, dtype, opset, exporter, tensorrt, batch_size
 @click.option("--guidance", default=3.0, show_default=True, help="Classifier-free guidance scale.")
 @click.option("--scheduler", default="dpm++", show_default=True, help="ddim, dpm++, euler or pndm.")
 @click.option("--batch-size", default=8, show_default=True)
-@click.option(
-    "--provider",
-    "providers",
-    multiple=True,
-    default=["cpu"],
-    show_default=True,
-    help="onnxruntime providers in order: cpu, cuda, tensorrt.",
-)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<class>/.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT/<class>/ folder.")
 @user_errors
 def sample_command(
     model_path,
     backend,
+    providers,
+    device,
+    dtype,
+    channels_last,
+    compile_mode,
+    cuda_graphs,
     class_name,
     count,
     seed,
@@ -274,7 +319,6 @@ def sample_command(
     guidance,
     scheduler,
     batch_size,
-    providers,
     out,
     overwrite,
 ):
@@ -287,7 +331,7 @@ def sample_command(
     from polypsynth.sampling.loop import SamplingParams
 
     params = SamplingParams(class_name, count, seed, steps, guidance, scheduler)
-    options = {"providers": providers} if backend == "onnxruntime" else {}
+    options = _backend_options(backend, providers, device, dtype, channels_last, compile_mode, cuda_graphs)
     with tqdm(total=count, desc=f"sample {class_name}", unit="img") as bar:
         folder = sample_to_folder(
             model_path, backend, params, Path(out), batch_size, overwrite, bar.update, **options
@@ -307,20 +351,7 @@ def sample_command(
     metavar="NAME=BUNDLE",
     help="A model to serve (repeatable).",
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
-    default="onnxruntime",
-    show_default=True,
-)
-@click.option(
-    "--provider",
-    "providers",
-    multiple=True,
-    default=["cpu"],
-    show_default=True,
-    help="onnxruntime providers in order.",
-)
+@backend_flags
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Bind address (localhost unless told otherwise)."
 )
@@ -340,6 +371,11 @@ def serve_command(
     models,
     backend,
     providers,
+    device,
+    dtype,
+    channels_last,
+    compile_mode,
+    cuda_graphs,
     host,
     port,
     max_batch,
@@ -367,7 +403,9 @@ def serve_command(
         host=host,
         port=port,
         backend=backend,
-        providers=tuple(providers),
+        backend_options=_backend_options(
+            backend, providers, device, dtype, channels_last, compile_mode, cuda_graphs
+        ),
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_queued_images=max_queued_images,

@@ -11,6 +11,34 @@ from pathlib import Path
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
+# Which options each backend takes (the CLI's flags, the server's backend_options).
+BACKEND_OPTIONS = {
+    "torch": ("device", "dtype", "channels_last", "compile", "cuda_graphs"),
+    "onnxruntime": ("providers",),
+    "tensorrt": ("cuda_graphs",),
+}
+
+
+def backend_options(backend: str, **given) -> dict:
+    """The options for `backend` among `given`, leaving out those not set (None or False); an
+    option set for a backend that does not take it is an error naming both, never ignored."""
+    from polypsynth.sampling.schedulers import SamplingError
+
+    if backend not in BACKEND_OPTIONS:
+        raise SamplingError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    chosen = {k: v for k, v in given.items() if v is not None and v is not False and v != ()}
+    wrong = [k for k in chosen if k not in BACKEND_OPTIONS[backend]]
+    if wrong:
+        flags = ", ".join(_flag(k) for k in wrong)
+        takes = ", ".join(_flag(k) for k in BACKEND_OPTIONS[backend])
+        verb = "does" if len(wrong) == 1 else "do"
+        raise SamplingError(f"{flags} {verb} not apply to the {backend} backend (it takes {takes})")
+    return chosen
+
+
+def _flag(option: str) -> str:
+    return "--provider" if option == "providers" else "--" + option.replace("_", "-")
+
 
 def load_backend(name: str, path, manifest=None, **options):
     from polypsynth.sampling.schedulers import SamplingError

@@ -1,10 +1,16 @@
 """The ONNX Runtime backend over a bundle's unet.onnx and vae_decoder.onnx.
 
-Providers are tried in the order requested (cpu, cuda, tensorrt); on CUDA, inputs and outputs are
-bound to device memory with IO binding, so tensors never travel through the host between steps."""
+Providers are tried in the order requested (cpu, cuda, tensorrt), and every provider asked for
+must be active in the session: ONNX Runtime silently falls back to the CPU when the CUDA provider
+cannot load (for instance with the CPU package installed beside onnxruntime-gpu), which is refused
+here. On CUDA the backend owns one torch stream and hands it to ONNX Runtime as its compute stream;
+each run first waits for the caller's stream (where the inputs were written), inputs and outputs
+are torch tensors bound by address (IO binding), and the caller's stream waits for the run, so
+tensors never travel through the host and no run reads an input before it is written."""
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +25,37 @@ PROVIDERS = {
 }
 _NP = {"fp32": np.float32, "fp16": np.float16}
 _TORCH = {"fp32": torch.float32, "fp16": torch.float16}
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def import_onnxruntime():
+    """onnxruntime, with the reason when it is missing or installed twice (CPU and GPU builds)."""
+    installed = [d for d in ("onnxruntime", "onnxruntime-gpu") if _installed(d)]
+    if len(installed) == 2:
+        raise SamplingError(
+            "both onnxruntime and onnxruntime-gpu are installed; they share one module and the CUDA "
+            "provider can vanish: pip uninstall -y onnxruntime onnxruntime-gpu, then install one "
+            "(pip install 'polypsynth[cpu]' or 'polypsynth[gpu]')"
+        )
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise SamplingError(
+            "ONNX Runtime is not installed: pip install 'polypsynth[cpu]' (CPU) or 'polypsynth[gpu]' (CUDA)"
+        ) from exc
+    return onnxruntime
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def resolve_providers(requested) -> list[str]:
-    import onnxruntime as ort
-
+    ort = import_onnxruntime()
     available = ort.get_available_providers()
     names = []
     for item in requested:
@@ -31,69 +63,100 @@ def resolve_providers(requested) -> list[str]:
         if name not in available:
             raise SamplingError(
                 f"onnxruntime provider {item!r} is not available here; available providers: {', '.join(available)}"
+                + (
+                    " (the CUDA provider comes with onnxruntime-gpu: pip install 'polypsynth[gpu]')"
+                    if name in _GPU_PROVIDERS
+                    else ""
+                )
             )
         names.append(name)
     if "CPUExecutionProvider" not in names:
-        names.append("CPUExecutionProvider")  # fallback for ops a GPU provider lacks
+        names.append("CPUExecutionProvider")  # for the few ops a GPU provider lacks
     return names
+
+
+def check_active(requested: list[str], active: list[str], what: str) -> None:
+    """Every provider asked for must be active in the session: no silent fallback to the CPU."""
+    missing = [p for p in requested if p not in active]
+    if missing:
+        raise SamplingError(
+            f"{what}: onnxruntime did not activate {', '.join(missing)} (active: {', '.join(active)}); "
+            "check the CUDA / cuDNN libraries onnxruntime-gpu needs, and that the CPU package "
+            "onnxruntime is not installed beside it"
+        )
 
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, bundle: Path, manifest: dict, providers=("cpu",), threads: int | None = None):
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         self.providers = resolve_providers(providers)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        self.dtype_name = manifest["dtype"]
         self.np_dtype = _NP[manifest["dtype"]]
         self.torch_dtype = _TORCH[manifest["dtype"]]
-        self.on_cuda = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self.on_cuda = self.providers[0] in _GPU_PROVIDERS
         self.device = torch.device("cuda" if self.on_cuda else "cpu")
-        self.unet = ort.InferenceSession(str(bundle / "unet.onnx"), options, providers=self.providers)
-        self.decoder = ort.InferenceSession(
-            str(bundle / "vae_decoder.onnx"), options, providers=self.providers
-        )
+        self.stream = torch.cuda.Stream() if self.on_cuda else None
+        provider_options = [self._provider_options(p) for p in self.providers]
+        c, h, w = manifest["latent_shape"]
+        res = manifest["resolution"]
+        self.sessions = {}
+        for name in ("unet", "vae_decoder"):
+            session = ort.InferenceSession(
+                str(bundle / f"{name}.onnx"),
+                options,
+                providers=self.providers,
+                provider_options=provider_options,
+            )
+            check_active(self.providers, session.get_providers(), f"{bundle / name}.onnx")
+            self.sessions[name] = session
+        self.output_shape = {"unet": (c, h, w), "vae_decoder": (3, res, res)}
 
-    def _run(self, session, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _provider_options(self, provider: str) -> dict:
+        if provider == "CUDAExecutionProvider":
+            return {"user_compute_stream": str(self.stream.cuda_stream), "do_copy_in_default_stream": "1"}
+        return {}
+
+    def _run(self, name: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        session = self.sessions[name]
         if not self.on_cuda:
             arrays = {
                 k: v.detach().cpu().numpy().astype(self.np_dtype if k != "timestep" else np.float32)
                 for k, v in feeds.items()
             }
             return torch.from_numpy(session.run(None, arrays)[0]).float()
+        caller = torch.cuda.current_stream()
         binding = session.io_binding()
         keep = []
-        for name, tensor in feeds.items():
-            dtype = torch.float32 if name == "timestep" else self.torch_dtype
+        for key, tensor in feeds.items():
+            dtype = torch.float32 if key == "timestep" else self.torch_dtype
             t = tensor.to(self.device, dtype).contiguous()
             keep.append(t)
-            binding.bind_input(
-                name,
-                "cuda",
-                0,
-                np.float32 if name == "timestep" else self.np_dtype,
-                tuple(t.shape),
-                t.data_ptr(),
-            )
-        out_meta = session.get_outputs()[0]
-        binding.bind_output(out_meta.name, "cuda", 0)
-        session.run_with_iobinding(binding)
-        value = binding.get_outputs()[0]
-        return (
-            torch.from_dlpack(value.to_dlpack()).float()
-            if hasattr(value, "to_dlpack")
-            else torch.from_numpy(value.numpy()).to(self.device).float()
+            binding.bind_input(key, "cuda", 0, _np(dtype), tuple(t.shape), t.data_ptr())
+        batch = next(iter(feeds.values())).shape[0]
+        out = torch.empty((batch, *self.output_shape[name]), dtype=self.torch_dtype, device=self.device)
+        binding.bind_output(
+            session.get_outputs()[0].name, "cuda", 0, self.np_dtype, tuple(out.shape), out.data_ptr()
         )
+        self.stream.wait_stream(caller)  # inputs were written on the caller's stream
+        session.run_with_iobinding(binding)
+        caller.wait_stream(self.stream)
+        for t in (*keep, out):  # the caching allocator must not reuse them before the run ends
+            t.record_stream(self.stream)
+        return out.float()
 
     def denoise(self, latents, timesteps, context):
-        return self._run(
-            self.unet, {"sample": latents, "timestep": timesteps, "encoder_hidden_states": context}
-        )
+        return self._run("unet", {"sample": latents, "timestep": timesteps, "encoder_hidden_states": context})
 
     def decode(self, latents):
-        return self._run(self.decoder, {"latent": latents})
+        return self._run("vae_decoder", {"latent": latents})
+
+
+def _np(dtype: torch.dtype):
+    return {torch.float32: np.float32, torch.float16: np.float16}[dtype]

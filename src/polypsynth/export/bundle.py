@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from polypsynth.atomic import atomic_dir
-from polypsynth.export.onnx import ExportError, export_onnx, parity
+from polypsynth.export.onnx import ExportError, export_onnx, parity, trace_device
 from polypsynth.export.spec import UNetExport, VaeDecoderExport, unet_spec, vae_decoder_spec
 from polypsynth.sampling.model import checkpoint_hash, file_sha256
 from polypsynth.sampling.schedulers import SamplingError
@@ -30,9 +30,11 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 def _versions() -> dict[str, str]:
     import diffusers
     import onnx
-    import onnxruntime
 
     from polypsynth import __version__
+    from polypsynth.backends.onnxruntime_backend import import_onnxruntime
+
+    onnxruntime = import_onnxruntime()
 
     return {
         "polypsynth": __version__,
@@ -77,10 +79,11 @@ def export_bundle(
         "vae_decoder": (vae_decoder_spec(latent_shape, resolution), VaeDecoderExport(vae)),
     }
     limit = tolerance if tolerance is not None else TOLERANCE[dtype]
+    device = trace_device(_DTYPES[dtype])
     with atomic_dir(out, overwrite=overwrite, what="bundle folder") as tmp:
         figures = {}
         for name, (spec, module) in specs.items():
-            path = export_onnx(module, spec, tmp / f"{name}.onnx", opset, _DTYPES[dtype], exporter)
+            path = export_onnx(module, spec, tmp / f"{name}.onnx", opset, _DTYPES[dtype], exporter, device)
             figures[name] = parity(module, spec, path, _DTYPES[dtype])
             if figures[name]["max_rel"] > limit:
                 raise ExportError(
@@ -104,6 +107,9 @@ def export_bundle(
             "dtype": dtype,
             "opset": opset,
             "exporter": exporter,
+            # fp16 graphs are traced in fp16 on CUDA, or traced in fp32 on a CPU and converted.
+            "traced_on": device.type,
+            "fp16_by": None if dtype == "fp32" else ("trace" if device.type == "cuda" else "conversion"),
             "versions": _versions(),
             "parity": figures,
             "engines": None,

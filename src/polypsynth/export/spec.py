@@ -53,8 +53,11 @@ class ComponentSpec:
         return tuple(out)
 
     def profile(self, batch_sizes: Sequence[int]) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """Per input (min, opt, max) shapes covering the image batch sizes requested."""
-        lo, hi = min(batch_sizes) * self.batch_multiplier, max(batch_sizes) * self.batch_multiplier
+        """Per input (min, opt, max) shapes covering every batch the sampling loop sends for the
+        image batch sizes requested: guidance 0 or 1 sends the image batch itself, guidance above
+        1 twice it (`batch_multiplier`), so the range runs from the smallest image batch to
+        multiplier x the largest; the optimum is the middle size under guidance."""
+        lo, hi = min(batch_sizes), max(batch_sizes) * self.batch_multiplier
         opt = sorted(batch_sizes)[len(batch_sizes) // 2] * self.batch_multiplier
         return {t.name: (self.shape(t, lo), self.shape(t, opt), self.shape(t, hi)) for t in self.inputs}
 

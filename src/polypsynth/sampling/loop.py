@@ -87,7 +87,20 @@ def denoise_latents(
             pred_uncond, pred_cond = out.float().chunk(2)
             pred = pred_uncond + guidance * (pred_cond - pred_uncond)
         latents = scheduler.step(pred.float(), t, latents).prev_sample
+    require_finite(latents, backend, "the final latents")
     return latents
+
+
+def require_finite(x: torch.Tensor, backend, what: str) -> None:
+    """NaN survives `clamp` and becomes black pixels: a batch with non-finite values fails instead
+    (one device sync per batch, not per step: NaN and inf propagate to the end of the loop)."""
+    if not bool(torch.isfinite(x).all()):
+        dtype = getattr(backend, "dtype_name", None)
+        hint = f" in {dtype}" if dtype else ""
+        raise SamplingError(
+            f"the {backend.name} backend{hint} produced non-finite values (NaN or inf) in {what}; "
+            "no image was kept (fp16 overflow is the usual cause: try bf16 or fp32)"
+        )
 
 
 def _timesteps(t: torch.Tensor, n: int, device) -> torch.Tensor:
@@ -136,4 +149,6 @@ def sample_batch(
         steps,
         guidance,
     )
-    return to_uint8_images(model.backend.decode(latents / model.scaling_factor))
+    decoded = model.backend.decode(latents / model.scaling_factor)
+    require_finite(decoded, model.backend, "the decoded images")
+    return to_uint8_images(decoded)

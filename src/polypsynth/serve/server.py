@@ -35,7 +35,6 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 50051
     backend: str = "onnxruntime"
-    providers: tuple[str, ...] = ("cpu",)
     max_batch: int = 32
     max_wait_ms: float = 10.0
     max_queued_images: int = 100_000
@@ -45,6 +44,7 @@ class ServerOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     grace_seconds: float = 30.0
+    # Options of the backend (backends.backend_options): providers, dtype, cuda_graphs, ...
     backend_options: dict = field(default_factory=dict)
 
 
@@ -83,6 +83,20 @@ def read_token(path: str | None) -> str | None:
     return token
 
 
+def check_engines_cover(bundle: str | Path, max_batch: int) -> None:
+    """A server whose batches outgrow its TensorRT engines would fail requests at run time; refuse
+    to start instead."""
+    from polypsynth.export.bundle import load_manifest
+
+    engines = load_manifest(bundle, verify_hashes=False).get("engines") or {}
+    sizes = engines.get("batch_sizes")
+    if sizes and max(sizes) < max_batch:
+        raise ServeError(
+            f"--max-batch {max_batch} exceeds the largest batch the bundle's TensorRT engines cover "
+            f"({max(sizes)} images); lower --max-batch or re-export with --batch-sizes up to {max_batch}"
+        )
+
+
 class SamplerServer:
     """Loads every model first (a bad bundle stops the start, no half-up server), then serves."""
 
@@ -96,13 +110,10 @@ class SamplerServer:
             raise ServeError("no model to serve: pass --model NAME=BUNDLE at least once")
         served = {}
         for name, path in models.items():
-            opts = (
-                {"providers": o.providers, **o.backend_options}
-                if o.backend == "onnxruntime"
-                else dict(o.backend_options)
-            )
             try:
-                model = open_model(path, o.backend, **opts)
+                if o.backend == "tensorrt":
+                    check_engines_cover(path, o.max_batch)
+                model = open_model(path, o.backend, **o.backend_options)
             except PolypsynthError as exc:
                 raise ServeError(f"model {name} ({path}): {exc}") from exc
             served[name] = ServedModel(
