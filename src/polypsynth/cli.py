@@ -237,8 +237,9 @@ def export_command(checkpoint, out, dtype, opset, exporter, tensorrt, batch_size
 
 
 def backend_flags(fn):
-    """`--backend` and the options of each backend, declared once for `sample` and `serve`; the
-    command passes them through `backend_options`, which refuses a flag its backend does not take."""
+    """`--backend` and the options of each backend, declared once for `sample` and `serve`: the
+    command receives `backend` and `backend_options`, a dict `backends.backend_options` checked
+    (a flag its backend does not take is an error naming both)."""
     flags = [
         click.option(
             "--backend",
@@ -269,23 +270,26 @@ def backend_flags(fn):
             "--cuda-graphs", is_flag=True, help="torch, tensorrt: record CUDA graphs per batch size."
         ),
     ]
+
+    @functools.wraps(fn)
+    @user_errors
+    def with_options(*args, providers, device, dtype, channels_last, compile_mode, cuda_graphs, **kwargs):
+        from polypsynth.backends import backend_options
+
+        kwargs["backend_options"] = backend_options(
+            kwargs["backend"],
+            providers=tuple(providers),
+            device=device,
+            dtype=dtype,
+            channels_last=channels_last,
+            compile=True if compile_mode == "default" else compile_mode,
+            cuda_graphs=cuda_graphs,
+        )
+        return fn(*args, **kwargs)
+
     for flag in reversed(flags):
-        fn = flag(fn)
-    return fn
-
-
-def _backend_options(backend, providers, device, dtype, channels_last, compile_mode, cuda_graphs) -> dict:
-    from polypsynth.backends import backend_options
-
-    return backend_options(
-        backend,
-        providers=tuple(providers),
-        device=device,
-        dtype=dtype,
-        channels_last=channels_last,
-        compile=True if compile_mode == "default" else compile_mode,
-        cuda_graphs=cuda_graphs,
-    )
+        with_options = flag(with_options)
+    return with_options
 
 
 @main.command("sample")
@@ -306,12 +310,7 @@ def _backend_options(backend, providers, device, dtype, channels_last, compile_m
 def sample_command(
     model_path,
     backend,
-    providers,
-    device,
-    dtype,
-    channels_last,
-    compile_mode,
-    cuda_graphs,
+    backend_options,
     class_name,
     count,
     seed,
@@ -331,10 +330,9 @@ def sample_command(
     from polypsynth.sampling.loop import SamplingParams
 
     params = SamplingParams(class_name, count, seed, steps, guidance, scheduler)
-    options = _backend_options(backend, providers, device, dtype, channels_last, compile_mode, cuda_graphs)
     with tqdm(total=count, desc=f"sample {class_name}", unit="img") as bar:
         folder = sample_to_folder(
-            model_path, backend, params, Path(out), batch_size, overwrite, bar.update, **options
+            model_path, backend, params, Path(out), batch_size, overwrite, bar.update, **backend_options
         )
     click.echo(f"wrote {count} images to {folder}")
 
@@ -370,12 +368,7 @@ def sample_command(
 def serve_command(
     models,
     backend,
-    providers,
-    device,
-    dtype,
-    channels_last,
-    compile_mode,
-    cuda_graphs,
+    backend_options,
     host,
     port,
     max_batch,
@@ -403,9 +396,7 @@ def serve_command(
         host=host,
         port=port,
         backend=backend,
-        backend_options=_backend_options(
-            backend, providers, device, dtype, channels_last, compile_mode, cuda_graphs
-        ),
+        backend_options=backend_options,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_queued_images=max_queued_images,
