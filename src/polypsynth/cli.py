@@ -502,8 +502,13 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
     help="Synthetic images added per real training image.",
 )
 @click.option("--no-augment", is_flag=True, help="Skip the augmented classification (the costliest part).")
-@click.option("--kid-subsets", default=100, show_default=True)
-@click.option("--kid-subset-size", default=1000, show_default=True)
+@click.option(
+    "--kid-subsets",
+    default=100,
+    show_default=True,
+    help="Sets over 4096 images: at most this many disjoint subsets (smaller sets use every image).",
+)
+@click.option("--kid-subset-size", default=1000, show_default=True, help="Images per disjoint subset.")
 @click.option(
     "--inception-weights",
     type=click.Path(dir_okay=False),

@@ -24,7 +24,14 @@ def test_quick_demo_end_to_end(tmp_path):
     names = [c["name"] for c in results["checkpoints"]]
     assert len(names) >= 4  # the iteration-wise analysis
     for name in names:
-        assert len(results["kid"]["classifier"][name]) == 4
+        kids = results["kid"]["classifier"][name]  # Table 2's four comparisons and the two margins
+        assert {k for k in kids if k.startswith("syn_")} == {
+            "syn_AD_vs_real_AD",
+            "syn_AD_vs_real_NON_AD",
+            "syn_NON_AD_vs_real_NON_AD",
+            "syn_NON_AD_vs_real_AD",
+        }
+        assert set(kids) - {k for k in kids if k.startswith("syn_")} == {"margin_AD", "margin_NON_AD"}
         assert (out / "bundles" / name / "manifest.json").is_file()
         for c in ("AD", "NON_AD"):
             assert len(list((out / "samples" / name / c).glob("*.png"))) == 16

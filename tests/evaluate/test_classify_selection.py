@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from polypsynth.evaluate.classify import bootstrap_interval, classification_metrics, gain_interval, summarise
+from polypsynth.evaluate.classify import (
+    bootstrap_interval,
+    classification_metrics,
+    gain_interval,
+    hierarchical_interval,
+    summarise,
+)
 from polypsynth.evaluate.selection import select
 
 
@@ -46,13 +52,55 @@ def test_summary_and_paired_gain():
     assert g["ci95"][0] <= g["mean"] <= g["ci95"][1]
 
 
-def _kids(same_ad, cross_ad, same_non, cross_non):
+def _kids(same_ad, cross_ad, same_non, cross_non, se=0.002):
     return {
-        "syn_AD_vs_real_AD": {"mean": same_ad},
-        "syn_AD_vs_real_NON_AD": {"mean": cross_ad},
-        "syn_NON_AD_vs_real_NON_AD": {"mean": same_non},
-        "syn_NON_AD_vs_real_AD": {"mean": cross_non},
+        "syn_AD_vs_real_AD": {"mean": same_ad, "se": se},
+        "syn_AD_vs_real_NON_AD": {"mean": cross_ad, "se": se},
+        "syn_NON_AD_vs_real_NON_AD": {"mean": same_non, "se": se},
+        "syn_NON_AD_vs_real_AD": {"mean": cross_non, "se": se},
     }
+
+
+def _simulated_runs(rng, n_images, seed_accuracies):
+    """Runs of one test set: each seed's classifier is right on an image with its own probability."""
+    y_true = rng.integers(0, 2, n_images)
+    runs = []
+    for acc in seed_accuracies:
+        pred = np.where(rng.random(n_images) < acc, y_true, 1 - y_true)
+        runs.append({"metrics": classification_metrics(y_true, pred), "y_true": y_true, "y_pred": pred})
+    return runs
+
+
+def test_hierarchical_interval_has_the_width_of_fresh_experiments():
+    """Independent reference: the spread of the seed-averaged balanced accuracy over freshly drawn
+    test sets and seeds (seed accuracies vary around 0.75). The interval from one experiment must
+    match it; pooling seeds x images as independent is too narrow."""
+    rng = np.random.default_rng(7)
+
+    def seed_accuracies():
+        return np.clip(rng.normal(0.75, 0.06, 3), 0, 1)
+
+    fresh = [
+        np.mean([r["metrics"]["balanced_accuracy"] for r in _simulated_runs(rng, 120, seed_accuracies())])
+        for _ in range(400)
+    ]
+    true_width = 3.92 * np.std(fresh)
+    widths, pooled = [], []
+    for _ in range(30):
+        runs = _simulated_runs(rng, 120, seed_accuracies())
+        lo, hi = hierarchical_interval(runs[0]["y_true"], [r["y_pred"] for r in runs], n=400)
+        widths.append(hi - lo)
+        plo, phi = bootstrap_interval(
+            np.concatenate([r["y_true"] for r in runs]), np.concatenate([r["y_pred"] for r in runs]), n=400
+        )
+        pooled.append(phi - plo)
+    assert np.mean(widths) == pytest.approx(true_width, rel=0.3)
+    assert np.mean(pooled) < 0.75 * true_width  # what the interval was before: too narrow
+    # One seed: the hierarchical interval is the bootstrap over images.
+    one = _simulated_runs(rng, 80, [0.8])
+    assert hierarchical_interval(one[0]["y_true"], [one[0]["y_pred"]]) == bootstrap_interval(
+        one[0]["y_true"], one[0]["y_pred"]
+    )
 
 
 def test_naive_and_clinical_rules_disagree_like_in_the_study():
@@ -76,7 +124,9 @@ def test_naive_and_clinical_rules_disagree_like_in_the_study():
     assert out["naive"]["pick"] == "step-8k"
     assert out["clinical"]["pick"] == "step-2k"
     assert out["clinical"]["table"]["step-8k"]["eligible"] is False  # NON_AD not recognised
-    assert out["agreement"]["clinical"] == pytest.approx(1.0) and out["agreement"]["naive"] < 0
+    assert out["agreement"] == {
+        "note": "not computed: rank agreement needs at least 5 checkpoints, 3 evaluated"
+    }
     assert out["verdict"] == (
         "Lowest same-class KID picks step-8k; the clinical rule picks step-2k, whose images changed balanced "
         "accuracy by +0.020 (95% CI +0.005 to +0.040) when added to real training data: clinically worth using."
@@ -114,3 +164,35 @@ def test_no_eligible_checkpoint():
     kids = {"a": _kids(0.05, 0.04, 0.05, 0.06)}
     out = select(kids, {"a": {"AD": 0.9, "NON_AD": 0.9}})
     assert out["clinical"]["pick"] is None and "none is clinically worth using" in out["verdict"]
+
+
+def test_rank_agreement_from_five_checkpoints():
+    kids = {f"c{i}": _kids(0.05, 0.05 + 0.01 * i, 0.05, 0.05 + 0.01 * i) for i in range(1, 6)}
+    fidelity = {c: {"AD": 0.8, "NON_AD": 0.8} for c in kids}
+    gains = {f"c{i}": {"mean": 0.01 * i, "ci95": (0.0, 0.02 * i)} for i in range(1, 6)}
+    out = select(kids, fidelity, gains)
+    assert out["agreement"]["clinical"] == pytest.approx(1.0)  # wider margins, larger gains
+
+
+def test_margins_within_their_uncertainty_cannot_decide():
+    # Margins of +0.001 with standard errors of 0.003 per KID: positive, but not beyond the noise.
+    kids = {"a": _kids(0.050, 0.051, 0.050, 0.051, se=0.003), "b": _kids(0.05, 0.04, 0.05, 0.04, se=0.001)}
+    out = select(kids, {"a": {"AD": 0.9, "NON_AD": 0.9}, "b": {"AD": 0.9, "NON_AD": 0.9}})
+    table = out["clinical"]["table"]
+    assert table["a"]["classes"] == "undecided" and not table["a"]["eligible"]
+    assert table["a"]["margin_AD_se"] == pytest.approx(0.003 * np.sqrt(2))
+    assert table["b"]["classes"] == "not apart"
+    assert out["clinical"]["pick"] is None
+    assert "the experiment cannot decide: for 1 of 2 checkpoints (a)" in out["verdict"]
+    # The same margins measured ten times more precisely are clearly apart.
+    precise = {"a": _kids(0.050, 0.051, 0.050, 0.051, se=0.0003)}
+    assert select(precise, {"a": {"AD": 0.9, "NON_AD": 0.9}})["clinical"]["pick"] == "a"
+
+
+def test_jointly_measured_margins_are_used_when_present():
+    kids = {"a": _kids(0.050, 0.051, 0.050, 0.051, se=0.003)}
+    kids["a"]["margin_AD"] = {"mean": 0.001, "se": 0.0002}  # from kid.class_margins
+    kids["a"]["margin_NON_AD"] = {"mean": 0.001, "se": 0.0002}
+    out = select(kids, {"a": {"AD": 0.9, "NON_AD": 0.9}})
+    assert out["clinical"]["table"]["a"]["margin_AD_se"] == 0.0002
+    assert out["clinical"]["pick"] == "a"

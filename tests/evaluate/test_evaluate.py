@@ -95,10 +95,15 @@ def test_end_to_end_report(eval_data, tmp_path):
                 "syn_AD_vs_real_NON_AD",
                 "syn_NON_AD_vs_real_NON_AD",
                 "syn_NON_AD_vs_real_AD",
+                "margin_AD",
+                "margin_NON_AD",
             }
-            assert (
-                results["kid"][space][ck]["syn_AD_vs_real_AD"]["subset_size"] == 12
-            )  # shrunk to the smaller set
+            k = results["kid"][space][ck]
+            assert k["syn_AD_vs_real_AD"]["method"] == "jackknife" and k["syn_AD_vs_real_AD"]["se"] > 0
+            assert k["syn_AD_vs_real_AD"]["subset_size"] == 12  # every image of the smaller set
+            assert k["margin_AD"]["mean"] == pytest.approx(
+                k["syn_AD_vs_real_NON_AD"]["mean"] - k["syn_AD_vs_real_AD"]["mean"], abs=1e-9
+            )
     assert set(results["classification"]["augmented"]) == {"step-001000", "step-002000"}
     assert results["classification"]["real"]["seeds"] == 2
     # With Inception features, fidelity is judged by the linear probe, which also runs Table 1 rows.
@@ -145,7 +150,22 @@ def test_tsne_is_reproducible():
     assert np.array_equal(a.points, b.points) and a.knn_accuracy == b.knn_accuracy
     assert a.knn_accuracy > 0.8  # well-separated groups are told apart
     mixed = {g: rng.normal(0, 1, (20, 8)) for g in groups}
-    assert embed(mixed, seed=1).knn_accuracy < 0.5
+    m = embed(mixed, seed=1)
+    assert m.knn_accuracy < 0.5 and abs(m.knn_accuracy - m.knn_chance) < 0.15
+    assert a.knn_chance == pytest.approx(0.25, abs=0.1)  # equal groups: about one in four
+
+
+def test_knn_chance_level_of_unequal_groups():
+    """Independent reference: with labels unrelated to the points, the k-NN majority vote of a
+    90 / 30 / 30 / 30 split is right far more often than one time in four."""
+    from polypsynth.evaluate.tsne import knn_accuracy
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(0, 1, (180, 2))
+    labels = np.repeat([0, 1, 2, 3], [90, 30, 30, 30])
+    shuffled = np.mean([knn_accuracy(points, rng.permutation(labels))[0] for _ in range(30)])
+    accuracy, chance = knn_accuracy(points, labels)
+    assert chance > 0.35 and chance == pytest.approx(shuffled, abs=0.05)
 
 
 def test_inception_weights_not_found(monkeypatch, tmp_path):

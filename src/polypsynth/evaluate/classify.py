@@ -156,16 +156,35 @@ def bootstrap_interval(
     y_true, y_pred, n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the balanced accuracy over resampled test images."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    idx = _resample(len(y_true), n, seed)
-    values = balanced_accuracy_rows(y_true[idx], y_pred[idx])
+    return hierarchical_interval(y_true, [y_pred], n, seed, level)
+
+
+def _bootstrap_draws(y_true, preds_by_seed, n: int, seed: int) -> np.ndarray:
+    """Balanced accuracy averaged over seeds, for `n` hierarchical bootstrap draws: each draw
+    resamples the test images (one set of indices for every seed: the seeds were judged on the same
+    images) and then the seeds, with replacement. Returns (n,) values."""
+    y_true = np.asarray(y_true)
+    preds = np.asarray(preds_by_seed)  # (seeds, images)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, len(y_true), (n, len(y_true)))
+    seeds = rng.integers(0, len(preds), (n, len(preds)))
+    per_seed = np.stack([balanced_accuracy_rows(y_true[images], p[images]) for p in preds])  # (seeds, n)
+    return per_seed[seeds.T, np.arange(n)].mean(0)
+
+
+def hierarchical_interval(
+    y_true, preds_by_seed, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of the seed-averaged balanced accuracy, resampling test images and
+    seeds (both sources of variation; pooling seeds x images as independent would make it narrow)."""
+    values = _bootstrap_draws(y_true, preds_by_seed, n, seed)
     lo, hi = np.nanpercentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return float(lo), float(hi)
 
 
 def summarise(runs: Sequence[dict]) -> dict:
-    """Mean and std over seeds of every per-class metric and the balanced accuracy; the bootstrap
-    interval pools the seeds' predictions."""
+    """Mean and std over seeds of every per-class metric and the balanced accuracy, with a
+    hierarchical bootstrap interval of the latter (test images and seeds resampled)."""
 
     def stat(values):
         return {"mean": float(np.mean(values)), "std": float(np.std(values))}
@@ -175,26 +194,23 @@ def summarise(runs: Sequence[dict]) -> dict:
         for c in CLASSES
     }
     out["balanced_accuracy"] = stat([r["metrics"]["balanced_accuracy"] for r in runs])
-    y_true = np.concatenate([r["y_true"] for r in runs])
-    y_pred = np.concatenate([r["y_pred"] for r in runs])
-    out["balanced_accuracy"]["ci95"] = list(bootstrap_interval(y_true, y_pred))
+    out["balanced_accuracy"]["ci95"] = list(
+        hierarchical_interval(runs[0]["y_true"], [r["y_pred"] for r in runs])
+    )
     out["confusion"] = np.sum([r["metrics"]["confusion"] for r in runs], axis=0).tolist()
     out["seeds"] = len(runs)
     return out
 
 
 def gain_interval(real_runs: Sequence[dict], aug_runs: Sequence[dict], n: int = 1000, seed: int = 0) -> dict:
-    """Balanced-accuracy gain of augmented over real-only training, paired by seed, with a paired
-    bootstrap 95% interval over test images (both models judged on the same resampled images)."""
+    """Balanced-accuracy gain of augmented over real-only training, paired by seed, with a
+    hierarchical bootstrap 95% interval: each draw resamples the test images (both models judged
+    on the same resampled images) and the seed pairs."""
     pairs = list(zip(real_runs, aug_runs, strict=True))
     gains = [a["metrics"]["balanced_accuracy"] - r["metrics"]["balanced_accuracy"] for r, a in pairs]
-    y_true = np.asarray(real_runs[0]["y_true"])
-    idx = _resample(len(y_true), n, seed)
-    t = y_true[idx]
-    per_seed = [
-        balanced_accuracy_rows(t, np.asarray(a["y_pred"])[idx])
-        - balanced_accuracy_rows(t, np.asarray(r["y_pred"])[idx])
-        for r, a in pairs
-    ]
-    lo, hi = np.nanpercentile(np.mean(per_seed, axis=0), [2.5, 97.5])
+    y_true = real_runs[0]["y_true"]
+    # The same seed of the generator in both calls: the same image and seed draws, so paired.
+    aug = _bootstrap_draws(y_true, [a["y_pred"] for _, a in pairs], n, seed)
+    real = _bootstrap_draws(y_true, [r["y_pred"] for r, _ in pairs], n, seed)
+    lo, hi = np.nanpercentile(aug - real, [2.5, 97.5])
     return {"mean": float(np.mean(gains)), "std": float(np.std(gains)), "ci95": [float(lo), float(hi)]}

@@ -34,22 +34,25 @@ def _plt():
 
 
 def plot_kid_curves(results: dict, path: Path) -> None:
+    """One row of the four comparisons per feature space (their scales differ by orders of
+    magnitude), error bars one standard error over images."""
     plt = _plt()
     names = [c["name"] for c in results["checkpoints"]]
     xs = [c["step"] if c["step"] is not None else i for i, c in enumerate(results["checkpoints"])]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
-    for ax, (key, *_rest) in zip(axes.ravel(), COMPARISONS, strict=True):
-        for space, kids in results["kid"].items():
+    spaces = list(results["kid"])
+    fig, axes = plt.subplots(len(spaces), 4, figsize=(15, 3.4 * len(spaces)), sharex=True, squeeze=False)
+    for row, space in zip(axes, spaces, strict=True):
+        kids = results["kid"][space]
+        for ax, (key, *_rest) in zip(row, COMPARISONS, strict=True):
             means = [kids[n][key]["mean"] for n in names]
-            stds = [kids[n][key]["std"] for n in names]
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=space)
-        ax.set_title(TITLES[key], fontsize=10)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("KID")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+            ses = [kids[n][key]["se"] for n in names]
+            ax.errorbar(xs, means, yerr=ses, marker="o", capsize=3)
+            ax.set_title(f"{TITLES[key]} ({space})", fontsize=9)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("KID (± 1 SE)")
+            ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -164,7 +167,7 @@ def table1(results: dict) -> list[list[str]]:
 def table2(results: dict, space: str) -> list[list[str]]:
     rows = [["Checkpoint", *[TITLES[k] for k, *_ in COMPARISONS]]]
     for name, kids in results["kid"][space].items():
-        rows.append([name, *[f"{kids[k]['mean']:.4f} ({kids[k]['std']:.4f})" for k, *_ in COMPARISONS]])
+        rows.append([name, *[f"{kids[k]['mean']:.4f} ({kids[k]['se']:.4f})" for k, *_ in COMPARISONS]])
     return rows
 
 
@@ -175,8 +178,8 @@ def selection_rows(results: dict) -> list[list[str]]:
         [
             "Checkpoint",
             "same-class KID (naive)",
-            "margin AD",
-            "margin NON_AD",
+            "margin AD (95%)",
+            "margin NON_AD (95%)",
             "class fidelity",
             "eligible",
             *[f"augmentation gain ({label})" for label, _ in blocks],
@@ -191,8 +194,8 @@ def selection_rows(results: dict) -> list[list[str]]:
             [
                 name,
                 f"{sel['naive']['scores'][name]:.4f}",
-                f"{t['margin_AD']:+.4f}",
-                f"{t['margin_NON_AD']:+.4f}",
+                f"{t['margin_AD']:+.4f} ± {1.96 * t['margin_AD_se']:.4f}",
+                f"{t['margin_NON_AD']:+.4f} ± {1.96 * t['margin_NON_AD_se']:.4f}",
                 f"{t['fidelity_balanced']:.2f}",
                 "yes" if t["eligible"] else "no",
                 *[gain(block["gains"].get(name)) for _, block in blocks],
@@ -215,6 +218,17 @@ def _html_table(rows) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
+KID_NOTE = (
+    "Mean (standard error over images): the unbiased estimate on every image of both sets with its "
+    "two-sample jackknife error, or for sets over 4096 images the mean over disjoint subsets."
+)
+SELECTION_NOTE = (
+    "Naive rule: lowest same-class KID. Clinical rule: both cross-class margins above zero by more "
+    "than 1.96 standard errors (their 95% intervals exclude zero) and class fidelity above 0.5 for both "
+    "classes, ranked by the smaller margin and the fidelity. A margin within its uncertainty cannot "
+    "decide either way. Margin errors come from a jackknife over the three image sets each margin "
+    "involves."
+)
 SECTIONS = ("Verdict", "Table 2", "KID curves", "t-SNE", "Samples", "Class fidelity", "Table 1", "Selection")
 PLOTS = {
     "KID curves": "kid_curves.png",
@@ -235,11 +249,16 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
         primary = results["primary_features"]
         verdict = results["selection"]["verdict"]
         fid_rows = [
-            ["Checkpoint", *[f"synthetic {c} recognised as {c}" for c in CLASSES], "t-SNE k-NN accuracy"]
+            [
+                "Checkpoint",
+                *[f"synthetic {c} recognised as {c}" for c in CLASSES],
+                "t-SNE k-NN accuracy (chance)",
+            ]
         ]
         for name, f in results["fidelity"].items():
+            t = results["tsne"][name]
             fid_rows.append(
-                [name, *[f"{f[c]:.2f}" for c in CLASSES], f"{results['tsne'][name]['knn_accuracy']:.2f}"]
+                [name, *[f"{f[c]:.2f}" for c in CLASSES], f"{t['knn_accuracy']:.2f} ({t['knn_chance']:.2f})"]
             )
         judge = results["fidelity_judge"]
         judge_line = (
@@ -263,15 +282,15 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
             "# polypsynth evaluation report",
             f"## Verdict\n\n{verdict}",
             *[
-                f"## Table 2 — KID per checkpoint ({space} features)\n\n{_md_table(table2(results, space))}"
+                f"## Table 2 — KID per checkpoint ({space} features)\n\n{KID_NOTE}\n\n{_md_table(table2(results, space))}"
                 for space in results["kid"]
             ],
             f"## KID curves\n\n![KID curves]({PLOTS['KID curves']})",
-            f"## t-SNE ({primary} features)\n\nk-NN accuracy of telling the four groups apart in each map: 0.25 = mixed, 1.0 = apart.\n\n![t-SNE]({PLOTS['t-SNE']})",
+            f"## t-SNE ({primary} features)\n\nk-NN accuracy of telling the four groups apart in each map (1.0 = apart), beside its chance level: the same accuracy with the group labels shuffled (not 0.25: the groups differ in size).\n\n![t-SNE]({PLOTS['t-SNE']})",
             f"## Samples\n\n![samples]({PLOTS['Samples']})",
             f"## Class fidelity\n\n{judge_line}\n\n{_md_table(fid_rows)}\n\n![fidelity]({PLOTS['Class fidelity']})",
             f"## Table 1 — classification on the real test split\n\n{_md_table(table1(results))}",
-            f"## Selection\n\nNaive rule: lowest same-class KID. Clinical rule: both cross-class margins positive and class fidelity above 0.5 for both classes, ranked by the smaller margin and the fidelity.\n\n{_md_table(selection_rows(results))}",
+            f"## Selection\n\n{SELECTION_NOTE}\n\n{_md_table(selection_rows(results))}",
         ]
         (tmp / "report.md").write_text("\n\n".join(md) + "\n")
         html_parts = [
@@ -283,7 +302,7 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
         ]
         for space in results["kid"]:
             html_parts.append(
-                f"<h2>Table 2 — KID per checkpoint ({space} features)</h2>{_html_table(table2(results, space))}"
+                f"<h2>Table 2 — KID per checkpoint ({space} features)</h2><p>{html.escape(KID_NOTE)}</p>{_html_table(table2(results, space))}"
             )
         for title in ("KID curves", "t-SNE", "Samples", "Class fidelity"):
             data = base64.b64encode((tmp / PLOTS[title]).read_bytes()).decode()
@@ -298,6 +317,8 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
         html_parts.append(
             f"<h2>Table 1 — classification on the real test split</h2>{_html_table(table1(results))}"
         )
-        html_parts.append(f"<h2>Selection</h2>{_html_table(selection_rows(results))}</body></html>")
+        html_parts.append(
+            f"<h2>Selection</h2><p>{html.escape(SELECTION_NOTE)}</p>{_html_table(selection_rows(results))}</body></html>"
+        )
         (tmp / "index.html").write_text("\n".join(html_parts))
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -184,15 +183,16 @@ def evaluate(
                 for c in CLASSES
             }
             features[name]["synthetic"][ck.name] = syn_f
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the shrink is recorded as subset_size in the results
-                result = kid.four_comparisons(
-                    real_f,
-                    syn_f,
-                    subsets=options.kid_subsets,
-                    subset_size=options.kid_subset_size,
-                    seed=options.seed,
-                )
+            sizes = {
+                "subsets": options.kid_subsets,
+                "subset_size": options.kid_subset_size,
+                "seed": options.seed,
+            }
+            # Table 2's four KIDs, and the two margins of the clinical rule with their joint errors
+            result = {
+                **kid.four_comparisons(real_f, syn_f, **sizes),
+                **kid.class_margins(real_f, syn_f, **sizes),
+            }
             kids[name][ck.name] = {k: v.as_dict() for k, v in result.items()}
 
     # 3. t-SNE in the primary feature space.
@@ -282,7 +282,8 @@ def evaluate(
         "primary_features": primary,
         "kid": kids,
         "tsne": {
-            name: {"knn_accuracy": m.knn_accuracy, "silhouette": m.silhouette} for name, m in maps.items()
+            name: {"knn_accuracy": m.knn_accuracy, "knn_chance": m.knn_chance, "silhouette": m.silhouette}
+            for name, m in maps.items()
         },
         "fidelity": fidelity,
         "fidelity_judge": judge,

@@ -4,15 +4,28 @@
   the rule the study shows to mislead.
 - clinical: the study's point: synthetic classes must stay apart. Margins
   m_AD = KID(syn AD, real NON_AD) - KID(syn AD, real AD) and
-  m_NON_AD = KID(syn NON_AD, real AD) - KID(syn NON_AD, real NON_AD) must both be positive and the
-  classifier trained on real data must recognise each synthetic class above chance (class
-  fidelity > 0.5). Eligible checkpoints rank by the sum of their ranks in the smaller margin and
-  in the balanced class fidelity.
+  m_NON_AD = KID(syn NON_AD, real AD) - KID(syn NON_AD, real NON_AD) must both be positive beyond
+  their uncertainty (95% interval above zero) and the classifier trained on real data must
+  recognise each synthetic class above chance (class fidelity > 0.5). Eligible checkpoints rank by
+  the sum of their ranks in the smaller margin and in the balanced class fidelity.
+
+A margin's standard error comes from a jackknife over all three image sets it involves (the
+synthetic set is shared by its two KIDs, whose errors are therefore correlated). Given only Table
+2's figures (a KID and its error each), it falls back to combining the two errors as if
+independent, an approximation that can be off in either direction. A checkpoint whose margins are neither clearly positive
+nor clearly negative is "undecided", and a verdict with no eligible checkpoint but undecided ones
+says the experiment cannot decide. Rank agreement with the augmentation gains needs at least
+MIN_RANKED checkpoints.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+Z95 = 1.96
+MIN_RANKED = 5  # Spearman's rho from fewer points says next to nothing
 
 
 def naive_scores(kids: dict[str, dict]) -> dict[str, float]:
@@ -22,18 +35,30 @@ def naive_scores(kids: dict[str, dict]) -> dict[str, float]:
     }
 
 
+def _margin(k: dict, cls: str, other: str, same: str) -> tuple[float, float]:
+    if f"margin_{cls}" in k:  # measured jointly (kid.class_margins)
+        return k[f"margin_{cls}"]["mean"], k[f"margin_{cls}"]["se"]
+    return k[other]["mean"] - k[same]["mean"], math.hypot(k[other]["se"], k[same]["se"])
+
+
 def clinical_table(kids: dict[str, dict], fidelity: dict[str, dict]) -> dict[str, dict]:
     table = {}
     for c, k in kids.items():
-        m_ad = k["syn_AD_vs_real_NON_AD"]["mean"] - k["syn_AD_vs_real_AD"]["mean"]
-        m_non = k["syn_NON_AD_vs_real_AD"]["mean"] - k["syn_NON_AD_vs_real_NON_AD"]["mean"]
+        m_ad, se_ad = _margin(k, "AD", "syn_AD_vs_real_NON_AD", "syn_AD_vs_real_AD")
+        m_non, se_non = _margin(k, "NON_AD", "syn_NON_AD_vs_real_AD", "syn_NON_AD_vs_real_NON_AD")
+        lows = (m_ad - Z95 * se_ad, m_non - Z95 * se_non)
+        highs = (m_ad + Z95 * se_ad, m_non + Z95 * se_non)
+        apart = "apart" if min(lows) > 0 else ("not apart" if min(highs) < 0 else "undecided")
         fid = fidelity[c]
         table[c] = {
             "margin_AD": m_ad,
+            "margin_AD_se": se_ad,
             "margin_NON_AD": m_non,
+            "margin_NON_AD_se": se_non,
             "min_margin": min(m_ad, m_non),
+            "classes": apart,
             "fidelity_balanced": (fid["AD"] + fid["NON_AD"]) / 2,
-            "eligible": m_ad > 0 and m_non > 0 and fid["AD"] > 0.5 and fid["NON_AD"] > 0.5,
+            "eligible": apart == "apart" and fid["AD"] > 0.5 and fid["NON_AD"] > 0.5,
         }
     margins = {c: t["min_margin"] for c, t in table.items()}
     fids = {c: t["fidelity_balanced"] for c, t in table.items()}
@@ -71,7 +96,11 @@ def select(
         common = [c for c in kids if c in gains]
         out["agreement"] = {}
         g = [gains[c]["mean"] for c in common]
-        if len(common) >= 3 and len(set(g)) > 1:  # a rank correlation needs gains that differ
+        if len(common) < MIN_RANKED:
+            out["agreement"]["note"] = (
+                f"not computed: rank agreement needs at least {MIN_RANKED} checkpoints, {len(common)} evaluated"
+            )
+        elif len(set(g)) > 1:  # a rank correlation needs gains that differ
             from scipy.stats import spearmanr
 
             for rule, score in (
@@ -88,6 +117,15 @@ def verdict(selection: dict, gains: dict[str, dict] | None, gains_by: str | None
     naive, clinical = selection["naive"]["pick"], selection["clinical"]["pick"]
     lead = f"Lowest same-class KID picks {naive}; "
     if clinical is None:
+        table = selection["clinical"]["table"]
+        undecided = [c for c, t in table.items() if t["classes"] == "undecided"]
+        if undecided:
+            return lead + (
+                f"the experiment cannot decide: for {len(undecided)} of {len(table)} checkpoints "
+                f"({', '.join(undecided)}) the cross-class KID margins lie within their 95% uncertainty, "
+                "and no checkpoint shows both synthetic classes clearly apart and recognisable; more "
+                "synthetic and real images would narrow the margins."
+            )
         return lead + (
             "no checkpoint keeps both synthetic classes closer to their own real class than to the other "
             "and recognisable to a classifier trained on real data, so none is clinically worth using."

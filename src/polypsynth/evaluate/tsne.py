@@ -1,6 +1,10 @@
 """t-SNE of real AD, real NON_AD, synthetic AD and synthetic NON_AD per checkpoint (PCA to 50
 first), with numbers that say what the eye sees: leave-one-out k-NN accuracy of telling the four
-groups apart in the map, and the silhouette of each group."""
+groups apart in the map, beside its chance level, and the silhouette of each group.
+
+The chance level is the same k-NN accuracy with the group labels shuffled over the same points
+(mean over a few permutations). It is not 0.25: with groups of unequal size the majority vote
+favours the larger groups."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class TsneMap:
     points: np.ndarray  # (N, 2)
     labels: np.ndarray  # (N,) group index into GROUPS
     knn_accuracy: float
+    knn_chance: float  # the accuracy with shuffled group labels
     silhouette: dict[str, float]
 
 
@@ -38,22 +43,29 @@ def embed(groups: dict[str, np.ndarray], seed: int = 0, perplexity: float = 30.0
     perplexity = min(perplexity, (len(x) - 1) / 3)
     points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
     sil = silhouette_samples(points, labels)
+    accuracy, chance = knn_accuracy(points, labels, seed=seed)
     return TsneMap(
-        points,
-        labels,
-        knn_accuracy(points, labels),
-        {g: float(sil[labels == i].mean()) for i, g in enumerate(GROUPS)},
+        points, labels, accuracy, chance, {g: float(sil[labels == i].mean()) for i, g in enumerate(GROUPS)}
     )
 
 
-def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
-    """Leave-one-out k-NN accuracy: 0.25 means the four groups are mixed, 1.0 fully apart."""
+def knn_accuracy(
+    points: np.ndarray, labels: np.ndarray, k: int = 5, permutations: int = 20, seed: int = 0
+) -> tuple[float, float]:
+    """Leave-one-out k-NN accuracy of telling the groups apart (1.0: fully apart) and its chance
+    level, the mean accuracy with the labels shuffled over the same neighbourhoods."""
     from sklearn.neighbors import NearestNeighbors
 
     _, idx = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
-    votes = labels[idx[:, 1:]]
-    pred = np.array([np.bincount(v, minlength=len(GROUPS)).argmax() for v in votes])
-    return float((pred == labels).mean())
+    neighbours = idx[:, 1:]
+
+    def accuracy(lab: np.ndarray) -> float:
+        counts = np.stack([(lab[neighbours] == g).sum(1) for g in range(len(GROUPS))], axis=1)
+        return float((counts.argmax(1) == lab).mean())  # ties go to the first group, as bincount's
+
+    rng = np.random.default_rng(seed)
+    chance = float(np.mean([accuracy(rng.permutation(labels)) for _ in range(permutations)]))
+    return accuracy(labels), chance
 
 
 def plot_grid(maps: dict[str, TsneMap], path) -> None:
@@ -75,7 +87,7 @@ def plot_grid(maps: dict[str, TsneMap], path) -> None:
             ax.scatter(
                 pts[:, 0], pts[:, 1], s=9, c=COLORS[g], marker=MARKERS[g], label=g, alpha=0.8, linewidths=0
             )
-        ax.set_title(f"{name}\nk-NN acc {m.knn_accuracy:.2f}", fontsize=9)
+        ax.set_title(f"{name}\nk-NN acc {m.knn_accuracy:.2f} (chance {m.knn_chance:.2f})", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     axes.ravel()[0].legend(fontsize=7, loc="best", markerscale=1.5)
