@@ -256,3 +256,25 @@ def test_bad_options(eval_data, tmp_path):
         ],
     )
     assert result.exit_code == 1 and "real data has no AD images in its test split" in result.output
+
+
+def test_evaluation_crops_like_training(tmp_path):
+    """A 16:9 frame is centre-cropped, not squashed, exactly as the training transform does it
+    (up to the uint8 rounding of the training pipeline's resize)."""
+    from polypsynth.data.dataset import image_transform
+    from polypsynth.evaluate.features import load_batch
+
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    wide[:, :35] = 0  # dark borders that a squash would keep and a centre crop drops
+    wide[:, -35:] = 0
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    got = load_batch([tmp_path / "wide.png"], 64)[0]
+    train = (image_transform(64)(Image.fromarray(wide)) + 1) / 2
+    assert got.shape == (3, 64, 64)
+    assert float((got - train).abs().max()) <= 1.0 / 255 + 1e-6
+    assert float(got[:, :, :2].mean()) > 0.2  # the black borders were cropped away
+    # The square image of the right size passes untouched.
+    Image.fromarray(wide[:, 35:125]).resize((64, 64)).save(tmp_path / "sq.png")
+    sq = np.asarray(Image.open(tmp_path / "sq.png")).transpose(2, 0, 1) / 255.0
+    assert np.allclose(load_batch([tmp_path / "sq.png"], 64)[0].numpy(), sq)

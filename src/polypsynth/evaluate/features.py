@@ -25,15 +25,23 @@ from polypsynth.data.dataset import open_rgb
 from polypsynth.evaluate.errors import EvalError
 from polypsynth.sampling.model import file_sha256
 
+# How an image becomes a square network input; part of every feature cache key.
+PREPROCESSING = "short side resized (bilinear, antialiased) then centre-cropped square"
+
 
 def load_batch(paths: Sequence[Path], size: int) -> torch.Tensor:
-    """uint8 images -> float (N, 3, size, size) in [0, 1], bilinear resize with antialiasing."""
-    arrays = [torch.from_numpy(np.array(open_rgb(p))).permute(2, 0, 1) for p in paths]
+    """uint8 images -> float (N, 3, size, size) in [0, 1]: the short side resized to `size`
+    (bilinear, antialiased), then the centre square, as training crops (data.image_transform), so
+    16:9 frames are cropped the same way everywhere instead of squashed here."""
     out = []
-    for a in arrays:
-        x = a.float().unsqueeze(0) / 255.0
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    for p in paths:
+        x = torch.from_numpy(np.array(open_rgb(p))).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+        h, w = x.shape[-2:]
+        if (h, w) != (size, size):  # sizes and offsets computed as torchvision's Resize / CenterCrop
+            new = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+            x = F.interpolate(x, size=new, mode="bilinear", antialias=True, align_corners=False)
+            top, left = round((new[0] - size) / 2), round((new[1] - size) / 2)
+            x = x[..., top : top + size, left : left + size]
         out.append(x)
     return torch.cat(out).clamp(0, 1)
 
@@ -92,7 +100,7 @@ class ClassifierExtractor:
 
 
 def set_key(paths: Sequence[Path], extractor) -> str:
-    h = hashlib.sha256(extractor.identity.encode())
+    h = hashlib.sha256(f"{extractor.identity}|{extractor.size}|{PREPROCESSING}".encode())
     for p in paths:
         h.update(file_sha256(p).encode())
     return h.hexdigest()[:32]

@@ -54,7 +54,8 @@ def vae_resolution(vae) -> int:
 
 @torch.no_grad()
 def reconstruct(vae, paths: Sequence[Path], batch: int = 16, device: str = "cpu") -> np.ndarray:
-    """uint8 (N, R, R, 3): each image resized to the VAE's resolution, encoded, decoded."""
+    """uint8 (N, R, R, 3): each image brought to the VAE's resolution as training does (short side
+    resized, centre square; features.load_batch), encoded, decoded."""
     size = vae_resolution(vae)
     vae = vae.to(device)
     out = []
