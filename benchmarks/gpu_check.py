@@ -22,7 +22,6 @@ Sections that need a runtime this machine lacks (onnxruntime-gpu, TensorRT) say 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -211,15 +210,7 @@ def judge_goals(bench: dict) -> dict:
 def main(argv=None) -> dict:
     import torch
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", choices=("sd15", "tiny"), default="sd15")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--variants", help="benchmark variants (default: gpu_sampling's GPU default)")
-    parser.add_argument("--batch", type=gpu_sampling.parse_batches, default=[1, 8])
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=gpu_sampling.STEPS)
+    parser = gpu_sampling.run_parser(__doc__, CHECK_VARIANTS)
     parser.add_argument("--time-limit", type=float, default=400.0, help="seconds for the whole check")
     parser.add_argument("--skip-export", action="store_true", help="leave out the SD1.5 fp16 export")
     args = parser.parse_args(argv)

@@ -423,20 +423,26 @@ def parse_batches(text: str) -> list[int]:
     return values
 
 
-def main(argv=None) -> dict:
+def run_parser(doc: str, default_variants) -> argparse.ArgumentParser:
+    """The options of a benchmark run, shared by this script and gpu_check.py."""
     import torch
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=("sd15", "tiny"), default="sd15")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--variants", help=f"comma-separated; default on a GPU: {','.join(GPU_DEFAULT)}")
+    parser.add_argument("--variants", help=f"comma-separated; default on a GPU: {','.join(default_variants)}")
     parser.add_argument(
         "--batch", type=parse_batches, default=[1, 8], help="image batch sizes (the U-Net runs on 2x)"
     )
     parser.add_argument("--images", type=int, default=16, help="images timed per variant and batch size")
     parser.add_argument("--steps", type=int, default=STEPS)
+    return parser
+
+
+def main(argv=None) -> dict:
+    import torch
+
+    parser = run_parser(__doc__, GPU_DEFAULT)
     parser.add_argument(
         "--peak-tflops", type=float, help="the device's dense fp16/bf16 peak (default: looked up)"
     )
