@@ -102,7 +102,8 @@ class OnnxRuntimeBackend:
         self.torch_dtype = _TORCH[manifest["dtype"]]
         self.on_cuda = self.providers[0] in _GPU_PROVIDERS
         self.device = torch.device("cuda" if self.on_cuda else "cpu")
-        self.stream = torch.cuda.Stream() if self.on_cuda else None
+        # ORT computes on this stream wherever a GPU provider is asked for (see _provider_options)
+        self.stream = torch.cuda.Stream() if any(p in _GPU_PROVIDERS for p in self.providers) else None
         provider_options = [self._provider_options(p) for p in self.providers]
         c, h, w = manifest["latent_shape"]
         res = manifest["resolution"]
