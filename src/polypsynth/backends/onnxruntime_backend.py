@@ -136,10 +136,11 @@ class OnnxRuntimeBackend:
         binding = session.io_binding()
         keep = []
         for key, tensor in feeds.items():
-            dtype = torch.float32 if key == "timestep" else self.torch_dtype
-            t = tensor.to(self.device, dtype).contiguous()
+            timestep = key == "timestep"  # always float32, whatever the bundle's dtype
+            t = tensor.to(self.device, torch.float32 if timestep else self.torch_dtype).contiguous()
             keep.append(t)
-            binding.bind_input(key, "cuda", 0, _np(dtype), tuple(t.shape), t.data_ptr())
+            np_dtype = np.float32 if timestep else self.np_dtype
+            binding.bind_input(key, "cuda", 0, np_dtype, tuple(t.shape), t.data_ptr())
         batch = next(iter(feeds.values())).shape[0]
         out = torch.empty((batch, *self.output_shape[name]), dtype=self.torch_dtype, device=self.device)
         binding.bind_output(
@@ -157,7 +158,3 @@ class OnnxRuntimeBackend:
 
     def decode(self, latents):
         return self._run("vae_decoder", {"latent": latents})
-
-
-def _np(dtype: torch.dtype):
-    return {torch.float32: np.float32, torch.float16: np.float16}[dtype]

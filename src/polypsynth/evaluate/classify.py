@@ -148,10 +148,6 @@ def balanced_accuracy_rows(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray
     return np.where(np.isnan(recalls).any(0), np.nan, recalls.mean(0))
 
 
-def _resample(n_items: int, n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n_items, (n, n_items))
-
-
 def bootstrap_interval(
     y_true, y_pred, n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:

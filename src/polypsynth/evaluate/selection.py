@@ -12,9 +12,9 @@
 A margin's standard error comes from a jackknife over all three image sets it involves (the
 synthetic set is shared by its two KIDs, whose errors are therefore correlated). Given only Table
 2's figures (a KID and its error each), it falls back to combining the two errors as if
-independent, an approximation that can be off in either direction. A checkpoint whose margins are neither clearly positive
-nor clearly negative is "undecided", and a verdict with no eligible checkpoint but undecided ones
-says the experiment cannot decide. Rank agreement with the augmentation gains needs at least
+independent, an approximation that can be off in either direction. A checkpoint whose margins are
+neither clearly positive nor clearly negative is "undecided", and a verdict with no eligible
+checkpoint but undecided ones says the experiment cannot decide. Rank agreement with the augmentation gains needs at least
 MIN_RANKED checkpoints.
 """
 

@@ -35,8 +35,7 @@ def build_engines(bundle: Path, specs: dict, batch_sizes: Sequence[int]) -> dict
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
         profile = builder.create_optimization_profile()
-        shapes = spec.profile(batch_sizes)
-        for tensor, (lo, opt, hi) in shapes.items():
+        for tensor, (lo, opt, hi) in spec.profile(batch_sizes).items():
             profile.set_shape(tensor, lo, opt, hi)
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
@@ -45,6 +44,4 @@ def build_engines(bundle: Path, specs: dict, batch_sizes: Sequence[int]) -> dict
         (bundle / f"{name}.plan").write_bytes(bytes(serialized))
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
         engines[name] = f"{name}.plan"
-        first = next(iter(shapes.values()))
-        engines[f"{name}_batch_range"] = [first[0][0], first[2][0]]  # the engine's own batch axis
     return engines
