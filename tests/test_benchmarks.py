@@ -63,6 +63,7 @@ def test_gpu_check_cpu_smoke_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     report = gpu_check.main(
         ["--device", "cpu", "--model", "tiny", "--batch", "1", "--steps", "2", "--images", "1"]
+        + ["--eval-images", "12", "--eval-epochs", "1"]
     )
     checks = report["checks"]
     assert checks["race"] == {"skipped": "needs a CUDA device"}
@@ -71,6 +72,9 @@ def test_gpu_check_cpu_smoke_run(tmp_path, monkeypatch, capsys):
     assert checks["fp16_export"]["ok"] and checks["fp16_export"]["dtype"] == "fp32"  # fp16 needs a GPU
     assert {r["variant"] for r in report["benchmark"]["rows"]} == {"fp32-eager", "onnxruntime"}
     assert report["goals"]["images_agree"]["met"]
+    ev = checks["evaluate"]  # the same code path as on a GPU, device and CPU both "cpu" here
+    assert ev["ok"] and ev["images"] == 12 and ev["efficientnet"]["max_rel_diff_vs_cpu"] == 0.0
+    assert set(ev["classifier"]) == {"cpu", "speedup"} and 0 <= ev["classifier"]["cpu"]["test_accuracy"] <= 1
     assert json.loads((tmp_path / "gpu_check.json").read_text())["checks"]["nan"]["ok"]
     assert "checks: tiny_export ok, providers ok, nan ok, race needs a CUDA device" in capsys.readouterr().out
 

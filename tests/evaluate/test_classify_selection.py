@@ -184,6 +184,12 @@ def test_margins_within_their_uncertainty_cannot_decide():
     assert table["b"]["classes"] == "not apart"
     assert out["clinical"]["pick"] is None
     assert "the experiment cannot decide: for 1 of 2 checkpoints (a)" in out["verdict"]
+    blind = {"mean": -0.01, "ci95": [-0.09, 0.07], "powered": False}
+    fid = {"a": {"AD": 0.9, "NON_AD": 0.9}, "b": {"AD": 0.9, "NON_AD": 0.9}}
+    assert select(kids, fid, power=blind)["verdict"].endswith(
+        "Table 1 could not settle it either: its classifier gains no clear accuracy from doubling the real "
+        "training data (-0.010, 95% CI -0.090 to +0.070)."
+    )
     # The same margins measured ten times more precisely are clearly apart.
     precise = {"a": _kids(0.050, 0.051, 0.050, 0.051, se=0.0003)}
     assert select(precise, {"a": {"AD": 0.9, "NON_AD": 0.9}})["clinical"]["pick"] == "a"
@@ -196,3 +202,63 @@ def test_jointly_measured_margins_are_used_when_present():
     out = select(kids, {"a": {"AD": 0.9, "NON_AD": 0.9}})
     assert out["clinical"]["table"]["a"]["margin_AD_se"] == 0.0002
     assert out["clinical"]["pick"] == "a"
+
+
+def test_a_gain_without_power_cannot_decide():
+    """The pick's gain is not clear; whether that condemns the images depends on the power control:
+    a classifier that cannot see the gain from twice the real data cannot judge synthetic data."""
+    kids = {"a": _kids(0.05, 0.07, 0.05, 0.07)}
+    fidelity = {"a": {"AD": 0.9, "NON_AD": 0.8}}
+    gains = {"a": {"mean": 0.01, "ci95": [-0.05, 0.07]}}
+    blind = {"mean": 0.004, "ci95": [-0.06, 0.07], "powered": False}
+    out = select(kids, fidelity, gains, "EfficientNet", power=blind)
+    assert out["power"] == blind
+    assert out["verdict"].endswith(
+        "the experiment cannot decide whether they help, since the same classifier shows no clear gain "
+        "from doubling its real training data either (+0.004, 95% CI -0.060 to +0.070); more real test "
+        "images (or a harder task) are needed before this can be judged."
+    )
+    seeing = {"mean": 0.08, "ci95": [0.03, 0.13], "powered": True}
+    assert select(kids, fidelity, gains, "EfficientNet", power=seeing)["verdict"].endswith(
+        "(EfficientNet): not shown to help, so not clinically worth using yet."
+    )
+    # A clear gain needs no power control to be believed.
+    clear = {"a": {"mean": 0.06, "ci95": [0.02, 0.10]}}
+    assert select(kids, fidelity, clear, power=blind)["verdict"].endswith("clinically worth using.")
+
+
+def test_table1_runs_its_controls_paired_by_seed():
+    from polypsynth.evaluate import table1
+    from polypsynth.evaluate.sets import Checkpoint
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 2, 150)
+    calls = []
+
+    def run(acc, seed):
+        r = np.random.default_rng(seed)
+        pred = np.where(r.random(150) < acc, y_true, 1 - y_true)
+        return {"metrics": classification_metrics(y_true, pred), "y_true": y_true, "y_pred": pred}
+
+    def run_real(picks, seed):
+        calls.append(("real", None if picks is None else {c: len(v) for c, v in picks.items()}, seed))
+        return run(0.8 if picks is None else 0.65, seed)  # the second half of the real data helps
+
+    def run_augmented(ck, picks, seed, swap):
+        calls.append((ck.name, {c: len(v) for c, v in picks.items()}, seed, swap))
+        return run(0.5 if swap else 0.8, 100 + seed)
+
+    cks = [Checkpoint(n, i, {"AD": list(range(30)), "NON_AD": list(range(20))}) for i, n in enumerate("ab")]
+    out = table1.run_table(
+        cks, {"AD": 40, "NON_AD": 21}, 3, 5, 30, run_real, run_augmented, swap_control=["b"]
+    )
+    assert ("real", {"AD": 20, "NON_AD": 10}, 6) in calls  # a stratified half, seeded per run
+    assert [c for c in calls if c[0] == "a"] == [("a", {"AD": 15, "NON_AD": 15}, s, False) for s in (5, 6, 7)]
+    assert [c[3] for c in calls if c[0] == "b"] == [False] * 3 + [True] * 3
+    assert set(out["controls"]["swapped"]) == {"b"} and out["controls"]["swapped"]["b"]["ci95"][1] < 0
+    power = table1.power(out)
+    assert power["powered"] and power["mean"] == pytest.approx(
+        out["real"]["balanced_accuracy"]["mean"] - out["controls"]["real_half"]["balanced_accuracy"]["mean"]
+    )
+    halves = [table1.real_half({"AD": 40, "NON_AD": 21}, s) for s in (1, 2)]
+    assert not np.array_equal(halves[0]["AD"], halves[1]["AD"])

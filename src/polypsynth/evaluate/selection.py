@@ -6,7 +6,8 @@
   m_AD = KID(syn AD, real NON_AD) - KID(syn AD, real AD) and
   m_NON_AD = KID(syn NON_AD, real AD) - KID(syn NON_AD, real NON_AD) must both be positive beyond
   their uncertainty (95% interval above zero) and the classifier trained on real data must
-  recognise each synthetic class above chance (class fidelity > 0.5). Eligible checkpoints rank by
+  recognise each synthetic class above chance (class fidelity > 0.5), and the checkpoint must not
+  copy its training images (memorisation.py). Eligible checkpoints rank by
   the sum of their ranks in the smaller margin and in the balanced class fidelity.
 
 A margin's standard error comes from a jackknife over all three image sets it involves (the
@@ -41,7 +42,9 @@ def _margin(k: dict, cls: str, other: str, same: str) -> tuple[float, float]:
     return k[other]["mean"] - k[same]["mean"], math.hypot(k[other]["se"], k[same]["se"])
 
 
-def clinical_table(kids: dict[str, dict], fidelity: dict[str, dict]) -> dict[str, dict]:
+def clinical_table(
+    kids: dict[str, dict], fidelity: dict[str, dict], copies: dict[str, dict] | None = None
+) -> dict[str, dict]:
     table = {}
     for c, k in kids.items():
         m_ad, se_ad = _margin(k, "AD", "syn_AD_vs_real_NON_AD", "syn_AD_vs_real_AD")
@@ -50,6 +53,7 @@ def clinical_table(kids: dict[str, dict], fidelity: dict[str, dict]) -> dict[str
         highs = (m_ad + Z95 * se_ad, m_non + Z95 * se_non)
         apart = "apart" if min(lows) > 0 else ("not apart" if min(highs) < 0 else "undecided")
         fid = fidelity[c]
+        copying = bool(copies and copies[c]["copies"])
         table[c] = {
             "margin_AD": m_ad,
             "margin_AD_se": se_ad,
@@ -58,7 +62,8 @@ def clinical_table(kids: dict[str, dict], fidelity: dict[str, dict]) -> dict[str
             "min_margin": min(m_ad, m_non),
             "classes": apart,
             "fidelity_balanced": (fid["AD"] + fid["NON_AD"]) / 2,
-            "eligible": apart == "apart" and fid["AD"] > 0.5 and fid["NON_AD"] > 0.5,
+            "copies": copying,
+            "eligible": apart == "apart" and fid["AD"] > 0.5 and fid["NON_AD"] > 0.5 and not copying,
         }
     margins = {c: t["min_margin"] for c, t in table.items()}
     fids = {c: t["fidelity_balanced"] for c, t in table.items()}
@@ -81,10 +86,15 @@ def select(
     fidelity: dict[str, dict],
     gains: dict[str, dict] | None = None,
     gains_by: str | None = None,
+    power: dict | None = None,
+    copies: dict[str, dict] | None = None,
 ) -> dict:
-    """Both rules' picks; `gains` are augmentation gains per checkpoint, measured with `gains_by`."""
+    """Both rules' picks; `gains` are augmentation gains per checkpoint, measured with `gains_by`;
+    `power`: that classifier's gain from more real data (table1.power), which says whether a gain
+    from synthetic data could have been seen at all; `copies`: per checkpoint, whether it copies its
+    training images (memorisation.check), which makes it ineligible."""
     naive = naive_scores(kids)
-    clinical = clinical_table(kids, fidelity)
+    clinical = clinical_table(kids, fidelity, copies)
     naive_pick = min(naive, key=naive.get)
     eligible = [c for c, t in clinical.items() if t["eligible"]]
     clinical_pick = max(eligible, key=lambda c: clinical[c]["score"]) if eligible else None
@@ -109,8 +119,20 @@ def select(
             ):
                 rho = spearmanr(score, g).statistic if len(set(score)) > 1 else float("nan")
                 out["agreement"][rule] = None if np.isnan(rho) else float(rho)
+    if power is not None:
+        out["power"] = power
     out["verdict"] = verdict(out, gains, gains_by)
     return out
+
+
+def _power_note(power: dict | None) -> str:
+    if power is None or power["powered"]:
+        return ""
+    lo, hi = power["ci95"]
+    return (
+        f" Table 1 could not settle it either: its classifier gains no clear accuracy from doubling the real "
+        f"training data ({power['mean']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f})."
+    )
 
 
 def verdict(selection: dict, gains: dict[str, dict] | None, gains_by: str | None = None) -> str:
@@ -118,27 +140,45 @@ def verdict(selection: dict, gains: dict[str, dict] | None, gains_by: str | None
     lead = f"Lowest same-class KID picks {naive}; "
     if clinical is None:
         table = selection["clinical"]["table"]
+        copying = [c for c, t in table.items() if t["copies"]]
+        if copying:
+            lead += (
+                f"{len(copying)} checkpoint(s) ({', '.join(copying)}) reproduce training images more often "
+                "than chance and are refused; "
+            )
         undecided = [c for c, t in table.items() if t["classes"] == "undecided"]
         if undecided:
-            return lead + (
-                f"the experiment cannot decide: for {len(undecided)} of {len(table)} checkpoints "
-                f"({', '.join(undecided)}) the cross-class KID margins lie within their 95% uncertainty, "
-                "and no checkpoint shows both synthetic classes clearly apart and recognisable; more "
-                "synthetic and real images would narrow the margins."
+            return (
+                lead
+                + (
+                    f"the experiment cannot decide: for {len(undecided)} of {len(table)} checkpoints "
+                    f"({', '.join(undecided)}) the cross-class KID margins lie within their 95% uncertainty, "
+                    "and no checkpoint shows both synthetic classes clearly apart and recognisable; more "
+                    "synthetic and real images would narrow the margins."
+                )
+                + _power_note(selection.get("power"))
             )
         return lead + (
             "no checkpoint keeps both synthetic classes closer to their own real class than to the other "
             "and recognisable to a classifier trained on real data, so none is clinically worth using."
         )
     text = lead + f"the clinical rule picks {clinical}"
-    if gains and clinical in gains:
-        g = gains[clinical]
-        lo, hi = g.get("ci95", (np.nan, np.nan))
-        worth = g["mean"] > 0 and lo > 0
-        text += (
-            f", whose images changed balanced accuracy by {g['mean']:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}) when added "
-            f"to real training data{f' ({gains_by})' if gains_by else ''}: {'clinically worth using' if worth else 'not shown to help, so not clinically worth using yet'}."
+    if not (gains and clinical in gains):
+        return text + " (augmentation not measured for it, so its clinical benefit is untested)."
+    g = gains[clinical]
+    lo, hi = g["ci95"]
+    text += (
+        f", whose images changed balanced accuracy by {g['mean']:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}) when "
+        f"added to real training data{f' ({gains_by})' if gains_by else ''}: "
+    )
+    if lo > 0:
+        return text + "clinically worth using."
+    power = selection.get("power")
+    if power is not None and not power["powered"]:
+        plo, phi = power["ci95"]
+        return text + (
+            "the experiment cannot decide whether they help, since the same classifier shows no clear gain "
+            f"from doubling its real training data either ({power['mean']:+.3f}, 95% CI {plo:+.3f} to "
+            f"{phi:+.3f}); more real test images (or a harder task) are needed before this can be judged."
         )
-    else:
-        text += " (augmentation not measured for it, so its clinical benefit is untested)."
-    return text
+    return text + "not shown to help, so not clinically worth using yet."

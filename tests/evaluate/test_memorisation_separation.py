@@ -1,0 +1,70 @@
+"""Memorisation and the feature-space numbers behind the t-SNE maps, on features whose answer is
+known."""
+
+import numpy as np
+import pytest
+
+from polypsynth.evaluate import memorisation, separation
+from polypsynth.evaluate.selection import select
+
+
+def _sets(rng, n_ad, n_non, shift=0.0, dim=16):
+    return {"AD": rng.normal(1 + shift, 1, (n_ad, dim)), "NON_AD": rng.normal(-1 + shift, 1, (n_non, dim))}
+
+
+def test_a_checkpoint_that_copies_training_images_is_caught():
+    rng = np.random.default_rng(0)
+    train, test = _sets(rng, 120, 80), _sets(rng, 60, 40)
+    fresh = _sets(rng, 50, 50)  # as new as real test images
+    copied = {c: v[:50] + rng.normal(0, 0.01, v[:50].shape) for c, v in train.items()}
+    half = {"AD": np.concatenate([copied["AD"][:25], fresh["AD"][:25]]), "NON_AD": fresh["NON_AD"]}
+    out = memorisation.check(train, test, {"fresh": fresh, "copied": copied, "some": half})
+    # The threshold is the 5% quantile of brute-force test-to-train nearest distances.
+    tr = np.concatenate(list(train.values()))
+    te = np.concatenate(list(test.values()))
+    brute = np.sqrt(((te[:, None] - tr[None]) ** 2).sum(-1)).min(1)
+    assert out["threshold"] == pytest.approx(np.quantile(brute, 0.05))
+    ck = out["checkpoints"]
+    assert ck["fresh"]["copies"] is False and ck["fresh"]["near_copies"] < 0.15
+    assert ck["copied"]["copies"] is True and ck["copied"]["near_copies"] == 1.0
+    assert ck["some"]["copies"] is True and ck["some"]["near_copies"] == pytest.approx(
+        0.25 + 0.75 * 0.05, abs=0.04
+    )
+    assert ck["copied"]["chance"] == pytest.approx((brute < out["threshold"]).mean())
+    # The clinical rule refuses the copying checkpoint though its margins and fidelity are perfect.
+    kids = {
+        n: {
+            "syn_AD_vs_real_AD": {"mean": 0.01, "se": 0.001},
+            "syn_AD_vs_real_NON_AD": {"mean": 0.2, "se": 0.001},
+            "syn_NON_AD_vs_real_NON_AD": {"mean": 0.01, "se": 0.001},
+            "syn_NON_AD_vs_real_AD": {"mean": 0.2, "se": 0.001},
+        }
+        for n in ("fresh", "copied")
+    }
+    fid = {n: {"AD": 0.9, "NON_AD": 0.9} for n in kids}
+    fid["copied"] = {"AD": 1.0, "NON_AD": 1.0}
+    copies = {n: {"copies": ck[n]["copies"], "near_copies": ck[n]["near_copies"]} for n in kids}
+    sel = select(kids, fid, copies=copies)
+    assert sel["clinical"]["table"]["copied"]["eligible"] is False
+    assert sel["clinical"]["pick"] == "fresh"
+    only_copy = select({"copied": kids["copied"]}, {"copied": fid["copied"]}, copies=copies)
+    assert "1 checkpoint(s) (copied) reproduce training images more often than chance" in only_copy["verdict"]
+
+
+def test_separation_numbers_have_their_meaning():
+    rng = np.random.default_rng(1)
+    real = _sets(rng, 80, 60)
+    faithful = _sets(rng, 60, 60)
+    swapped = {"AD": faithful["NON_AD"], "NON_AD": faithful["AD"]}
+    # Synthetic images off the real ones along a direction that does not tell the classes apart
+    # (the class axis is the all-ones vector), as a generator's artefacts would be.
+    shifted = _sets(rng, 60, 60, shift=np.r_[np.full(8, 1.0), np.full(8, -1.0)])
+    good = separation.class_separation(real, faithful)
+    assert good["balanced_accuracy"] > 0.9 and good["chance"] == 0.5
+    assert good["ci95"][0] <= good["balanced_accuracy"] <= good["ci95"][1]
+    assert separation.class_separation(real, swapped)["balanced_accuracy"] < 0.1
+    # Real vs synthetic: the same distribution is indistinguishable, a shifted one is not.
+    same = separation.real_vs_synthetic(real, faithful)
+    assert same["ci95"][0] < 0.5 + 0.1 and abs(same["balanced_accuracy"] - 0.5) < 0.15
+    far = separation.real_vs_synthetic(real, shifted)
+    assert far["balanced_accuracy"] > 0.9 and far["ci95"][0] > 0.8
