@@ -24,7 +24,7 @@ import click
 
 from polypsynth.atomic import atomic_write_text
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phantom-tiny.yaml"
+CONFIG = Path(__file__).resolve().parent / "configs" / "phantom-tiny.yaml"  # package data: works from a wheel
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ PROFILES = {
         classify_size=64,
         kid_subsets=20,
     ),
-    # The default: the study at phantom scale, under 15 minutes on 2 cores.
+    # The default: the study at phantom scale, 15-26 minutes on 2 cores (machines differ 1.8x).
     "full": Profile(
         phantom={"size": 64, "stage1": 600, "train": 240, "test": 120, "unlabelled": 120},
         autoencoder_steps=2400,
@@ -248,7 +248,7 @@ def summarise(results: dict, report: Path, seconds: float, timings: dict, profil
     judge = results["fidelity_judge"]
     ceiling = results.get("fidelity_ceiling")
     pick = sel["clinical"]["pick"] or sel["naive"]["pick"]
-    from polypsynth.evaluate.report import experiments
+    from polypsynth.evaluate.tables import experiments
 
     blocks = experiments(results)  # the study's fine-tuned EfficientNet, then the Inception probe if computed
     gains = {label: block["gains"].get(pick) for label, block in blocks}

@@ -11,3 +11,12 @@ class ConfigError(PolypsynthError):
 
 class DataError(PolypsynthError):
     """A dataset, folder, image or label is wrong."""
+
+
+class SamplingError(PolypsynthError):
+    """A sampling request or model is invalid (backends, export and sampling all raise it, so it
+    lives here rather than in any one of them)."""
+
+
+class EvalError(PolypsynthError):
+    """An evaluation input is missing, too small or inconsistent."""

@@ -78,3 +78,14 @@ def test_near_duplicate_of_a_test_image_in_any_pool_is_leakage(phantom_small, tm
     assert "leak.jpg ~ " in result.output and "t2.png (hash distance " in result.output
     result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--allow-leakage"])
     assert result.exit_code == 0 and "leak.jpg ~ " in result.output
+
+
+def test_cli_default_hash_distance_is_the_library_default():
+    from polypsynth.cli import max_hash_distance_option
+    from polypsynth.data.inspect import MAX_HASH_DISTANCE
+
+    @max_hash_distance_option
+    def f(max_hash_distance):
+        pass
+
+    assert f.__click_params__[0].default == MAX_HASH_DISTANCE

@@ -1,6 +1,13 @@
-"""The main job end to end: `polypsynth demo --profile quick` on the phantom (a few minutes)."""
+"""The main job end to end: `polypsynth demo --profile quick` on the phantom (a few minutes), run
+from a wheel of the project installed outside the repository, in a folder of its own, as a user
+who ran `pip install polypsynth` would (configs are package data, nothing is read from the repo)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -9,16 +16,55 @@ from polypsynth.cli import main
 from polypsynth.evaluate.report import SECTIONS
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parents[2]
+
+
+def _installed_wheel(tmp_path: Path) -> dict:
+    """Build the project's wheel and install it (no dependencies: those of this environment serve)
+    into a folder of its own; the environment that imports polypsynth from there."""
+    wheels, site, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
+    # A copy of what the wheel is built from: setuptools builds in the source tree (build/).
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "src", source / "src", ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+        check=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = wheels.glob("polypsynth-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    return {**os.environ, "PYTHONPATH": str(site)}
 
 
 def test_quick_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--profile", "quick", "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    env = _installed_wheel(tmp_path)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = subprocess.run(
+        [sys.executable, "-c", "import polypsynth; print(polypsynth.__file__)"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert where.startswith(str(tmp_path / "site")), where  # the wheel, not the checkout
+    out = work / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "polypsynth", "demo", "--profile", "quick", "--out", "demo"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["lines"]) == 6 and summary["lines"][0].startswith("report: ")
     for line in summary["lines"]:
-        assert line in result.output
+        assert line in result.stdout
 
     results = json.loads((out / "report" / "results.json").read_text())
     names = [c["name"] for c in results["checkpoints"]]
@@ -58,6 +104,6 @@ def test_quick_demo_end_to_end(tmp_path):
     assert stages == {"autoencoder", "pretrain", "finetune"}
 
     # A second run reuses every finished step.
-    again = CliRunner().invoke(main, ["demo", "--profile", "quick", "--out", str(out)])
+    again = CliRunner().invoke(main, ["demo", "--profile", "quick", "--out", str(out)])  # from the checkout
     assert again.exit_code == 0, again.output
     assert json.loads((out / "summary.json").read_text())["timings"]["train"] < 5

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from polypsynth.errors import EvalError
 from polypsynth.evaluate import kid
 from polypsynth.evaluate.backbone import build_backbone, lite0_state_dict, normalise
-from polypsynth.evaluate.errors import EvalError
 from polypsynth.evaluate.features import FeatureScale
 
 DAISY, PALACE, BELL_COTE, BOATHOUSE, CHURCH = 985, 698, 442, 449, 497

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from polypsynth.cli import main
+from polypsynth.errors import EvalError
 from polypsynth.evaluate import features as features_mod
-from polypsynth.evaluate.errors import EvalError
 from polypsynth.evaluate.features import InceptionExtractor, extract
 from polypsynth.evaluate.report import SECTIONS
 from polypsynth.evaluate.sets import synthetic_checkpoints

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from polypsynth.evaluate.errors import EvalError
+from polypsynth.errors import EvalError
 from polypsynth.evaluate.kid import _mmd2_from_kernels, four_comparisons, kid
 
 

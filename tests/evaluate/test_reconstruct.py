@@ -13,7 +13,7 @@ from PIL import Image
 
 from polypsynth.cli import main
 from polypsynth.data.sources import load_phantom
-from polypsynth.evaluate.errors import EvalError
+from polypsynth.errors import EvalError
 from polypsynth.evaluate.reconstruct import write_reconstructions
 from polypsynth.evaluate.sets import real_data, reconstruction_set
 from polypsynth.models.loading import ModelLoadError

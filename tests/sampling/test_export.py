@@ -4,13 +4,13 @@ import shutil
 import pytest
 import torch
 
+from polypsynth.errors import SamplingError
 from polypsynth.export.bundle import MANIFEST_VERSION, export_bundle, load_manifest
 from polypsynth.export.onnx import ExportError, parity
 from polypsynth.export.spec import UNetExport, unet_spec
 from polypsynth.models import load_components
 from polypsynth.sampling.conditioning import Conditioning
 from polypsynth.sampling.model import checkpoint_hash
-from polypsynth.sampling.schedulers import SamplingError
 
 
 def test_manifest_contents(tiny_bundle, tiny_checkpoint):

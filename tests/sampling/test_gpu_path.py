@@ -16,6 +16,7 @@ from polypsynth.backends import backend_options
 from polypsynth.backends.onnxruntime_backend import check_active, import_onnxruntime
 from polypsynth.backends.tensorrt_backend import torch_dtype
 from polypsynth.cli import main
+from polypsynth.errors import SamplingError
 from polypsynth.export.bundle import export_bundle
 from polypsynth.export.onnx import ExportError
 from polypsynth.export.spec import unet_spec, vae_decoder_spec
@@ -23,7 +24,6 @@ from polypsynth.models import load_components, save_components
 from polypsynth.sampling.generate import sample_to_folder
 from polypsynth.sampling.loop import SamplingParams, sample_batch
 from polypsynth.sampling.model import open_model
-from polypsynth.sampling.schedulers import SamplingError
 from polypsynth.serve.server import SamplerServer, ServeError, ServerOptions
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from polypsynth.errors import SamplingError
+
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 # Which options each backend takes (the CLI's flags, the server's backend_options).
@@ -22,8 +24,6 @@ BACKEND_OPTIONS = {
 def backend_options(backend: str, **given) -> dict:
     """The options for `backend` among `given`, leaving out those not set (None or False); an
     option set for a backend that does not take it is an error naming both, never ignored."""
-    from polypsynth.sampling.schedulers import SamplingError
-
     if backend not in BACKEND_OPTIONS:
         raise SamplingError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     chosen = {k: v for k, v in given.items() if v is not None and v is not False and v != ()}
@@ -41,8 +41,6 @@ def _flag(option: str) -> str:
 
 
 def load_backend(name: str, path, manifest=None, **options):
-    from polypsynth.sampling.schedulers import SamplingError
-
     if name == "torch":
         from polypsynth.backends.torch_backend import TorchBackend
         from polypsynth.models import load_components

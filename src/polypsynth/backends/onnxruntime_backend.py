@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polypsynth.sampling.schedulers import SamplingError
+from polypsynth.errors import SamplingError
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",

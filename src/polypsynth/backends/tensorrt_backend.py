@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from polypsynth.sampling.schedulers import SamplingError
+from polypsynth.errors import SamplingError
 
 
 def import_tensorrt():

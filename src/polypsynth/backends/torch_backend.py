@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from polypsynth.backends.cuda_graphs import CudaGraphed
-from polypsynth.sampling.schedulers import SamplingError
+from polypsynth.errors import SamplingError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from polypsynth.evaluate.errors import EvalError
+from polypsynth.errors import EvalError
 
 LITE0 = "efficientnet_lite0"
 B0 = "efficientnet_b0"

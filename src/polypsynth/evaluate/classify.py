@@ -16,15 +16,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from polypsynth.data.records import CLASSES
+from polypsynth.errors import EvalError
 from polypsynth.evaluate.backbone import build_backbone, normalise
-from polypsynth.evaluate.errors import EvalError
 from polypsynth.evaluate.features import load_batch
 
 
 @dataclass(frozen=True)
 class ClassifierOptions:
     image_size: int = 96
-    epochs: int = 4  # fine-tuning a pretrained backbone: a few epochs reach its plateau
+    epochs: int = 3  # fine-tuning a pretrained backbone: a few epochs reach its plateau
     batch_size: int = 16
     learning_rate: float = 1e-3
     weights: str | None = None  # local ImageNet EfficientNet-B0 weights; None: Lite0 (backbone.py)

@@ -1,5 +1,5 @@
-from polypsynth.errors import PolypsynthError
+"""EvalError lives in polypsynth.errors; re-exported here for old imports."""
 
+from polypsynth.errors import EvalError
 
-class EvalError(PolypsynthError):
-    """An evaluation input is missing, too small or inconsistent."""
+__all__ = ["EvalError"]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from polypsynth.data.dataset import open_rgb
-from polypsynth.evaluate.errors import EvalError
+from polypsynth.errors import EvalError
 from polypsynth.sampling.model import file_sha256
 
 # How an image becomes a square network input; part of every feature cache key.

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from polypsynth.evaluate.errors import EvalError
+from polypsynth.errors import EvalError
 
 MIN_IMAGES = 10  # below this an unbiased MMD estimate says nothing useful
 FULL_KERNEL_LIMIT = 4096  # up to this many features per set, one estimate over all images

@@ -47,16 +47,16 @@ def load_vae(model: str | os.PathLike):
     return vae.eval()
 
 
-def vae_resolution(vae) -> int:
-    size = vae.config.sample_size
-    return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-
 @torch.no_grad()
-def reconstruct(vae, paths: Sequence[Path], batch: int = 16, device: str = "cpu") -> np.ndarray:
-    """uint8 (N, R, R, 3): each image brought to the VAE's resolution as training does (short side
-    resized, centre square; features.load_batch), encoded, decoded."""
-    size = vae_resolution(vae)
+def reconstruct(
+    vae, paths: Sequence[Path], batch: int = 16, device: str = "cpu", size: int | None = None
+) -> np.ndarray:
+    """uint8 (N, R, R, 3): each image brought to the model's training resolution `size` (default:
+    the VAE config's) as training does (short side resized, centre square; features.load_batch),
+    encoded, decoded."""
+    from polypsynth.models.loading import meta_resolution
+
+    size = size or meta_resolution(None, vae)
     vae = vae.to(device)
     out = []
     for i in range(0, len(paths), batch):
@@ -77,14 +77,17 @@ def write_reconstructions(
     progress: bool = True,
 ) -> dict[str, list[Path]]:
     """Reconstruct every class's images through the model's VAE into OUT (written atomically)."""
+    from polypsynth.models.loading import meta_resolution
+
     vae = load_vae(model)
+    size = meta_resolution(model, vae)  # the training resolution recorded with the checkpoint
     out = Path(out)
     with atomic_dir(out, overwrite, "reconstruction folder") as tmp:
         for c, paths in images.items():
             (tmp / c).mkdir()
             chunks = range(0, len(paths), batch)
             for i in tqdm(chunks, desc=f"reconstruct {c}", unit="batch", disable=not progress):
-                for j, pixels in enumerate(reconstruct(vae, paths[i : i + batch], batch, device)):
+                for j, pixels in enumerate(reconstruct(vae, paths[i : i + batch], batch, device, size)):
                     Image.fromarray(pixels).save(tmp / c / image_name(i + j))
         sources = {c: [str(p) for p in paths] for c, paths in images.items()}
         (tmp / "sources.json").write_text(json.dumps(sources, indent=2))

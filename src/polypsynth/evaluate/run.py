@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from polypsynth.data.records import CLASSES
+from polypsynth.errors import EvalError
 from polypsynth.evaluate import (
     backbone,
     classify,
@@ -20,7 +21,6 @@ from polypsynth.evaluate import (
     table1,
     tsne,
 )
-from polypsynth.evaluate.errors import EvalError
 from polypsynth.evaluate.features import EfficientNetExtractor, FeatureScale, InceptionExtractor, extract
 from polypsynth.evaluate.sets import Checkpoint, RealData
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polypsynth.data.records import CLASSES, Record, list_images
-from polypsynth.evaluate.errors import EvalError
+from polypsynth.errors import EvalError
 
 
 @dataclass

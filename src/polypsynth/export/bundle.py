@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from polypsynth.atomic import atomic_dir
+from polypsynth.errors import SamplingError
 from polypsynth.export.onnx import ExportError, export_onnx, parity, trace_device
 from polypsynth.export.spec import UNetExport, VaeDecoderExport, unet_spec, vae_decoder_spec
 from polypsynth.sampling.model import checkpoint_hash, file_sha256
-from polypsynth.sampling.schedulers import SamplingError
 
 MANIFEST_VERSION = 1
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max relative error of ONNX Runtime against PyTorch fp32
@@ -58,6 +58,7 @@ def export_bundle(
 ) -> dict:
     """Export a checkpoint folder into a bundle (atomically); returns the manifest."""
     from polypsynth.models import load_components
+    from polypsynth.models.loading import resolution_of
     from polypsynth.sampling.conditioning import compute_conditioning
 
     if dtype not in _DTYPES:
@@ -71,7 +72,7 @@ def export_bundle(
     conditioning = compute_conditioning(components, prompts)
     vae, unet = components.vae.eval(), components.unet.eval()
     down = 2 ** (len(vae.config.block_out_channels) - 1)
-    resolution = int(vae.config.sample_size)
+    resolution = resolution_of(components)
     latent_shape = [int(vae.config.latent_channels), resolution // down, resolution // down]
     tokens, dim = conditioning.embeddings.shape[1:]
     specs = {

@@ -29,6 +29,7 @@ class Components:
     tokenizer: object
     scheduler: object  # the training noise scheduler (DDPM); sampling picks its own from its config
     pretrained_vae: bool = True  # False: the VAE was built in code and needs the autoencoder stage
+    resolution: int | None = None  # the training resolution in pixels, when known (polypsynth.json)
 
     def pipeline(self):
         from diffusers import StableDiffusionPipeline
@@ -106,6 +107,27 @@ def load_pretrained(path_or_id: str | os.PathLike) -> Components:
         raise ModelLoadError(f"cannot load pretrained model {text!r}{hint}: {exc}") from exc
 
 
+def resolution_of(components: Components) -> int:
+    """The resolution a model samples, exports and reconstructs at: the one it was trained at
+    (recorded with every checkpoint), else, for a plain diffusers folder, its VAE config's
+    sample_size. A VAE config can disagree with the training (SD 1.5 fine-tuned at 256 keeps
+    sample_size 512), which is why the recorded value wins."""
+    if components.resolution:
+        return int(components.resolution)
+    return meta_resolution(None, components.vae)
+
+
+def meta_resolution(folder: str | os.PathLike | None, vae) -> int:
+    """The `resolution` recorded in FOLDER/polypsynth.json, else the VAE config's sample_size."""
+    meta = Path(folder) / "polypsynth.json" if folder is not None else None
+    if meta is not None and meta.is_file():
+        recorded = json.loads(meta.read_text()).get("resolution")
+        if recorded:
+            return int(recorded)
+    size = vae.config.sample_size
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
 def load_components(folder: str | os.PathLike) -> Components:
     """A model folder written by `save_components` (a checkpoint) or any local diffusers folder."""
     folder = Path(folder)
@@ -115,8 +137,12 @@ def load_components(folder: str | os.PathLike) -> Components:
     if missing:
         raise ModelLoadError(f"model folder {folder} is incomplete: missing {', '.join(missing)}")
     meta = folder / "polypsynth.json"
-    pretrained_vae = json.loads(meta.read_text()).get("pretrained_vae", True) if meta.is_file() else True
-    return _load_from(str(folder), local_files_only=True, pretrained_vae=pretrained_vae)
+    recorded = json.loads(meta.read_text()) if meta.is_file() else {}
+    components = _load_from(
+        str(folder), local_files_only=True, pretrained_vae=recorded.get("pretrained_vae", True)
+    )
+    components.resolution = recorded.get("resolution")
+    return components
 
 
 def save_components(components: Components, folder: str | os.PathLike) -> None:
@@ -124,5 +150,7 @@ def save_components(components: Components, folder: str | os.PathLike) -> None:
     folder = Path(folder)
     components.pipeline().save_pretrained(folder, safe_serialization=True)
     (folder / "polypsynth.json").write_text(
-        json.dumps({"pretrained_vae": components.pretrained_vae}, indent=2)
+        json.dumps(
+            {"pretrained_vae": components.pretrained_vae, "resolution": components.resolution}, indent=2
+        )
     )

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from polypsynth.errors import SamplingError
 from polypsynth.sampling.conditioning import Conditioning, compute_conditioning
-from polypsynth.sampling.schedulers import SamplingError
 
 HASHED_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -101,10 +101,11 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
 
 def model_from_components(components, conditioning, model_hash: str, source: Path, **options) -> SamplerModel:
     from polypsynth.backends.torch_backend import TorchBackend
+    from polypsynth.models.loading import resolution_of
 
     vae = components.vae
     down = 2 ** (len(vae.config.block_out_channels) - 1)
-    resolution = int(vae.config.sample_size)
+    resolution = resolution_of(components)
     latent_shape = (int(vae.config.latent_channels), resolution // down, resolution // down)
     return SamplerModel(
         TorchBackend(components, **options),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from polypsynth.errors import PolypsynthError
+from polypsynth.errors import SamplingError
+
+__all__ = ["SCHEDULERS", "SamplingError", "make_scheduler"]  # SamplingError: re-exported for old imports
 
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -10,10 +12,6 @@ SCHEDULERS = {
     "euler": "EulerDiscreteScheduler",
     "pndm": "PNDMScheduler",
 }
-
-
-class SamplingError(PolypsynthError):
-    """A sampling request or model is invalid."""
 
 
 def make_scheduler(name: str, config: dict):

@@ -119,8 +119,13 @@ def _prepare_out(out: Path, cfg: PolypsynthConfig, resume: str | None) -> None:
 
 def _initial_components(cfg: PolypsynthConfig) -> Components:
     if cfg.model.pretrained:
-        return load_pretrained(cfg.model.pretrained)
-    return build_tiny(cfg.model.tiny, cfg.model.resolution, cfg.model.prediction_type, seed=cfg.train.seed)
+        components = load_pretrained(cfg.model.pretrained)
+    else:
+        components = build_tiny(
+            cfg.model.tiny, cfg.model.resolution, cfg.model.prediction_type, seed=cfg.train.seed
+        )
+    components.resolution = cfg.model.resolution  # recorded with every checkpoint (resolution_of)
+    return components
 
 
 def _records(stage_name: str, stage: StageConfig):

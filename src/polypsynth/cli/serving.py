@@ -1,0 +1,118 @@
+"""`polypsynth serve` and `polypsynth generate`: the gRPC service and its client."""
+
+from __future__ import annotations
+
+import click
+
+from polypsynth.cli.common import main, user_errors
+from polypsynth.cli.sampling import backend_flags
+from polypsynth.errors import PolypsynthError
+
+# --- serve and generate ---------------------------------------------------------------------------
+
+
+@main.command("serve")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    metavar="NAME=BUNDLE",
+    help="A model to serve (repeatable).",
+)
+@backend_flags
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Bind address (localhost unless told otherwise)."
+)
+@click.option("--port", default=50051, show_default=True)
+@click.option("--max-batch", default=32, show_default=True, help="Images per backend batch.")
+@click.option("--max-wait-ms", default=10.0, show_default=True, help="Longest wait to fill a batch.")
+@click.option("--max-queued-images", default=100_000, show_default=True, help="Per-model queue bound.")
+@click.option("--max-count", default=10_000, show_default=True, help="Images per request at most.")
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False), help="Require 'authorization: Bearer <token>'."
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False))
+@click.option("--grace", default=30.0, show_default=True, help="Seconds in-flight requests get on shutdown.")
+@user_errors
+def serve_command(
+    models,
+    backend,
+    backend_options,
+    host,
+    port,
+    max_batch,
+    max_wait_ms,
+    max_queued_images,
+    max_count,
+    token_file,
+    tls_cert,
+    tls_key,
+    grace,
+):
+    """Serve bundles over gRPC (SamplerService, health, reflection) with dynamic batching."""
+    import logging
+
+    from polypsynth.serve.server import SamplerServer, ServeError, ServerOptions, read_token
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    named = {}
+    for item in models:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ServeError(f"--model expects NAME=BUNDLE, got {item!r}")
+        named[name] = path
+    options = ServerOptions(
+        host=host,
+        port=port,
+        backend=backend,
+        backend_options=backend_options,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queued_images=max_queued_images,
+        max_count=max_count,
+        token=read_token(token_file),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        grace_seconds=grace,
+    )
+    SamplerServer(named, options).start().serve_forever()
+
+
+@main.command("generate")
+@click.option("--server", required=True, help="HOST:PORT, or dns:///host:port for round_robin over replicas.")
+@click.option("--model", required=True, help="Model name on the server.")
+@click.option("--class", "class_name", required=True)
+@click.option("--count", default=100, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--steps", type=int, help="Default: the model's.")
+@click.option("--guidance", type=float, help="Default: the model's.")
+@click.option("--scheduler", default="", help="Default: the model's.")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<class>/ (resumable)."
+)
+@click.option("--token-file", type=click.Path(dir_okay=False))
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False))
+@user_errors
+def generate_command(
+    server, model, class_name, count, seed, steps, guidance, scheduler, out, token_file, tls_ca
+):
+    """Pull images from a polypsynth server into an image folder (re-running resumes)."""
+    import grpc
+    from tqdm import tqdm
+
+    from polypsynth.serve.client import SamplerClient
+    from polypsynth.serve.server import read_token
+
+    with (
+        SamplerClient(server, read_token(token_file), tls_ca) as client,
+        tqdm(total=count, desc=f"generate {class_name}", unit="img") as bar,
+    ):
+        try:
+            folder = client.write_folder(
+                out, model, class_name, count, seed, steps, guidance, scheduler, bar.update
+            )
+        except grpc.RpcError as exc:
+            raise PolypsynthError(f"{exc.code().name}: {exc.details()}") from exc
+    click.echo(f"{count} images in {folder}")
