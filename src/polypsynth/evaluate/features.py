@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from polypsynth.bundle_format import file_sha256
 from polypsynth.data.dataset import open_rgb
 from polypsynth.errors import EvalError
-from polypsynth.sampling.model import file_sha256
 
 # How an image becomes a square network input; part of every feature cache key.
 PREPROCESSING = "short side resized (bilinear, antialiased) then centre-cropped square"

@@ -1,12 +1,5 @@
-"""Bundles: a checkpoint exported for fast sampling, with a manifest validated on load.
-
-BUNDLE/manifest.json            format version, source checkpoint and hash, resolution, latent
-                                shape, scaling factor, scheduler config, classes and prompts,
-                                dtype, opset, library versions, parity figures, file hashes
-BUNDLE/unet.onnx, vae_decoder.onnx
-BUNDLE/conditioning.safetensors class and unconditional text embeddings
-BUNDLE/*.plan                   TensorRT engines (with --tensorrt), timing.cache
-"""
+"""`export_bundle`: a checkpoint exported as ONNX graphs (and TensorRT engines) with its
+conditioning and a manifest; the format and its validation on load live in bundle_format.py."""
 
 from __future__ import annotations
 
@@ -17,12 +10,10 @@ from pathlib import Path
 import torch
 
 from polypsynth.atomic import atomic_dir
-from polypsynth.errors import SamplingError
+from polypsynth.bundle_format import MANIFEST_VERSION, checkpoint_hash, file_sha256, load_manifest  # noqa: F401  (re-exported)
 from polypsynth.export.onnx import ExportError, export_onnx, parity, trace_device
 from polypsynth.export.spec import UNetExport, VaeDecoderExport, unet_spec, vae_decoder_spec
-from polypsynth.sampling.model import checkpoint_hash, file_sha256
 
-MANIFEST_VERSION = 1
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max relative error of ONNX Runtime against PyTorch fp32
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -121,45 +112,4 @@ def export_bundle(
             manifest["engines"] = build_engines(tmp, {n: s for n, (s, _) in specs.items()}, batch_sizes)
         manifest["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
-
-
-def load_manifest(bundle: str | Path, verify_hashes: bool = True) -> dict:
-    """Read and validate a bundle's manifest: version, required keys, files present and unaltered."""
-    bundle = Path(bundle)
-    path = bundle / "manifest.json"
-    if not path.is_file():
-        raise SamplingError(f"{bundle} is not a bundle: manifest.json is missing")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SamplingError(f"{path} is not valid JSON: {exc}") from exc
-    version = manifest.get("format_version")
-    if version != MANIFEST_VERSION:
-        raise SamplingError(
-            f"bundle {bundle} has manifest format_version {version!r}; this polypsynth reads version "
-            f"{MANIFEST_VERSION} (re-export the checkpoint)"
-        )
-    required = (
-        "source_hash",
-        "resolution",
-        "latent_shape",
-        "scaling_factor",
-        "scheduler_config",
-        "classes",
-        "dtype",
-        "files",
-    )
-    missing = [k for k in required if k not in manifest]
-    if missing:
-        raise SamplingError(f"bundle {bundle}: manifest.json lacks {', '.join(missing)}")
-    for name in ("unet.onnx", "vae_decoder.onnx", "conditioning.safetensors"):
-        if name not in manifest["files"]:
-            raise SamplingError(f"bundle {bundle}: manifest.json lists no {name}")
-    for name, digest in manifest["files"].items():
-        f = bundle / name
-        if not f.is_file():
-            raise SamplingError(f"bundle {bundle} is missing {name}")
-        if verify_hashes and file_sha256(f) != digest:
-            raise SamplingError(f"bundle {bundle}: {name} was altered (sha256 differs from manifest.json)")
     return manifest

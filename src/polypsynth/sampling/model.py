@@ -5,36 +5,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from polypsynth.bundle_format import checkpoint_hash, file_sha256, is_bundle, load_manifest  # noqa: F401  (file_sha256 re-exported)
 from polypsynth.errors import SamplingError
 from polypsynth.sampling.conditioning import Conditioning, compute_conditioning
-
-HASHED_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def checkpoint_hash(folder: Path) -> str:
-    """Hash of a model folder's files (weights, configs, tokenizer): names the model in provenance."""
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for part in HASHED_PARTS:
-        target = folder / part
-        files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
-        for f in files:
-            h.update(f.relative_to(folder).as_posix().encode())
-            h.update(file_sha256(f).encode())
-    return h.hexdigest()
 
 
 @dataclass
@@ -57,10 +34,6 @@ class SamplerModel:
         return self.backend.name
 
 
-def is_bundle(path: Path) -> bool:
-    return (Path(path) / "manifest.json").is_file()
-
-
 def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerModel:
     from polypsynth.backends import BACKENDS, load_backend
 
@@ -70,8 +43,6 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
     if not path.exists():
         raise SamplingError(f"model not found: {path} (expected a bundle or a checkpoint folder)")
     if is_bundle(path):
-        from polypsynth.export.bundle import load_manifest
-
         manifest = load_manifest(path)
         conditioning = Conditioning.load(path / "conditioning.safetensors")
         instance = load_backend(backend, path, manifest=manifest, **options)

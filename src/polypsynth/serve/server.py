@@ -86,7 +86,7 @@ def read_token(path: str | None) -> str | None:
 def check_engines_cover(bundle: str | Path, max_batch: int) -> None:
     """A server whose batches outgrow its TensorRT engines would fail requests at run time; refuse
     to start instead."""
-    from polypsynth.export.bundle import load_manifest
+    from polypsynth.bundle_format import load_manifest
 
     engines = load_manifest(bundle, verify_hashes=False).get("engines") or {}
     sizes = engines.get("batch_sizes")
