@@ -110,9 +110,10 @@ def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn,
     return {"features": "inception", "fidelity": fidelity, "ceiling": ceiling, **table}
 
 
-def _efficientnet_table(real, checkpoints, options, n_syn, progress) -> tuple[dict, list]:
+def _efficientnet_table(real, checkpoints, options, n_syn, progress) -> tuple[dict, list, classify.ImageBank]:
     """Table 1 with the fine-tuned ImageNet EfficientNet (classify.py) and its controls; also
-    returns the real-only models (the fidelity judges when no Inception features are computed)."""
+    returns the real-only models (the fidelity judges when no Inception features are computed) and
+    the decoded images they were trained on (reused, not decoded again, by those judges)."""
     copts = options.classifier
     bank = classify.ImageBank(copts.image_size)
     test_paths, test_labels = _labelled(real.test)
@@ -150,7 +151,7 @@ def _efficientnet_table(real, checkpoints, options, n_syn, progress) -> tuple[di
         run_augmented if options.augment else None,
         swap_control=[checkpoints[-1].name],  # the costliest control: the last checkpoint only
     )
-    return {"classifier": backbone.describe(copts.weights), **table}, models
+    return {"classifier": backbone.describe(copts.weights), **table}, models, bank
 
 
 def _leakage(real: RealData, pools: dict[str, list[Path]], options: EvalOptions, progress: bool) -> dict:
@@ -269,7 +270,7 @@ def evaluate(
     }
 
     # 4. Table 1 with the fine-tuned EfficientNet, and its power and negative controls.
-    table, real_models = _efficientnet_table(real, checkpoints, options, n_syn, progress)
+    table, real_models, bank = _efficientnet_table(real, checkpoints, options, n_syn, progress)
 
     # 5. Class fidelity: does a classifier trained on real data recognise each synthetic class? The
     # judge is the Inception linear probe when Inception features are computed, else the real-only
@@ -295,7 +296,6 @@ def evaluate(
         fidelity, ceiling = probes["fidelity"], probes["ceiling"]
         judge = {"kind": "linear probe on Inception features", "real": probes["real"]["balanced_accuracy"]}
     else:
-        bank = classify.ImageBank(options.classifier.image_size)
 
         def vote(sets):  # the share of the real-only models' answers that name each class
             votes = [recognised(partial(classify.predict, m, bank=bank), sets) for m in real_models]

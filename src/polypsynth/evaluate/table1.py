@@ -51,13 +51,10 @@ def run_table(
     run_real: RunReal,
     run_augmented: RunAugmented | None,
     swap_control: Sequence[str] = (),
-    real_runs: list[dict] | None = None,
 ) -> dict:
     """Table 1 for one classifier; `run_augmented` None skips the synthetic rows (and the swap
-    control); `swap_control`: the checkpoints whose label-swapped images are tried; `real_runs`:
-    the baseline runs when the caller already has them."""
-    if real_runs is None:
-        real_runs = [run_real(None, base_seed + s) for s in range(seeds)]
+    control); `swap_control`: the checkpoints whose label-swapped images are tried."""
+    real_runs = [run_real(None, base_seed + s) for s in range(seeds)]
     half_runs = [run_real(real_half(real_sizes, base_seed + s), base_seed + s) for s in range(seeds)]
     out = {
         "real": classify.summarise(real_runs),
