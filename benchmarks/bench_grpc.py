@@ -1,11 +1,16 @@
-"""gRPC end to end against in-process sampling, and interactive latency under bulk load.
+"""gRPC end to end against in-process sampling, interactive latency under bulk load, and a
+bounded load test.
 
-    python benchmarks/bench_grpc.py [--images 64] [--steps 10]
+    python benchmarks/bench_grpc.py [--images 64] [--steps 10] [--load-rounds 2]
 
 The demo's tiny model (random weights) exported to an ONNX bundle and served in-process on
 loopback (onnxruntime CPU, max batch 8): images/s with 1, 4 and 8 concurrent clients divided by
 in-process sampling at the same batch size (the cost of the service), and p50/p99 latency of
-1-image requests issued while an 8-client bulk load runs. Writes benchmarks/results/grpc.json.
+1-image requests issued while an 8-client bulk load runs. Then the load test of grpc_load.py:
+16 clients with counts 1-200, some cancelling, some with deadlines, every image checked against
+the local sampler; run `--load-rounds` times to see that the server's memory stays flat, with the
+p99 latency of 1-image requests under that load in batch times (the goal: at most 2).
+Writes benchmarks/results/grpc.json.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import psutil  # noqa: E402
 from common import write_result  # noqa: E402
+from grpc_load import run_load  # noqa: E402
 
 CONFIG = Path(__file__).parents[1] / "configs" / "phantom-tiny.yaml"
 MAX_BATCH = 8
@@ -31,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=64, help="images per measurement")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--load-rounds", type=int, default=2, help="rounds of the 16-client load test")
     args = parser.parse_args()
 
     from polypsynth.config import load_config
@@ -50,6 +58,7 @@ def main() -> None:
     start = time.perf_counter()
     sample_images(model, SamplingParams("AD", args.images, steps=args.steps), batch_size=MAX_BATCH)
     in_process = args.images / (time.perf_counter() - start)
+    batch_seconds = MAX_BATCH / in_process
 
     server = SamplerServer(
         {}, ServerOptions(port=0, max_batch=MAX_BATCH, max_wait_ms=10), loaded={"tiny": model}
@@ -104,6 +113,25 @@ def main() -> None:
                 t0 = time.perf_counter()
                 list(c.generate("tiny", "AD", 1, seed=200 + i, steps=args.steps))
                 idle.append(time.perf_counter() - t0)
+
+        rounds = []
+        process = psutil.Process()
+        for r in range(args.load_rounds):
+            figures = run_load(
+                server,
+                "tiny",
+                model,
+                clients=16,
+                max_count=200,
+                steps=args.steps,
+                seed=r,
+                probe_gap_s=2 * batch_seconds,
+            )
+            figures["rss_mb_after"] = process.memory_info().rss / 2**20
+            rounds.append(figures)
+            print("load round", r, {k: v for k, v in figures.items() if k != "errors"}, flush=True)
+            for e in figures["errors"]:
+                print("  ERROR", e, flush=True)
     finally:
         server.stop(grace=1)
     lat = {
@@ -119,6 +147,8 @@ def main() -> None:
             "in_process_images_per_second": in_process,
             "clients": rows,
             "latency": lat,
+            "batch_seconds": batch_seconds,
+            "load": rounds,
         },
     )
     print(f"\nin-process sampling, batch {MAX_BATCH}: {in_process:.2f} images/s\n")
@@ -127,8 +157,25 @@ def main() -> None:
         print(f"| {n} | {r['images_per_second']:.2f} | {r['grpc_over_in_process']:.2f} |")
     print(
         f"\n1-image requests under an 8-client bulk load: p50 {lat['under_load_p50_s']:.2f} s, p99 {lat['under_load_p99_s']:.2f} s "
-        f"(idle p50 {lat['idle_p50_s']:.2f} s)\n({path})"
+        f"(idle p50 {lat['idle_p50_s']:.2f} s)"
     )
+    print(
+        f"\nload test, 16 clients (counts 1-200, 3 cancelling, 3 with a {rounds[0]['deadline_s'] if rounds else 2} s deadline), "
+        f"idle in-process batch time {batch_seconds:.3f} s:\n"
+        "| round | images | images/s | cancelled | deadline exceeded | batch time under load | "
+        "1-image p50 / p99 | p99 in batch times | RSS after | errors |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
+    )
+    for r, f in enumerate(rounds):
+        print(
+            f"| {r + 1} | {f['delivered_images']}/{f['requested_images']} | {f['images_per_second']:.1f} | "
+            f"{f['cancelled']} | {f['deadline_exceeded']} | {f['mean_batch_s']:.3f} s | "
+            f"{f['probe_p50_s']:.3f} / {f['probe_p99_s']:.3f} s | {f['probe_p99_in_batch_times']:.2f} | "
+            f"{f['rss_mb_after']:.0f} MB | {len(f['errors'])} |"
+        )
+    print(f"({path})")
+    if any(f["errors"] for f in rounds):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

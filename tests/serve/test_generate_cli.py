@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from polypsynth.cli import main
+from polypsynth.sampling.output import read_provenance
 from polypsynth.serve.server import SamplerServer, ServerOptions
 
 
@@ -42,6 +43,18 @@ def test_generate_is_resumable_and_refuses_to_mix(server, tmp_path):
     assert all((out / "AD" / n).stat().st_mtime_ns == t for n, t in first.items())
     rows = [json.loads(x) for x in (out / "AD" / "samples.jsonl").read_text().splitlines()]
     assert sorted(r["index"] for r in rows) == list(range(5)) and {r["request_seed"] for r in rows} == {9}
+    for i in range(5):  # resumed images carry their own index and seed, as in an uninterrupted run
+        provenance = read_provenance(out / "AD" / f"{i:06d}.png")
+        assert (provenance["index"], provenance["seed"]) == (str(i), str(9 + i))
+    # A writer killed mid-append leaves a torn last line: the next run drops it and redoes that image.
+    log = out / "AD" / "samples.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:-1]) + lines[-1][:20])
+    torn = json.loads(lines[-1])["index"]
+    result = CliRunner().invoke(main, [*args, "--count", "5"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sorted(r["index"] for r in rows) == list(range(5)) and rows[-1]["index"] == torn
     other_seed = [a if a != "9" else "10" for a in args]
     result = CliRunner().invoke(main, [*other_seed, "--count", "5"])
     assert (

@@ -14,6 +14,13 @@ from polypsynth.serve.client import SamplerClient
 from polypsynth.serve.server import SamplerServer, ServeError, ServerOptions
 
 STEPS = 2
+WAIT = 60  # seconds; reached only when something is broken
+
+
+def join(*threads):
+    for t in threads:
+        t.join(WAIT)
+        assert not t.is_alive(), f"{t.name} did not finish"
 
 
 def _server(bundle, **kw):
@@ -83,8 +90,7 @@ def test_sixteen_concurrent_clients_get_every_image_exactly_once(server):
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(counts))]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(60)
+    join(*threads)
     for i, got in enumerate(results):
         assert sorted(idx for idx, _, _ in got) == list(range(counts[i]))
         assert all(seed == 1000 * i + idx for idx, seed, _ in got)
@@ -102,35 +108,29 @@ def test_small_request_is_not_stuck_behind_a_large_one(server):
 
     t = threading.Thread(target=big)
     t.start()
-    assert started.wait(30)  # the large request is being served
+    assert started.wait(WAIT)  # the large request is being served
     with SamplerClient(f"127.0.0.1:{server.port}") as c:
         _all(c.generate("tiny", "NON_AD", 1, seed=5, steps=STEPS))
     finished["small"] = time.monotonic()
-    t.join(60)
+    join(t)
     assert finished["small"] < finished["big"]
 
 
-def test_cancelling_frees_the_batcher(server, client):
+def test_cancelling_frees_the_batcher(server, client, wait_until):
     stream = client.generate("tiny", "AD", 5000, seed=0, steps=STEPS)
     next(stream)
     stream.cancel()
     batcher = server.models["tiny"].batcher
-    deadline = time.monotonic() + 5
-    while batcher.queued_images and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: batcher.stats().jobs == 0, "the cancelled request to be dropped")
     assert batcher.queued_images == 0
-    start = time.monotonic()
-    _all(client.generate("tiny", "AD", 1, seed=1, steps=STEPS))
-    assert time.monotonic() - start < 5
+    assert len(_all(client.generate("tiny", "AD", 1, seed=1, steps=STEPS, timeout=WAIT))) == 1
 
 
-def test_deadline_exceeded_drops_the_queue(server, client):
+def test_deadline_exceeded_drops_the_queue(server, client, wait_until):
     with pytest.raises(grpc.RpcError) as err:
         _all(client.generate("tiny", "AD", 5000, seed=0, steps=STEPS, timeout=0.5))
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    deadline = time.monotonic() + 5
-    while server.models["tiny"].batcher.queued_images and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: server.models["tiny"].batcher.stats().jobs == 0, "the expired request to be dropped")
     assert server.models["tiny"].batcher.queued_images == 0
 
 
@@ -202,7 +202,7 @@ def test_bearer_token(tiny_bundle):
         s.stop(grace=1)
 
 
-def test_health_reflection_and_graceful_shutdown(tiny_bundle):
+def test_health_reflection_and_graceful_shutdown(tiny_bundle, wait_until):
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
     s = _server(tiny_bundle)
@@ -217,23 +217,26 @@ def test_health_reflection_and_graceful_shutdown(tiny_bundle):
         services = ProtoReflectionDescriptorDatabase(ch).get_services()
         assert "polypsynth.v1.SamplerService" in services and "grpc.health.v1.Health" in services
     # An in-flight request finishes within the grace period; health turns NOT_SERVING at once.
-    got = []
+    got, first = [], threading.Event()
 
     def inflight():
         with SamplerClient(target) as c:
-            got.extend(c.generate("tiny", "AD", 8, steps=STEPS))
+            for image in c.generate("tiny", "AD", 200, steps=STEPS):
+                got.append(image)
+                first.set()
 
     t = threading.Thread(target=inflight)
     t.start()
-    time.sleep(0.2)
-    stopper = threading.Thread(target=s.stop, kwargs={"grace": 10})
+    assert first.wait(WAIT)
+    stopper = threading.Thread(target=s.stop, kwargs={"grace": WAIT})
     stopper.start()
-    time.sleep(0.1)
-    status = s.health.Check(health_pb2.HealthCheckRequest(service="tiny"), None).status
-    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-    t.join(30)
-    stopper.join(30)
-    assert len(got) == 8
+
+    def status():
+        return s.health.Check(health_pb2.HealthCheckRequest(service="tiny"), None).status
+
+    wait_until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, "NOT_SERVING")
+    join(t, stopper)
+    assert sorted(m.index for m in got) == list(range(200))
     with SamplerClient(target) as c, pytest.raises(grpc.RpcError):
         c.list_models()
 

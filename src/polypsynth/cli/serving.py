@@ -35,6 +35,17 @@ from polypsynth.errors import PolypsynthError
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False))
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False))
 @click.option("--grace", default=30.0, show_default=True, help="Seconds in-flight requests get on shutdown.")
+@click.option(
+    "--stream-window",
+    type=click.IntRange(min=1),
+    help="Images a request may have computed but not yet sent before the server waits for its "
+    "client (backpressure). Default: two batches.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Expose Prometheus metrics at http://HOST:PORT/metrics (0: a free port, logged).",
+)
 @user_errors
 def serve_command(
     models,
@@ -50,6 +61,8 @@ def serve_command(
     tls_cert,
     tls_key,
     grace,
+    stream_window,
+    metrics_port,
 ):
     """Serve bundles over gRPC (SamplerService, health, reflection) with dynamic batching."""
     import logging
@@ -76,6 +89,8 @@ def serve_command(
         tls_cert=tls_cert,
         tls_key=tls_key,
         grace_seconds=grace,
+        stream_window=stream_window,
+        metrics_port=metrics_port,
     )
     SamplerServer(named, options).start().serve_forever()
 
@@ -94,9 +109,33 @@ def serve_command(
 )
 @click.option("--token-file", type=click.Path(dir_okay=False))
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--allow-plaintext-token",
+    is_flag=True,
+    help="Send the token without TLS to a non-loopback server (only on a network you trust).",
+)
+@click.option(
+    "--retries",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Retries in a row, with exponential backoff, while the server is unavailable.",
+)
 @user_errors
 def generate_command(
-    server, model, class_name, count, seed, steps, guidance, scheduler, out, token_file, tls_ca
+    server,
+    model,
+    class_name,
+    count,
+    seed,
+    steps,
+    guidance,
+    scheduler,
+    out,
+    token_file,
+    tls_ca,
+    allow_plaintext_token,
+    retries,
 ):
     """Pull images from a polypsynth server into an image folder (re-running resumes)."""
     import grpc
@@ -106,12 +145,14 @@ def generate_command(
     from polypsynth.serve.server import read_token
 
     with (
-        SamplerClient(server, read_token(token_file), tls_ca) as client,
+        SamplerClient(
+            server, read_token(token_file), tls_ca, allow_plaintext_token=allow_plaintext_token
+        ) as client,
         tqdm(total=count, desc=f"generate {class_name}", unit="img") as bar,
     ):
         try:
             folder = client.write_folder(
-                out, model, class_name, count, seed, steps, guidance, scheduler, bar.update
+                out, model, class_name, count, seed, steps, guidance, scheduler, bar.update, retries
             )
         except grpc.RpcError as exc:
             raise PolypsynthError(f"{exc.code().name}: {exc.details()}") from exc

@@ -55,7 +55,18 @@ class ImageFolderWriter:
         self.folder = Path(folder)
         self.provenance, self.seed = provenance, seed
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_line()
         self.check_compatible()
+
+    def _drop_torn_line(self) -> None:
+        """A writer killed mid-append leaves a partial last line: drop it (its PNG is rewritten)."""
+        log = self.folder / "samples.jsonl"
+        if not log.is_file():
+            return
+        data = log.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(log, "r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
 
     def check_compatible(self) -> None:
         """Refuse a folder holding images of another model, class, seed or sampling setting."""

@@ -4,9 +4,18 @@ Images of concurrent requests that share steps, guidance and scheduler are merge
 batches of up to `max_batch` (classes may differ: contexts are per image), waiting at most
 `max_wait_ms` to fill one. Batches are filled round-robin over the waiting requests, one image
 each in turn and least-served first, so a 1-image request joins the next batch instead of
-waiting behind a 10,000-image one. Per-image seeds make
-every image independent of how it was packed. A cancelled request's queued images are dropped at
-once and their capacity freed; the queue is bounded and refuses work beyond it.
+waiting behind a 10,000-image one. Per-image seeds make every image independent of how it was
+packed.
+
+Backpressure: a request's images are scheduled only while its stream has room. At most `window`
+of its images are taken and not yet handed to its stream (computing, or computed and waiting),
+so a client that stops reading stops costing compute and memory, and cannot starve the others.
+
+Isolation: when a batch fails, each request's images are run again on their own; only the
+requests whose own images fail get the error.
+
+A cancelled request's queued images are dropped at once; the queue is bounded and refuses work
+beyond it, and `ready` is False while it is full or the batcher is stopped.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from polypsynth.errors import PolypsynthError
@@ -32,7 +41,7 @@ class QueueFull(PolypsynthError):
 
 @dataclass(eq=False)
 class Job:
-    """One request's images, consumed by the batcher; results arrive on `results`."""
+    """One request's images, consumed by the batcher; results arrive through `stream()`."""
 
     class_name: str
     count: int
@@ -40,10 +49,14 @@ class Job:
     steps: int
     guidance: float
     scheduler: str
-    next_index: int = 0
+    next_index: int = 0  # images taken into batches so far
+    consumed: int = 0  # images handed to the stream so far
+    window: int = 0  # most images taken and not yet consumed (set by the batcher)
     cancelled: threading.Event = field(default_factory=threading.Event)
     results: queue.Queue = field(default_factory=queue.Queue)  # (index, seed, pixels) | Exception | _DONE
     order: int = 0
+    finished: bool = False  # the terminal item is on `results`
+    on_consumed: Callable[[], None] = lambda: None
 
     @property
     def key(self) -> tuple:
@@ -52,6 +65,14 @@ class Job:
     @property
     def pending(self) -> int:
         return self.count - self.next_index
+
+    @property
+    def outstanding(self) -> int:
+        return self.next_index - self.consumed
+
+    @property
+    def room(self) -> int:
+        return min(self.pending, self.window - self.outstanding)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -64,28 +85,80 @@ class Job:
                 return
             if isinstance(item, BaseException):
                 raise item
+            self.consumed += 1
+            self.on_consumed()
             yield item
+
+
+@dataclass(frozen=True)
+class BatcherStats:
+    queued: int  # accepted, not yet in a batch
+    in_flight: int  # in the batch being computed
+    buffered: int  # computed, not yet handed to their streams
+    jobs: int  # requests not finished
+    peak_outstanding: int  # the most images any one request had taken and not consumed
 
 
 class Batcher:
     def __init__(
-        self, model, max_batch: int = 32, max_wait_ms: float = 10.0, max_queued_images: int = 100_000
+        self,
+        model,
+        max_batch: int = 32,
+        max_wait_ms: float = 10.0,
+        max_queued_images: int = 100_000,
+        window: int | None = None,
+        run: Callable = sample_batch,
+        on_batch: Callable[[int, float], None] | None = None,
+        on_ready: Callable[[bool], None] | None = None,
     ):
+        if window is not None and window < 1:
+            raise ValueError(f"window: must be at least 1 image, got {window}")
         self.model = model
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
         self.max_queued = max_queued_images
-        self._jobs: deque[Job] = deque()  # round-robin order
+        self.window = window or 2 * max_batch
+        self._run, self._on_batch, self._on_ready = run, on_batch, on_ready
+        self._jobs: list[Job] = []  # round-robin order; jobs leave when finished
         self._cond = threading.Condition()
         self._queued = 0
+        self._in_flight = 0
+        self._peak = 0
         self._stop = False
+        self._ready = True
         self._counter = itertools.count()
         self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
         self._thread.start()
+
+    # --- state --------------------------------------------------------------------------------
 
     @property
     def queued_images(self) -> int:
         with self._cond:
             return self._queued
+
+    @property
+    def ready(self) -> bool:
+        """Whether the model can take work: running, and the queue below its bound."""
+        with self._cond:
+            return self._is_ready()
+
+    def _is_ready(self) -> bool:
+        return not self._stop and self._thread.is_alive() and self._queued < self.max_queued
+
+    def _update_ready(self) -> None:
+        ready = self._is_ready()
+        if ready != self._ready:
+            self._ready = ready
+            if self._on_ready:
+                self._on_ready(ready)
+
+    def stats(self) -> BatcherStats:
+        with self._cond:
+            taken = sum(j.outstanding for j in self._jobs)  # live requests only
+            buffered = max(0, taken - self._in_flight)  # the batch may hold a cancelled request's
+            return BatcherStats(self._queued, self._in_flight, buffered, len(self._jobs), self._peak)
+
+    # --- requests -----------------------------------------------------------------------------
 
     def submit(self, job: Job) -> Job:
         with self._cond:
@@ -96,8 +169,11 @@ class Batcher:
                     f"queue full: {self._queued} images queued, the request adds {job.count}, the limit is {self.max_queued}"
                 )
             job.order = next(self._counter)
+            job.window = self.window
+            job.on_consumed = self._notify
             self._jobs.append(job)
             self._queued += job.count
+            self._update_ready()
             self._cond.notify_all()
         return job
 
@@ -107,49 +183,104 @@ class Batcher:
             self._drop_cancelled()
             self._cond.notify_all()
 
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _finish(self, job: Job, item=_DONE) -> None:
+        """Put the job's terminal item once and forget the job (lock held)."""
+        if not job.finished:
+            job.finished = True
+            job.results.put(item)
+        self._queued -= job.pending
+        job.next_index = job.count
+        if job in self._jobs:
+            self._jobs.remove(job)
+
     def _drop_cancelled(self) -> None:
         for job in [j for j in self._jobs if j.cancelled.is_set()]:
-            self._jobs.remove(job)
-            self._queued -= job.pending
-            job.next_index = job.count
-            job.results.put(_DONE)
+            self._finish(job)
+        self._update_ready()
+
+    # --- the batching thread ------------------------------------------------------------------
+
+    def _schedulable(self) -> list[Job]:
+        return [j for j in self._jobs if j.room > 0]
 
     def _take_batch(self) -> list[tuple[Job, int]] | None:
-        """Wait for work, then take up to max_batch images round-robin (lock held by caller)."""
-        while not self._stop:
+        """Wait for work that has room, then take up to max_batch images round-robin (lock held)."""
+        while True:
             self._drop_cancelled()
-            if self._jobs:
+            if self._stop:
+                return None
+            if self._schedulable():
                 break
             self._cond.wait()
-        if self._stop and not self._jobs:
-            return None
         deadline = time.monotonic() + self.max_wait
         while True:
             self._drop_cancelled()
-            if not self._jobs:
+            ready = self._schedulable()
+            if self._stop or not ready:
                 return []
-            key = self._jobs[0].key
-            waiting = sum(j.pending for j in self._jobs if j.key == key)
+            key = ready[0].key
+            waiting = sum(j.room for j in ready if j.key == key)
             remaining = deadline - time.monotonic()
-            if waiting >= self.max_batch or remaining <= 0 or self._stop:
+            if waiting >= self.max_batch or remaining <= 0:
                 break
             self._cond.wait(remaining)
         batch: list[tuple[Job, int]] = []
         # Least-served first (then arrival): a new request joins the very next batch instead of
         # waiting for a round over every older request; among equals this is plain round-robin.
-        same = sorted((j for j in self._jobs if j.key == key), key=lambda j: (j.next_index, j.order))
-        while len(batch) < self.max_batch and any(j.pending for j in same):
+        same = sorted((j for j in ready if j.key == key), key=lambda j: (j.next_index, j.order))
+        while len(batch) < self.max_batch and any(j.room > 0 for j in same):
             for job in same:
-                if job.pending and len(batch) < self.max_batch:
+                if job.room > 0 and len(batch) < self.max_batch:
                     batch.append((job, job.next_index))
                     job.next_index += 1
         self._queued -= len(batch)
+        self._in_flight = len(batch)
+        self._peak = max(self._peak, *(j.outstanding for j in same))
         # Requests that got images move to the back: the next batch starts with the others.
         served = {id(j) for j, _ in batch}
-        rest = [j for j in self._jobs if id(j) not in served and j.pending]
-        again = [j for j in self._jobs if id(j) in served and j.pending]
-        self._jobs = deque(rest + again)
+        self._jobs = [j for j in self._jobs if id(j) not in served] + [
+            j for j in self._jobs if id(j) in served
+        ]
+        self._update_ready()
         return batch
+
+    def _compute(self, batch: list[tuple[Job, int]]) -> list[tuple[Job, list, object]]:
+        """Run a batch; on failure run each request's images alone, so one request's failure
+        (a poisoned seed, a backend error on its images) is that request's only."""
+        job0 = batch[0][0]
+
+        def run(items):
+            seeds = [job.seed + index for job, index in items]
+            return self._run(
+                self.model,
+                seeds,
+                [job.class_name for job, _ in items],
+                job0.steps,
+                job0.guidance,
+                job0.scheduler,
+            )
+
+        try:
+            return [(None, batch, run(batch))]
+        except Exception as exc:
+            jobs = {id(j): j for j, _ in batch}
+            if len(jobs) == 1:
+                log.exception("batch of one request failed")
+                return [(job0, batch, exc)]
+            log.warning("batch of %d requests failed (%s); running each request alone", len(jobs), exc)
+        outcomes = []
+        for job in jobs.values():
+            items = [(j, i) for j, i in batch if j is job]
+            try:
+                outcomes.append((None, items, run(items)))
+            except Exception as exc:
+                log.exception("request failed on its own images")
+                outcomes.append((job, items, exc))
+        return outcomes
 
     def _loop(self) -> None:
         while True:
@@ -159,33 +290,37 @@ class Batcher:
                 return
             if not batch:
                 continue
-            job0 = batch[0][0]
-            seeds = [job.seed + index for job, index in batch]
-            try:
-                images = sample_batch(
-                    self.model,
-                    seeds,
-                    [job.class_name for job, _ in batch],
-                    job0.steps,
-                    job0.guidance,
-                    job0.scheduler,
-                )
-            except Exception as exc:  # the request fails, the server goes on
-                log.exception("batch failed")
+            start = time.perf_counter()
+            outcomes = self._compute(batch)
+            seconds = time.perf_counter() - start
+            computed = sum(len(items) for failed, items, _ in outcomes if failed is None)
+            if computed and self._on_batch:
+                self._on_batch(computed, seconds)
+            with self._cond:
+                self._in_flight = 0
+                for failed, items, result in outcomes:
+                    if failed is not None:
+                        failed.cancel()
+                        self._finish(failed, result)
+                        continue
+                    for (job, index), pixels in zip(items, result, strict=True):
+                        if not job.finished:
+                            job.results.put((index, job.seed + index, pixels))
+                # One worker runs batches in order: a job whose last image was taken is complete.
                 for job in {id(j): j for j, _ in batch}.values():
-                    job.results.put(exc)
-                    self.cancel(job)
-                continue
-            for (job, index), pixels, seed in zip(batch, images, seeds, strict=True):
-                if not job.cancelled.is_set():
-                    job.results.put((index, seed, pixels))
-            # One worker runs batches in order: a job whose last image was taken is now complete.
-            for job in {id(j): j for j, _ in batch}.values():
-                if job.next_index == job.count and not job.cancelled.is_set():
-                    job.results.put(_DONE)
+                    if job.pending == 0 and not job.finished:
+                        self._finish(job)
+                self._update_ready()
+                self._cond.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
+        """Stop taking work, end every unfinished request with an error, and join the thread."""
         with self._cond:
             self._stop = True
+            for job in list(self._jobs):
+                self._finish(job, QueueFull("the server is shutting down"))
+            self._update_ready()
             self._cond.notify_all()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("the batcher did not stop within %.1f s (a batch is still running)", timeout)

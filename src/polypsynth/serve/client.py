@@ -1,10 +1,15 @@
 """SamplerClient: iterate images from a server, or write them into an image folder with the same
 provenance as `polypsynth sample`. A `dns:///host:port` target with several replicas is balanced
-by gRPC's own round_robin policy."""
+by gRPC's own round_robin policy. Writing a folder survives a server that goes away: it retries
+with exponential backoff and resumes from the images already on disk."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
+import random
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,15 +22,64 @@ from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
 
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)  # the server went away or is restarting
+log = logging.getLogger("polypsynth.serve")
+
+
+def target_hosts(target: str) -> list[str]:
+    """The hosts a gRPC target names: host:port, [v6]:port, dns:///host:port, ipv4:a:p,b:p, unix:..."""
+    scheme, sep, rest = target.partition(":")
+    if sep and scheme in ("unix", "unix-abstract", "vsock"):
+        return []  # local sockets
+    if sep and scheme in ("dns", "ipv4", "ipv6"):
+        rest = rest.lstrip("/")
+        if scheme == "dns" and "/" in rest:  # dns://authority/host:port
+            rest = rest.split("/", 1)[1]
+    else:
+        rest = target
+    hosts = []
+    for address in rest.split(","):
+        if address.startswith("["):
+            hosts.append(address[1 : address.index("]")])
+        elif address.count(":") > 1:  # a bare IPv6 address without port
+            hosts.append(address)
+        else:
+            hosts.append(address.rsplit(":", 1)[0] if ":" in address else address)
+    return hosts
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SamplerClient:
     def __init__(
-        self, target: str, token: str | None = None, tls_ca: str | None = None, max_message_mb: int = 64
+        self,
+        target: str,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        max_message_mb: int = 64,
+        allow_plaintext_token: bool = False,
     ):
+        if token and not tls_ca and not allow_plaintext_token:
+            remote = [h for h in target_hosts(target) if not is_loopback(h)]
+            if remote:
+                raise PolypsynthError(
+                    f"refusing to send the bearer token in plain text to {', '.join(remote)}: "
+                    "pass the server's CA certificate (--tls-ca) or, on a network you trust, "
+                    "--allow-plaintext-token"
+                )
         options = [
             ("grpc.service_config", SERVICE_CONFIG),
             ("grpc.max_receive_message_length", max_message_mb << 20),
+            # Reconnect to a restarted server within seconds, not gRPC's default of up to 2 min.
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 5000),
         ]
         if tls_ca:
             creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes())
@@ -62,8 +116,11 @@ class SamplerClient:
         encoding: int = pb.ENCODING_PNG,
         request_id: str = "",
         timeout: float | None = None,
+        first_index: int = 0,
     ) -> Iterator[pb.GeneratedImage]:
+        """Images first_index .. first_index + count - 1 of the request seeded by `seed`."""
         request = pb.GenerateRequest(
+            first_index=first_index,
             model=model,
             class_name=class_name,
             count=count,
@@ -99,9 +156,38 @@ class SamplerClient:
         guidance: float | None = None,
         scheduler: str = "",
         progress: Callable[[int], None] | None = None,
+        retries: int = 5,
+        backoff: tuple[float, float] = (0.5, 10.0),
     ) -> Path:
         """Write OUT/<class>/ like `polypsynth sample`; a re-run with the same request skips the
-        images already on disk, and a folder of another model, class or seed is refused."""
+        images already on disk, and a folder of another model, class or seed is refused.
+
+        When the server is unavailable (down, restarting, unreachable) the call retries up to
+        `retries` times in a row, waiting backoff[0] · 2^attempt seconds (at most backoff[1], with
+        jitter), and resumes from the images on disk; an attempt that receives images resets the
+        count."""
+        attempt, state = 0, {"reported": False, "received": 0}
+        while True:
+            received = state["received"]
+            try:
+                return self._write_folder_once(
+                    out, model, class_name, count, seed, steps, guidance, scheduler, progress, state
+                )
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or attempt >= retries:
+                    raise
+                if state["received"] > received:
+                    attempt = 0
+                wait = min(backoff[1], backoff[0] * 2**attempt) * random.uniform(0.5, 1.0)
+                attempt += 1
+                log.warning(
+                    "%s: %s; retry %d of %d in %.1f s", exc.code().name, exc.details(), attempt, retries, wait
+                )
+                time.sleep(wait)
+
+    def _write_folder_once(
+        self, out, model, class_name, count, seed, steps, guidance, scheduler, progress, state
+    ):
         info = self.get_model(model)
         provenance = Provenance(
             info.model_hash,
@@ -113,21 +199,31 @@ class SamplerClient:
         )
         writer = ImageFolderWriter(Path(out) / class_name, provenance, seed)
         done = writer.done()
-        if progress:
-            progress(len(done))
+        if progress and not state["reported"]:
+            progress(len(done))  # what an earlier run left on disk, once
+        state["reported"] = True
         missing = [i for i in range(count) if i not in done]
         if not missing:
             return writer.folder
         start = missing[0]  # resume from the first image not on disk
-        stream = self.generate(model, class_name, count - start, seed + start, steps, guidance, scheduler)
+        stream = self.generate(
+            model, class_name, count - start, seed, steps, guidance, scheduler, first_index=start
+        )
         for image in stream:
-            index = start + image.index
+            index = image.index
             if image.model_hash != info.model_hash:
                 raise PolypsynthError(
                     f"server answered with model {image.model_hash}, expected {info.model_hash}"
                 )
             if index not in done:
                 writer.write(index, image.seed, png=image.data)
+                done.add(index)
+                state["received"] += 1
                 if progress:
                     progress(1)
+        lost = [i for i in range(count) if i not in done]
+        if lost:
+            raise PolypsynthError(
+                f"the server ended the stream with {len(lost)} of {count} images missing (first: {lost[0]})"
+            )
         return writer.folder

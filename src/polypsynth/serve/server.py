@@ -19,10 +19,12 @@ from polypsynth.errors import PolypsynthError
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
 from polypsynth.serve.batcher import Batcher
+from polypsynth.serve.metrics import ServiceMetrics
 from polypsynth.serve.servicer import SamplerServicer, ServedModel
 
 log = logging.getLogger("polypsynth.serve")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SamplerService"].full_name
+MAX_REQUEST_BYTES = 64 << 10  # a GenerateRequest is well under 1 KiB
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # probes and discovery need no token
 
 
@@ -44,6 +46,8 @@ class ServerOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     grace_seconds: float = 30.0
+    stream_window: int | None = None  # images a request may have computed and unsent (2 batches)
+    metrics_port: int | None = None  # Prometheus /metrics on host:PORT (0: a free port)
     # Options of the backend (backends.backend_options): providers, dtype, cuda_graphs, ...
     backend_options: dict = field(default_factory=dict)
 
@@ -108,34 +112,45 @@ class SamplerServer:
         self.options = o = options or ServerOptions()
         if not models and not loaded:
             raise ServeError("no model to serve: pass --model NAME=BUNDLE at least once")
-        served = {}
+        if o.stream_window is not None and o.stream_window < 1:
+            raise ServeError(f"--stream-window must be at least 1 image, got {o.stream_window}")
+        models_by_name = dict(loaded or {})
         for name, path in models.items():
             try:
                 if o.backend == "tensorrt":
                     check_engines_cover(path, o.max_batch)
-                model = open_model(path, o.backend, **o.backend_options)
+                models_by_name[name] = open_model(path, o.backend, **o.backend_options)
             except PolypsynthError as exc:
                 raise ServeError(f"model {name} ({path}): {exc}") from exc
-            served[name] = ServedModel(
-                name, model, Batcher(model, o.max_batch, o.max_wait_ms, o.max_queued_images), o.max_count
-            )
-        for name, model in (loaded or {}).items():
-            served[name] = ServedModel(
-                name, model, Batcher(model, o.max_batch, o.max_wait_ms, o.max_queued_images), o.max_count
-            )
-        self.models = served
+        self.metrics = ServiceMetrics(o.max_batch)
+        self.health = health.HealthServicer()
+        self._health_lock = threading.Lock()
+        self._ready: dict[str, bool] = {}
+        self._started = False
+        self.models = served = {name: self._served(name, model) for name, model in models_by_name.items()}
+        try:
+            self._build_server()
+        except BaseException:
+            for m in served.values():  # no batcher thread outlives a server that never started
+                m.batcher.close()
+            raise
+        self._stopped = threading.Event()
+        self.metrics_port: int | None = None
+
+    def _build_server(self) -> None:
+        o, served = self.options, self.models
         biggest = max(m.model.resolution for m in served.values())
-        limit = biggest * biggest * 3 * 2 + (
-            1 << 20
-        )  # raw RGB8 of the largest image, PNG worst case, headers
+        limit = biggest * biggest * 3 * 2 + (1 << 20)  # raw RGB8 of the largest image or its PNG
         interceptors = [_BearerAuth(o.token)] if o.token else []
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=o.workers),
             interceptors=interceptors,
-            options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", 1 << 20)],
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ],
         )
-        pb_grpc.add_SamplerServiceServicer_to_server(SamplerServicer(served), self.server)
-        self.health = health.HealthServicer()
+        pb_grpc.add_SamplerServiceServicer_to_server(SamplerServicer(served, self.metrics), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -147,19 +162,64 @@ class SamplerServer:
             creds = grpc.ssl_server_credentials(
                 [(Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes())]
             )
-            self.port = self.server.add_secure_port(address, creds)
-        else:
-            self.port = self.server.add_insecure_port(address)
+        try:
+            if o.tls_cert:
+                self.port = self.server.add_secure_port(address, creds)
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ServeError(f"cannot bind {address}: {exc}") from exc
         if self.port == 0:
             raise ServeError(f"cannot bind {address}")
-        self._stopped = threading.Event()
+
+    def _served(self, name: str, model) -> ServedModel:
+        o = self.options
+
+        def on_ready(ready: bool) -> None:  # called under that batcher's lock: touch no other
+            self._ready[name] = ready
+            if self._started:
+                self._set_health(name, ready)
+
+        batcher = Batcher(
+            model,
+            o.max_batch,
+            o.max_wait_ms,
+            o.max_queued_images,
+            window=o.stream_window,
+            on_batch=lambda size, seconds: self.metrics.batch(name, size, seconds),
+            on_ready=on_ready,
+        )
+        self.metrics.watch(name, batcher)
+        return ServedModel(name, model, batcher, o.max_count)
+
+    def _set_health(self, name: str, ready: bool) -> None:
+        """A model is SERVING while it can take work (readiness); the service while any can."""
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        with self._health_lock:
+            self.health.set(name, serving if ready else not_serving)
+            anyone = any(self._ready.values())
+            self.health.set(SERVICE_NAME, serving if anyone else not_serving)
 
     def start(self) -> SamplerServer:
+        if self.options.metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve_http(self.options.host, self.options.metrics_port)
+            except OSError as exc:
+                for m in self.models.values():
+                    m.batcher.close()
+                raise ServeError(
+                    f"--metrics-port {self.options.metrics_port}: cannot bind {self.options.host}: {exc}"
+                ) from exc
+            log.info("metrics on http://%s:%d/metrics", self.options.host, self.metrics_port)
         self.server.start()
+        self._started = True
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        for name in self.models:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        for name, served in self.models.items():
+            self._ready[name] = served.batcher.ready
+            self._set_health(name, self._ready[name])
         log.info("serving %s on %s:%d", ", ".join(self.models), self.options.host, self.port)
         return self
 
@@ -172,6 +232,7 @@ class SamplerServer:
         event.wait()
         for served in self.models.values():
             served.batcher.close()
+        self.metrics.close()
         self._stopped.set()
 
     def serve_forever(self) -> None:

@@ -16,8 +16,12 @@ from polypsynth.sampling.schedulers import SCHEDULERS
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
 from polypsynth.serve.batcher import Batcher, Job, QueueFull
+from polypsynth.serve.metrics import ServiceMetrics
 
 log = logging.getLogger("polypsynth.serve")
+MAX_SEED = 2**64 - 1  # torch generators take seeds up to 2**64 - 1
+MAX_INDEX = 2**32 - 1  # GeneratedImage.index is uint32
+MAX_REQUEST_ID = 128
 
 
 @dataclass
@@ -53,8 +57,8 @@ class ServedModel:
 
 
 class SamplerServicer(pb_grpc.SamplerServiceServicer):
-    def __init__(self, models: dict[str, ServedModel]):
-        self.models = models
+    def __init__(self, models: dict[str, ServedModel], metrics: ServiceMetrics):
+        self.models, self.metrics = models, metrics
 
     def _model(self, name: str, context) -> ServedModel:
         if name not in self.models:
@@ -70,9 +74,9 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
     def GetModel(self, request, context):
         return self._model(request.name, context).info()
 
-    def _validate(self, request, served: ServedModel, context) -> Job:
+    def _validate(self, request, served: ServedModel, abort) -> Job:
         def bad(field, message):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}")
+            abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}")
 
         classes = served.model.classes
         if request.class_name not in classes:
@@ -82,6 +86,15 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
             )
         if not 0 < request.count <= served.max_count:
             bad("count", f"must be between 1 and {served.max_count}, got {request.count}")
+        last = request.first_index + request.count - 1
+        if last > MAX_INDEX:
+            bad("first_index", f"first_index + count - 1 must be at most {MAX_INDEX}, got {last}")
+        if request.seed + last > MAX_SEED:
+            bad(
+                "seed",
+                f"image i uses seed + i, so seed + first_index + count - 1 must be at most {MAX_SEED}; "
+                f"got seed {request.seed} with first_index {request.first_index} and count {request.count}",
+            )
         steps = request.steps if request.HasField("steps") else served.default_steps
         if not 0 < steps <= MAX_STEPS:
             bad("steps", f"must be between 1 and {MAX_STEPS}, got {steps}")
@@ -93,70 +106,85 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
             bad("scheduler", f"unknown scheduler {scheduler!r}; valid schedulers: {', '.join(SCHEDULERS)}")
         if request.encoding not in (pb.ENCODING_UNSPECIFIED, pb.ENCODING_PNG, pb.ENCODING_RGB8):
             bad("encoding", f"unknown encoding {request.encoding}; valid: ENCODING_PNG, ENCODING_RGB8")
-        return Job(request.class_name, request.count, request.seed, steps, float(guidance), scheduler)
+        if len(request.request_id) > MAX_REQUEST_ID or not request.request_id.isprintable():
+            bad(
+                "request_id",
+                f"must be at most {MAX_REQUEST_ID} printable characters, got {len(request.request_id)}",
+            )
+        # The batcher sees images 0 .. count-1 seeded from the request's first image on.
+        seed = request.seed + request.first_index
+        return Job(request.class_name, request.count, seed, steps, float(guidance), scheduler)
 
     def Generate(self, request, context):
-        served = self._model(request.model, context)
-        job = self._validate(request, served, context)
-        request_id = request.request_id or uuid.uuid4().hex[:12]
-        encoding = pb.ENCODING_RGB8 if request.encoding == pb.ENCODING_RGB8 else pb.ENCODING_PNG
-        provenance = Provenance(
-            served.model.model_hash,
-            job.class_name,
-            job.scheduler,
-            job.steps,
-            job.guidance,
-            served.model.backend_name,
-        )
-        start, sent, outcome = time.perf_counter(), 0, "ok"
-        try:
-            served.batcher.submit(job)
-        except QueueFull as exc:
-            self._log(request_id, request, 0, start, "resource_exhausted")
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        # Cancellation, deadline and disconnect all end the RPC: drop the queued images at once.
-        context.add_callback(lambda: served.batcher.cancel(job))
-        try:
-            for index, seed, pixels in job.stream():
-                data = (
-                    encode_png(pixels, provenance, index, seed)
-                    if encoding == pb.ENCODING_PNG
-                    else pixels.tobytes()
-                )
-                h, w = pixels.shape[:2]
-                yield pb.GeneratedImage(
-                    index=index,
-                    seed=seed,
-                    class_name=job.class_name,
-                    width=w,
-                    height=h,
-                    encoding=encoding,
-                    data=data,
-                    model_hash=served.model.model_hash,
-                    request_id=request_id,
-                )
-                sent += 1
-            if sent < job.count:
-                outcome = "cancelled"
-        except Exception as exc:
-            outcome = "error"
-            context.abort(grpc.StatusCode.INTERNAL, f"sampling failed: {exc}")
-        finally:
-            if not context.is_active() and sent < job.count:
-                outcome = "cancelled"
-            self._log(request_id, request, sent, start, outcome)
+        start, sent = time.perf_counter(), 0
+        request_id = request.request_id[:MAX_REQUEST_ID] or uuid.uuid4().hex[:12]
+        code = grpc.StatusCode.OK
 
-    @staticmethod
-    def _log(request_id, request, sent, start, outcome):
-        seconds = time.perf_counter() - start
-        log.info(
-            "request=%s model=%s class=%s count=%d sent=%d duration=%.2fs images/s=%.1f outcome=%s",
-            request_id,
-            request.model,
-            request.class_name,
-            request.count,
-            sent,
-            seconds,
-            sent / max(seconds, 1e-9),
-            outcome,
-        )
+        def abort(status, message):
+            nonlocal code
+            code = status
+            context.abort(status, message)
+
+        served = self._model(request.model, context)
+        try:
+            job = self._validate(request, served, abort)
+            try:
+                served.batcher.submit(job)
+            except QueueFull as exc:
+                abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            # Cancellation, deadline and disconnect all end the RPC: drop the queued images at once.
+            # The callback is refused when the RPC has already ended: then drop them now.
+            if not context.add_callback(lambda: served.batcher.cancel(job)):
+                served.batcher.cancel(job)
+            encoding = pb.ENCODING_RGB8 if request.encoding == pb.ENCODING_RGB8 else pb.ENCODING_PNG
+            provenance = Provenance(
+                served.model.model_hash,
+                job.class_name,
+                job.scheduler,
+                job.steps,
+                job.guidance,
+                served.model.backend_name,
+            )
+            try:
+                for position, seed, pixels in job.stream():
+                    index = request.first_index + position
+                    data = (
+                        encode_png(pixels, provenance, index, seed)
+                        if encoding == pb.ENCODING_PNG
+                        else pixels.tobytes()
+                    )
+                    h, w = pixels.shape[:2]
+                    yield pb.GeneratedImage(
+                        index=index,
+                        seed=seed,
+                        class_name=job.class_name,
+                        width=w,
+                        height=h,
+                        encoding=encoding,
+                        data=data,
+                        model_hash=served.model.model_hash,
+                        request_id=request_id,
+                    )
+                    sent += 1
+            except QueueFull as exc:  # the server stopped under the request
+                abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            except Exception as exc:
+                abort(grpc.StatusCode.INTERNAL, f"sampling failed: {exc}")
+        finally:
+            if code == grpc.StatusCode.OK and sent < request.count:
+                ended = context.time_remaining()
+                expired = ended is not None and ended <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            seconds = time.perf_counter() - start
+            self.metrics.request(served.name, code.name, seconds)
+            log.info(
+                "request=%s model=%s class=%s count=%d sent=%d duration=%.2fs images/s=%.1f outcome=%s",
+                request_id,
+                served.name,
+                request.class_name,
+                request.count,
+                sent,
+                seconds,
+                sent / max(seconds, 1e-9),
+                code.name,
+            )

@@ -17,7 +17,7 @@ ENCODING_PNG: Encoding
 ENCODING_RGB8: Encoding
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "class_name", "count", "seed", "steps", "guidance_scale", "scheduler", "encoding", "request_id")
+    __slots__ = ("model", "class_name", "count", "seed", "steps", "guidance_scale", "scheduler", "encoding", "request_id", "first_index")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class GenerateRequest(_message.Message):
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     model: str
     class_name: str
     count: int
@@ -36,7 +37,8 @@ class GenerateRequest(_message.Message):
     scheduler: str
     encoding: Encoding
     request_id: str
-    def __init__(self, model: _Optional[str] = ..., class_name: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    first_index: int
+    def __init__(self, model: _Optional[str] = ..., class_name: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., request_id: _Optional[str] = ..., first_index: _Optional[int] = ...) -> None: ...
 
 class GeneratedImage(_message.Message):
     __slots__ = ("index", "seed", "class_name", "width", "height", "encoding", "data", "model_hash", "request_id")

@@ -55,8 +55,10 @@ class SamplerServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Generate(self, request, context):
-        """Streams `count` images of one class; image i uses seed + i, so the same request gives the
-        same images whatever else the server is doing. Each image is sent as soon as it is ready.
+        """Streams `count` images of one class, indices first_index .. first_index + count - 1; image i
+        uses seed + i, so the same request gives the same images whatever else the server is doing
+        (and a resumed request, with first_index past what arrived, the same images as the first).
+        Each image is sent as soon as it is ready, at most a small window ahead of the client.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

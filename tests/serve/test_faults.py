@@ -1,0 +1,123 @@
+"""Faults across processes: a server killed with SIGKILL mid-stream and restarted, and a client
+process killed mid-stream."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from polypsynth.sampling.generate import sample_to_folder
+from polypsynth.sampling.loop import SamplingParams
+from polypsynth.serve.client import SamplerClient
+from polypsynth.serve.server import SamplerServer, ServerOptions
+
+pytestmark = pytest.mark.slow
+WAIT = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(bundle, port) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "polypsynth.cli", "serve", "--model", f"tiny={bundle}"]
+    cmd += ["--port", str(port), "--max-batch", "4", "--max-wait-ms", "5", "--stream-window", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="tiny"), wait_for_ready=True, timeout=WAIT
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    return proc
+
+
+def test_generate_survives_a_killed_and_restarted_server(tiny_bundle, tmp_path):
+    port = free_port()
+    servers = [start_server(tiny_bundle, port)]
+    received, restarted = [0], threading.Event()
+
+    def progress(n):
+        received[0] += n
+        if received[0] >= 10 and len(servers) == 1:  # mid-stream: kill -9, then start anew
+            servers[0].send_signal(signal.SIGKILL)
+            servers[0].wait(WAIT)
+
+            def restart():
+                servers.append(start_server(tiny_bundle, port))
+                restarted.set()
+
+            servers.append(None)
+            threading.Thread(target=restart, daemon=True).start()
+
+    try:
+        with SamplerClient(f"127.0.0.1:{port}") as c:
+            folder = c.write_folder(
+                tmp_path / "remote",
+                "tiny",
+                "AD",
+                40,
+                seed=11,
+                steps=2,
+                progress=progress,
+                retries=30,
+                backoff=(0.2, 1.0),
+            )
+        assert restarted.is_set() and servers[0].returncode == -signal.SIGKILL
+    finally:
+        for proc in servers:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(WAIT)
+    local = sample_to_folder(
+        tiny_bundle, "onnxruntime", SamplingParams("AD", 40, 11, 2, 3.0, "dpm++"), tmp_path / "local"
+    )
+    names = sorted(p.name for p in local.iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == names and len(names) == 41
+    for name in names[:-1]:
+        assert (folder / name).read_bytes() == (local / name).read_bytes(), name
+    remote_rows = sorted((folder / "samples.jsonl").read_text().splitlines())
+    assert remote_rows == sorted((local / "samples.jsonl").read_text().splitlines())
+    assert sorted(json.loads(r)["index"] for r in remote_rows) == list(range(40))  # each exactly once
+
+
+CLIENT = """
+import sys
+from polypsynth.serve.client import SamplerClient
+c = SamplerClient(sys.argv[1])
+stream = c.generate("tiny", "AD", 10000, steps=20)
+next(stream)
+print("streaming", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_killed_client_frees_its_queued_work(tiny_bundle, wait_until):
+    server = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_batch=4)).start()
+    batcher = server.models["tiny"].batcher
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, f"127.0.0.1:{server.port}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert proc.stdout.readline().strip() == "streaming"
+        assert batcher.stats().queued > 9000
+        proc.kill()
+        proc.wait(WAIT)
+        # ~10,000 images of 20 steps would take many minutes to finish without the disconnect.
+        wait_until(lambda: batcher.stats().jobs == 0, "the disconnected request to be dropped", 30)
+        stats = batcher.stats()
+        assert (stats.jobs, stats.queued, stats.buffered) == (0, 0, 0)
+    finally:
+        server.stop(grace=1)
