@@ -26,6 +26,10 @@ def train_command(config_path, out, overrides, resume):
 
     cfg = load_config(config_path, overrides)
     results = train(cfg, out, resume=resume)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # with several processes, the main one reports
+        return
     for name, result in results.items():
         if result.losses:
             k = max(1, len(result.losses) // 10)

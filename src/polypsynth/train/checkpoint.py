@@ -9,6 +9,7 @@
         training_state/trainable.safetensors   raw weights of the module being trained
         training_state/ema.safetensors  EMA shadow weights (when EMA is on)
         training_state/optimizer.pt, lr_scheduler.pt   state dicts (loaded with weights_only=True)
+        training_state/scaler.pt        the fp16 GradScaler's state (when mixed precision is fp16)
 
 No RNG state is saved: every step reseeds from (seed, stage, step), so resuming is exact.
 """
@@ -42,6 +43,7 @@ class TrainState:
     global_step: int  # optimizer steps done in the whole run
     config_hash: str
     ema: bool = False
+    processes: int = 1  # processes that trained together (each drew its own batches)
 
 
 def checkpoint_name(global_step: int) -> str:
@@ -66,6 +68,7 @@ def save_checkpoint(
     lr_scheduler,
     ema=None,
     extras=None,
+    scaler=None,
 ) -> Path:
     """Write checkpoints/step-N atomically. `components` must already hold the weights to sample
     from (EMA weights swapped in by the caller when EMA is on); `trainable_state` holds the raw weights
@@ -81,6 +84,8 @@ def save_checkpoint(
         save_file({k: v.contiguous() for k, v in trainable_state.items()}, ts / "trainable.safetensors")
         torch.save(optimizer.state_dict(), ts / "optimizer.pt")
         torch.save(lr_scheduler.state_dict(), ts / "lr_scheduler.pt")
+        if scaler is not None:  # its loss scale and growth tracker: fp16 resumes exactly
+            torch.save(scaler.state_dict(), ts / "scaler.pt")
         if ema is not None:
             save_file(
                 {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
@@ -128,11 +133,18 @@ def read_state(path: Path) -> TrainState:
     return TrainState(**json.loads((Path(path) / "training_state" / "state.json").read_text()))
 
 
-def load_training_state(path: Path, trainable, optimizer, lr_scheduler, ema=None) -> None:
+def load_training_state(path: Path, trainable, optimizer, lr_scheduler, ema=None, scaler=None) -> None:
     ts = Path(path) / "training_state"
     trainable.load_state_dict(load_file(ts / "trainable.safetensors"))
     optimizer.load_state_dict(torch.load(ts / "optimizer.pt", weights_only=True))
     lr_scheduler.load_state_dict(torch.load(ts / "lr_scheduler.pt", weights_only=True))
+    if scaler is not None:
+        if not (ts / "scaler.pt").is_file():
+            raise CheckpointError(
+                f"checkpoint {path} has no fp16 GradScaler state (training_state/scaler.pt): it was "
+                "trained without fp16 mixed precision; resume it with the same train.mixed_precision"
+            )
+        scaler.load_state_dict(torch.load(ts / "scaler.pt", weights_only=True))
     if ema is not None:
         shadow = load_file(ts / "ema.safetensors")
         ema.shadow_params = [shadow[f"shadow.{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]

@@ -1,8 +1,10 @@
 """The recipe: autoencoder (tiny models), pretrain (study stage 1), finetune (study stage 2).
 
 `train(cfg, out, resume)` runs the enabled stages in order with accelerate (devices, mixed
-precision, multi-GPU through `accelerate launch -m polypsynth train ...`), saves checkpoints every
-N steps and resumes exactly from any of them.
+precision, several processes through `accelerate launch -m polypsynth train ...` or `torchrun`:
+one process group, NCCL on GPUs and gloo on CPUs), saves checkpoints every N steps and resumes
+exactly from any of them. With several processes each draws its own batches, gradients are
+averaged, the logged loss is the mean over processes, and the main process alone writes.
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ from polypsynth.train.checkpoint import (
 from polypsynth.train.freeze import freeze_modules
 from polypsynth.train.grid import write_sample_grid
 from polypsynth.train.mix import MixPlan, StepBatchSampler
-from polypsynth.train.steps import diffusion_loss, random_flips, sample_latents, text_context, vae_loss
+from polypsynth.train.steps import (
+    VaeObjective,
+    diffusion_loss,
+    random_flips,
+    sample_latents,
+    text_context,
+)
 from polypsynth.train.validate import validation_loss
 
 STAGES = ("autoencoder", "pretrain", "finetune")
@@ -110,11 +118,16 @@ def _prepare_out(out: Path, cfg: PolypsynthConfig, resume: str | None) -> None:
         raise RunError(f"--resume latest: {out} holds no run to resume")
     from accelerate import PartialState
 
-    if PartialState().is_main_process:  # every process checks; one writes
+    if PartialState(cpu=_on_cpu()).is_main_process:  # every process checks; one writes
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
             run_file, json.dumps({"config": current, "config_hash": config_hash(cfg)}, indent=2)
         )
+
+
+def _on_cpu() -> bool:
+    """Without a GPU, accelerate forms a process group (gloo, MULTI_CPU) only when told `cpu`."""
+    return not torch.cuda.is_available()
 
 
 def _initial_components(cfg: PolypsynthConfig) -> Components:
@@ -171,7 +184,10 @@ def train(
         )
 
     accelerator = Accelerator(
-        mixed_precision=cfg.train.mixed_precision, log_with="tensorboard", project_dir=out / "logs"
+        cpu=_on_cpu(),
+        mixed_precision=cfg.train.mixed_precision,
+        log_with="tensorboard",
+        project_dir=out / "logs",
     )
     flat = {
         k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in _flatten(to_dict(cfg)).items()
@@ -211,6 +227,7 @@ def _flatten(node, prefix=""):
 def _run_stage(
     cfg, index, name, stage, components, accelerator, out, global_step, start, resume_from, progress
 ):
+    from accelerate.utils import broadcast
     from diffusers import UNet2DConditionModel
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
@@ -257,11 +274,14 @@ def _run_stage(
             model_config=unet.config,
         )
     if resume_from is not None:
-        load_training_state(resume_from, trainable, optimizer, lr_scheduler, ema)
+        load_training_state(resume_from, trainable, optimizer, lr_scheduler, ema, accelerator.scaler)
         if ema is not None:
             ema.to(device)
 
-    model, optimizer = accelerator.prepare(trainable, optimizer)
+    # The module whose forward computes the loss: DDP wraps it when there are several processes.
+    model, optimizer = accelerator.prepare(
+        VaeObjective(vae, stage.kl_weight) if autoencoder else unet, optimizer
+    )
     sampler = StepBatchSampler(
         plan,
         stage.batch_size,
@@ -276,7 +296,13 @@ def _run_stage(
 
     losses, checkpoints, learning_rates = [], [], []
     setup_seconds, step_seconds = time.perf_counter() - setup_start, 0.0
-    bar = tqdm(total=stage.steps, initial=start, desc=name, unit="step", disable=not progress)
+    bar = tqdm(
+        total=stage.steps,
+        initial=start,
+        desc=name,
+        unit="step",
+        disable=not progress or not accelerator.is_local_main_process,
+    )
     for step in range(start, stage.steps):
         step_start = time.perf_counter()
         gen = _step_generator(cfg.train.seed, index, step, accelerator.process_index)
@@ -294,7 +320,7 @@ def _run_stage(
                     pixels = batch["pixel_values"].to(device)
                     if cfg.train.flip:
                         (pixels,) = random_flips([pixels], gen)
-                    loss = vae_loss(model, pixels, gen, stage.kl_weight)
+                    loss = model(pixels, gen)
                 else:
                     latents = sample_latents(batch, vae, gen, cfg.train.flip, device)
                     context = text_context(
@@ -305,6 +331,8 @@ def _run_stage(
                     )
                 accelerator.backward(loss / stage.gradient_accumulation)
             total += float(loss.detach()) / stage.gradient_accumulation
+        if accelerator.num_processes > 1:  # every process sees the same mean (and the same NaN)
+            total = float(accelerator.reduce(torch.tensor([total], device=device), "mean")[0])
         if not math.isfinite(total):
             raise RunError(
                 f"stage {name}: the loss became {total} at step {step + 1}; lower the learning rate"
@@ -329,14 +357,36 @@ def _run_stage(
         due = stage_step == stage.steps or (
             stage.checkpoint_every and stage_step % stage.checkpoint_every == 0
         )
+        if autoencoder and stage_step == stage.steps:
+            # Every process needs the scale for the later stages: fitted everywhere, rank 0's kept.
+            vae.eval()
+            factor = torch.tensor([_fit_scaling_factor(vae, dataset, device)], device=device)
+            vae.register_to_config(scaling_factor=float(broadcast(factor, from_process=0)[0]))
         if due and accelerator.is_main_process:
-            if autoencoder and stage_step == stage.steps:
-                vae.eval()
-                vae.register_to_config(scaling_factor=_fit_scaling_factor(vae, dataset, device))
-            state = TrainState(name, stage_step, global_step, config_hash(cfg), ema=ema is not None)
+            state = TrainState(
+                name,
+                stage_step,
+                global_step,
+                config_hash(cfg),
+                ema=ema is not None,
+                processes=accelerator.num_processes,
+            )
             unwrapped = accelerator.unwrap_model(model)
+            trained = unwrapped.vae if autoencoder else unwrapped
             checkpoints.append(
-                _save(out, components, state, unwrapped, optimizer, lr_scheduler, ema, cfg, pools[0], device)
+                _save(
+                    out,
+                    components,
+                    state,
+                    trained,
+                    optimizer,
+                    lr_scheduler,
+                    ema,
+                    cfg,
+                    pools[0],
+                    device,
+                    accelerator.scaler,
+                )
             )
         accelerator.wait_for_everyone()
     bar.close()
@@ -344,7 +394,9 @@ def _run_stage(
     return StageResult(name, losses, checkpoints, step_seconds, setup_seconds, learning_rates)
 
 
-def _save(out, components, state, trainable, optimizer, lr_scheduler, ema, cfg, main_records, device):
+def _save(
+    out, components, state, trainable, optimizer, lr_scheduler, ema, cfg, main_records, device, scaler=None
+):
     unet = components.unet
     diffusion = state.stage != "autoencoder"
 
@@ -369,7 +421,9 @@ def _save(out, components, state, trainable, optimizer, lr_scheduler, ema, cfg, 
     was_training = unet.training
     unet.eval()
     try:
-        return save_checkpoint(out, components, state, raw, optimizer, lr_scheduler, ema, extras=extras)
+        return save_checkpoint(
+            out, components, state, raw, optimizer, lr_scheduler, ema, extras=extras, scaler=scaler
+        )
     finally:
         unet.train(was_training)
         if ema is not None:

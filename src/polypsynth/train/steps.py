@@ -86,3 +86,16 @@ def vae_loss(vae, pixels, gen: torch.Generator, kl_weight: float):
     recon = vae.decode(z).sample
     rec = F.mse_loss(recon, pixels) + F.l1_loss(recon, pixels)
     return rec + kl_weight * posterior.kl().mean()
+
+
+class VaeObjective(torch.nn.Module):
+    """The autoencoder's loss as one module's forward: under DistributedDataParallel the encoder
+    and decoder then run inside the wrapper, whose hooks average their gradients across processes
+    (calling `.encode` on the wrapper fails; calling it on the inner VAE would skip the sync)."""
+
+    def __init__(self, vae, kl_weight: float):
+        super().__init__()
+        self.vae, self.kl_weight = vae, kl_weight
+
+    def forward(self, pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return vae_loss(self.vae, pixels, gen, self.kl_weight)
