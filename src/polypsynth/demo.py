@@ -221,7 +221,7 @@ def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile)
     ]
     if not todo:
         return
-    server = SamplerServer(bundles, ServerOptions(port=0, max_batch=32, max_wait_ms=5)).start()
+    server = SamplerServer(dict(bundles), ServerOptions(port=0, max_batch=32, max_wait_ms=5)).start()
     try:
         with SamplerClient(f"127.0.0.1:{server.port}") as client:
             for name, c in todo:

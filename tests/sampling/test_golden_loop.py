@@ -66,3 +66,20 @@ def test_loop_equals_diffusers_pipeline(tiny, tmp_path, scheduler):
     diff = np.abs(ours.astype(int) - theirs.astype(int))
     assert diff.max() <= 1, f"{scheduler}: max |diff| {diff.max()} levels"
     assert ours.std() > 1  # not a constant image that would agree trivially
+
+
+def test_every_backend_satisfies_the_backend_protocol(tiny_bundle, tiny_checkpoint):
+    from polypsynth.backends import Backend, Decoder, Denoiser
+    from polypsynth.sampling.model import open_model
+
+    for model in (open_model(tiny_bundle, "onnxruntime"), open_model(tiny_checkpoint, "torch")):
+        assert isinstance(model.backend, Backend) and model.backend_name in ("onnxruntime", "torch")
+
+    class DenoiseOnly:
+        name, device = "x", None
+
+        def denoise(self, latents, timesteps, context):
+            return latents
+
+    assert isinstance(DenoiseOnly(), Denoiser) and not isinstance(DenoiseOnly(), Decoder)
+    assert not isinstance(DenoiseOnly(), Backend)  # no decode: load_backend refuses it

@@ -1,4 +1,4 @@
-"""Backends adapt a runtime to the Denoiser/Decoder contract:
+"""Backends adapt a runtime to the Denoiser/Decoder contract (`protocol.Backend`):
 
     denoise(latents, timesteps, context) -> noise prediction   (torch tensors on backend.device)
     decode(latents) -> images in [-1, 1]
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from polypsynth.backends.protocol import Backend, Decoder, Denoiser
 from polypsynth.errors import SamplingError
+
+__all__ = ["BACKENDS", "Backend", "Decoder", "Denoiser", "backend_options", "load_backend"]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -40,7 +43,14 @@ def _flag(option: str) -> str:
     return "--provider" if option == "providers" else "--" + option.replace("_", "-")
 
 
-def load_backend(name: str, path, manifest=None, **options):
+def load_backend(name: str, path, manifest=None, **options) -> Backend:
+    backend = _load(name, path, manifest, **options)
+    if not isinstance(backend, Backend):  # a runtime check of the Protocol's members
+        raise SamplingError(f"the {name} backend does not satisfy the Backend protocol")
+    return backend
+
+
+def _load(name: str, path, manifest=None, **options) -> Backend:
     if name == "torch":
         from polypsynth.backends.torch_backend import TorchBackend
         from polypsynth.models import load_components

@@ -8,6 +8,7 @@ shares one memory pool."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -20,7 +21,7 @@ class CudaGraphed:
     def __init__(self, fn: Callable[..., torch.Tensor], warmup: int = 2):
         self.fn, self.warmup = fn, warmup
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
-        self._pool = None
+        self._pool: Any = None  # the memory pool the graphs share, after the first capture
 
     def _record(self, args: tuple[torch.Tensor, ...]):
         static = [a.clone() for a in args]

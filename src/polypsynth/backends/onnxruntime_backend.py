@@ -120,7 +120,7 @@ class OnnxRuntimeBackend:
         self.output_shape = {"unet": (c, h, w), "vae_decoder": (3, res, res)}
 
     def _provider_options(self, provider: str) -> dict:
-        if provider == "CUDAExecutionProvider":
+        if provider == "CUDAExecutionProvider" and self.stream is not None:
             return {"user_compute_stream": str(self.stream.cuda_stream), "do_copy_in_default_stream": "1"}
         return {}
 
@@ -132,7 +132,8 @@ class OnnxRuntimeBackend:
                 for k, v in feeds.items()
             }
             return torch.from_numpy(session.run(None, arrays)[0]).float()
-        caller = torch.cuda.current_stream()
+        caller, stream = torch.cuda.current_stream(), self.stream
+        assert stream is not None  # created whenever a GPU provider is asked for
         binding = session.io_binding()
         keep = []
         for key, tensor in feeds.items():
@@ -146,11 +147,11 @@ class OnnxRuntimeBackend:
         binding.bind_output(
             session.get_outputs()[0].name, "cuda", 0, self.np_dtype, tuple(out.shape), out.data_ptr()
         )
-        self.stream.wait_stream(caller)  # inputs were written on the caller's stream
+        stream.wait_stream(caller)  # inputs were written on the caller's stream
         session.run_with_iobinding(binding)
-        caller.wait_stream(self.stream)
+        caller.wait_stream(stream)
         for t in (*keep, out):  # the caching allocator must not reuse them before the run ends
-            t.record_stream(self.stream)
+            t.record_stream(stream)
         return out.float()
 
     def denoise(self, latents, timesteps, context):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,7 +84,10 @@ def near_duplicates(
 
 
 def leakage(
-    test: Sequence, pools: dict[str, Sequence], max_distance: int = MAX_HASH_DISTANCE, progress: bool = False
+    test: Sequence,
+    pools: Mapping[str, Sequence],
+    max_distance: int = MAX_HASH_DISTANCE,
+    progress: bool = False,
 ) -> list[dict]:
     """Near-duplicates of test images in any training pool: one entry per pair, with its pool."""
     test = list(test)

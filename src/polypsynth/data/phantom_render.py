@@ -50,7 +50,7 @@ def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Smooth value noise (about unit variance) with `cells` features across the image."""
     grid = rng.standard_normal((cells + 3, cells + 3)).astype(np.float32)
     big = Image.fromarray(grid, mode="F").resize(
-        (size + 2 * size // cells, size + 2 * size // cells), Image.BICUBIC
+        (size + 2 * size // cells, size + 2 * size // cells), Image.Resampling.BICUBIC
     )
     off = size // cells
     return np.asarray(big, dtype=np.float32)[off : off + size, off : off + size]
@@ -174,7 +174,7 @@ def render(seed: int, spec: PhantomSpec) -> np.ndarray:
     lumen = rng.uniform(-0.6, 0.6, 2)
     r = np.hypot(xx - lumen[0], yy - lumen[1])
     theta = np.arctan2(yy - lumen[1], xx - lumen[0])
-    img = np.broadcast_to(base, (size, size, 3)).copy()
+    img: np.ndarray = np.broadcast_to(base, (size, size, 3)).copy()
     img[..., 0] += 0.05 * _fractal(rng, size, 3)
     img[..., 1] += 0.04 * _fractal(rng, size, 3)
     shading = 1.0 + 0.12 * _fractal(rng, size, 2)
@@ -224,12 +224,12 @@ def render(seed: int, spec: PhantomSpec) -> np.ndarray:
     # Lambertian shading of the relief (light from beside the camera) and specular highlights.
     relief = 0.6 * height * size / 2
     gy, gx = np.gradient(relief)
-    light = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), 1.0], np.float32)
-    light /= np.linalg.norm(light)
+    sun = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), 1.0], np.float32)
+    sun /= np.linalg.norm(sun)
     norm = np.sqrt(gx**2 + gy**2 + 1.0)
-    ndotl = (-gx * light[0] - gy * light[1] + light[2]) / norm
+    ndotl = (-gx * sun[0] - gy * sun[1] + sun[2]) / norm
     shading *= np.where(height > 0, 0.45 + 0.6 * np.clip(ndotl, 0, 1), 1.0)
-    half = light + np.array([0, 0, 1], np.float32)
+    half = sun + np.array([0, 0, 1], np.float32)
     half /= np.linalg.norm(half)
     ndoth = np.clip((-gx * half[0] - gy * half[1] + half[2]) / norm, 0, 1)
     specular = (ndoth ** rng.uniform(60, 200)) * (height > 0.05)

@@ -60,11 +60,11 @@ def load_image_folder(
     root = _require_dir(Path(root), "image")
     label_map = label_map or LabelMap()
     subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    split_dirs = [p for p in subdirs if _split_of(p.name)]
-    if split_dirs and len(split_dirs) == len(subdirs):
+    splits = {p: split for p in subdirs if (split := _split_of(p.name))}
+    if splits and len(splits) == len(subdirs):
         records = []
-        for d in sorted(split_dirs):
-            records += _class_folder_records(d, _split_of(d.name), label_map, source)
+        for d in sorted(splits):
+            records += _class_folder_records(d, splits[d], label_map, source)
         return records
     return _class_folder_records(root, "train", label_map, source)
 
@@ -226,7 +226,7 @@ def load_cvc_classif(root: str | Path, label_map: LabelMap | None = None) -> lis
         if len(files) != 1:
             found = ", ".join(f.name for f in files) or "none"
             raise DataError(f"{split_dir} must hold exactly one label file (*.csv or *.txt); found: {found}")
-        images = {}
+        images: dict[str, Path] = {}
         for p in list_images(split_dir, recursive=True):
             images.setdefault(p.name, p)
             images.setdefault(p.stem, p)
@@ -238,7 +238,7 @@ def load_cvc_classif(root: str | Path, label_map: LabelMap | None = None) -> lis
             if image is None:
                 raise DataError(f"{files[0]}: row {line} names image {name!r}, which is not in {split_dir}")
             label = label_map(histology, where=f"{files[0]} row {line}")
-            records.append(Record(image, label, _split_of(split_dir.name), "sharp", "cvc-classif"))
+            records.append(Record(image, label, _split_of(split_dir.name) or "train", "sharp", "cvc-classif"))
     return records
 
 

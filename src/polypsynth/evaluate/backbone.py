@@ -9,6 +9,7 @@ given. Nothing is downloaded."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -71,7 +72,7 @@ def build_backbone(num_classes: int, weights: str | None = None, lite0_path: str
         return timm.create_model(
             B0, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(weights)}
         )
-    model = timm.create_model(LITE0, pretrained=False, bn_eps=LITE_BN_EPS)
+    model: Any = timm.create_model(LITE0, pretrained=False, bn_eps=LITE_BN_EPS)  # timm's attributes
     model.load_state_dict(lite0_state_dict(model, lite0_path or lite0_weights_path()))
     if num_classes != model.num_classes:  # 1000 keeps the ImageNet head
         model.reset_classifier(num_classes)
@@ -82,7 +83,7 @@ def build_backbone(num_classes: int, weights: str | None = None, lite0_path: str
 
 def normalise(model: torch.nn.Module, images01: torch.Tensor) -> torch.Tensor:
     """[0, 1] images -> the input range of `model`'s pretrained weights."""
-    cfg = model.pretrained_cfg
+    cfg: Any = model.pretrained_cfg
     mean = torch.tensor(cfg["mean"], dtype=images01.dtype, device=images01.device).view(1, 3, 1, 1)
     std = torch.tensor(cfg["std"], dtype=images01.dtype, device=images01.device).view(1, 3, 1, 1)
     return (images01 - mean) / std

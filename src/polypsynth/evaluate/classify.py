@@ -59,7 +59,8 @@ class ImageBank:
     """Decoded images kept as uint8 tensors, so several trainings decode each file once."""
 
     def __init__(self, size: int):
-        self.size, self._cache = size, {}
+        self.size = size
+        self._cache: dict = {}
 
     def get(self, paths: Sequence[Path]) -> torch.Tensor:
         missing = [p for p in paths if p not in self._cache]
@@ -127,12 +128,12 @@ def predict(
     return np.concatenate(preds)
 
 
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict:
+def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> dict:
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     labels = list(range(len(CLASSES)))
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    out = {
+    out: dict = {
         CLASSES[i]: {
             "precision": float(p[i]),
             "recall": float(r[i]),
@@ -149,13 +150,13 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict
 def balanced_accuracy_rows(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Balanced accuracy of each row of (resamples, N) label arrays at once (NaN where a row lacks
     a class); equals scikit-learn's balanced_accuracy_score row by row (tested)."""
-    recalls = []
+    per_class = []
     for c in range(len(CLASSES)):
         is_c = y_true == c
         n_c = is_c.sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            recalls.append(np.where(n_c > 0, (is_c & (y_pred == c)).sum(1) / n_c, np.nan))
-    recalls = np.stack(recalls)
+            per_class.append(np.where(n_c > 0, (is_c & (y_pred == c)).sum(1) / n_c, np.nan))
+    recalls = np.stack(per_class)
     return np.where(np.isnan(recalls).any(0), np.nan, recalls.mean(0))
 
 
@@ -196,7 +197,7 @@ def summarise(runs: Sequence[dict]) -> dict:
     def stat(values):
         return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
-    out = {
+    out: dict = {
         c: {m: stat([r["metrics"][c][m] for r in runs]) for m in ("precision", "recall", "f1")}
         for c in CLASSES
     }

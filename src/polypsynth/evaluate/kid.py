@@ -116,9 +116,9 @@ def kid(
     for k in range(count):
         xa, xb = a[ia[k * size : (k + 1) * size]], b[ib[k * size : (k + 1) * size]]
         values.append(_mmd2_from_kernels(kernel(xa, xa), kernel(xb, xb), kernel(xa, xb)))
-    values = np.asarray(values)
-    se = float(values.std(ddof=1) / np.sqrt(count)) if count > 1 else float("nan")
-    return KidResult(float(values.mean()), se, "disjoint subsets", size, count, len(a), len(b))
+    estimates = np.asarray(values)
+    se = float(estimates.std(ddof=1) / np.sqrt(count)) if count > 1 else float("nan")
+    return KidResult(float(estimates.mean()), se, "disjoint subsets", size, count, len(a), len(b))
 
 
 COMPARISONS = (
@@ -184,9 +184,9 @@ def kid_margin(
             _mmd2_from_kernels(kss, kernel(o, o), kernel(s, o))
             - _mmd2_from_kernels(kss, kernel(r, r), kernel(s, r))
         )
-    values = np.asarray(values)
-    se = float(values.std(ddof=1) / np.sqrt(count)) if count > 1 else float("nan")
-    return MarginResult(float(values.mean()), se, "disjoint subsets")
+    estimates = np.asarray(values)
+    se = float(estimates.std(ddof=1) / np.sqrt(count)) if count > 1 else float("nan")
+    return MarginResult(float(estimates.mean()), se, "disjoint subsets")
 
 
 def class_margins(

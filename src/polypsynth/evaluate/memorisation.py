@@ -37,7 +37,11 @@ def check(train_f: dict, test_f: dict, synthetic_f: dict[str, dict]) -> dict:
     d_test = nearest_distances(np.concatenate([test_f[c] for c in CLASSES]), train)
     threshold = float(np.quantile(d_test, QUANTILE))
     test_below = int((d_test < threshold).sum())
-    out = {"threshold": threshold, "quantile": QUANTILE, "median_test_distance": float(np.median(d_test))}
+    out: dict = {
+        "threshold": threshold,
+        "quantile": QUANTILE,
+        "median_test_distance": float(np.median(d_test)),
+    }
     per = {}
     for name, syn in synthetic_f.items():
         d = nearest_distances(np.concatenate([syn[c] for c in CLASSES]), train)

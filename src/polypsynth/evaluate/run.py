@@ -79,8 +79,8 @@ def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn,
     """The linear probe on Inception features: Table 1 with its controls (table1.py), the fidelity
     of each synthetic class (see probe.py) and, given reconstruction features, the autoencoder's
     ceiling on it (see reconstruct.py)."""
-    test_x, test_y = _labelled(test_f)
-    test_x = np.asarray(test_x)
+    test_list, test_y = _labelled(test_f)
+    test_x = np.asarray(test_list)
     train_x, train_y = _labelled(real_f)
     judge, _ = probe.run(np.asarray(train_x), train_y, test_x, test_y)
     fidelity = {
@@ -225,11 +225,8 @@ def evaluate(
         # Table 2's four KIDs, and the two margins of the clinical rule with their joint errors
         kids[name] = {
             ck.name: {
-                k: v.as_dict()
-                for k, v in {
-                    **kid.four_comparisons(real_f, syn_f[ck.name], **sizes),
-                    **kid.class_margins(real_f, syn_f[ck.name], **sizes),
-                }.items()
+                **{k: v.as_dict() for k, v in kid.four_comparisons(real_f, syn_f[ck.name], **sizes).items()},
+                **{k: v.as_dict() for k, v in kid.class_margins(real_f, syn_f[ck.name], **sizes).items()},
             }
             for ck in checkpoints
         }
@@ -338,7 +335,9 @@ def evaluate(
         "fidelity": fidelity,
         "fidelity_judge": judge,
         "fidelity_ceiling": (
-            {**ceiling, "images": {c: len(reconstructions[c]) for c in CLASSES}} if ceiling else None
+            {**ceiling, "images": {c: len(reconstructions[c]) for c in CLASSES}}
+            if ceiling and reconstructions
+            else None
         ),
         "classification": table,
         "probe": probes,

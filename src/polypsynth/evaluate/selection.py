@@ -95,10 +95,10 @@ def select(
     training images (memorisation.check), which makes it ineligible."""
     naive = naive_scores(kids)
     clinical = clinical_table(kids, fidelity, copies)
-    naive_pick = min(naive, key=naive.get)
+    naive_pick = min(naive, key=naive.__getitem__)
     eligible = [c for c, t in clinical.items() if t["eligible"]]
     clinical_pick = max(eligible, key=lambda c: clinical[c]["score"]) if eligible else None
-    out = {
+    out: dict = {
         "naive": {"pick": naive_pick, "scores": naive},
         "clinical": {"pick": clinical_pick, "table": clinical},
     }

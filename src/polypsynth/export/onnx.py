@@ -69,6 +69,8 @@ def export_onnx(
                 opset_version=max(opset, 18),
                 dynamo=True,
             )
+            if program is None:
+                raise ExportError(f"torch.onnx.export (dynamo) returned no program for {path.name}")
             program.save(str(path))
         else:
             raise ExportError(f"unknown exporter {exporter!r}; expected torchscript or dynamo")

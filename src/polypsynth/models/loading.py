@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from polypsynth.errors import PolypsynthError
 
@@ -23,11 +24,12 @@ class ModelLoadError(PolypsynthError):
 
 @dataclass
 class Components:
-    unet: object
-    vae: object
-    text_encoder: object
-    tokenizer: object
-    scheduler: object  # the training noise scheduler (DDPM); sampling picks its own from its config
+    # diffusers / transformers modules, duck-typed (those packages' annotations are partial)
+    unet: Any  # UNet2DConditionModel
+    vae: Any  # AutoencoderKL
+    text_encoder: Any  # CLIPTextModel
+    tokenizer: Any  # CLIPTokenizer
+    scheduler: Any  # the training noise scheduler (DDPM); sampling picks its own from its config
     pretrained_vae: bool = True  # False: the VAE was built in code and needs the autoencoder stage
     resolution: int | None = None  # the training resolution in pixels, when known (polypsynth.json)
 
@@ -69,12 +71,18 @@ def _load_from(source: str, local_files_only: bool, pretrained_vae: bool) -> Com
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    kw = {"local_files_only": local_files_only}
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kw)
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw)
-    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", use_safetensors=True, **kw)
-    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
-    scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kw)
+    offline = local_files_only
+    unet = UNet2DConditionModel.from_pretrained(
+        source, subfolder="unet", use_safetensors=True, local_files_only=offline
+    )
+    vae = AutoencoderKL.from_pretrained(
+        source, subfolder="vae", use_safetensors=True, local_files_only=offline
+    )
+    text_encoder = CLIPTextModel.from_pretrained(
+        source, subfolder="text_encoder", use_safetensors=True, local_files_only=offline
+    )
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=offline)
+    scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", local_files_only=offline)
     return Components(unet, vae, text_encoder, tokenizer, scheduler, pretrained_vae=pretrained_vae)
 
 

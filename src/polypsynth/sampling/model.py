@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from polypsynth.backends.protocol import Backend
 from polypsynth.bundle_format import checkpoint_hash, file_sha256, is_bundle, load_manifest  # noqa: F401  (file_sha256 re-exported)
 from polypsynth.errors import SamplingError
 from polypsynth.sampling.conditioning import Conditioning, compute_conditioning
@@ -16,7 +17,7 @@ from polypsynth.sampling.conditioning import Conditioning, compute_conditioning
 
 @dataclass
 class SamplerModel:
-    backend: object
+    backend: Backend
     conditioning: Conditioning
     latent_shape: tuple[int, int, int]
     scaling_factor: float

@@ -45,7 +45,8 @@ def encode_png(pixels: np.ndarray, provenance: Provenance, index: int, seed: int
 
 def read_provenance(path: str | os.PathLike) -> dict[str, str]:
     with Image.open(path) as im:
-        return {k.split(":", 1)[1]: v for k, v in im.text.items() if k.startswith("polypsynth:")}
+        text: dict[str, str] = getattr(im, "text", {})  # PNG text chunks
+        return {k.split(":", 1)[1]: v for k, v in text.items() if k.startswith("polypsynth:")}
 
 
 class ImageFolderWriter:
@@ -98,7 +99,11 @@ class ImageFolderWriter:
         self, index: int, seed: int, pixels: np.ndarray | None = None, png: bytes | None = None
     ) -> Path:
         path = self.folder / image_name(index)
-        atomic_write_bytes(path, png if png is not None else encode_png(pixels, self.provenance, index, seed))
+        if png is None:
+            if pixels is None:
+                raise ValueError("write: pass the image's pixels or its PNG bytes")
+            png = encode_png(pixels, self.provenance, index, seed)
+        atomic_write_bytes(path, png)
         row = {
             "file": path.name,
             "index": index,

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from polypsynth.errors import PolypsynthError
 from polypsynth.sampling.loop import sample_batch
@@ -88,6 +89,10 @@ class Job:
             self.consumed += 1
             self.on_consumed()
             yield item
+
+
+# (the request that failed, or None; its images; the images computed, or the exception)
+Outcome = tuple[Job | None, list[tuple[Job, int]], Any]
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,7 @@ class Batcher:
         self._update_ready()
         return batch
 
-    def _compute(self, batch: list[tuple[Job, int]]) -> list[tuple[Job, list, object]]:
+    def _compute(self, batch: list[tuple[Job, int]]) -> list[Outcome]:
         """Run a batch; on failure run each request's images alone, so one request's failure
         (a poisoned seed, a backend error on its images) is that request's only."""
         job0 = batch[0][0]
@@ -272,7 +277,7 @@ class Batcher:
                 log.exception("batch of one request failed")
                 return [(job0, batch, exc)]
             log.warning("batch of %d requests failed (%s); running each request alone", len(jobs), exc)
-        outcomes = []
+        outcomes: list[Outcome] = []
         for job in jobs.values():
             items = [(j, i) for j, i in batch if j is job]
             try:

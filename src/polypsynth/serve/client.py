@@ -113,7 +113,7 @@ class SamplerClient:
         steps: int | None = None,
         guidance: float | None = None,
         scheduler: str = "",
-        encoding: int = pb.ENCODING_PNG,
+        encoding: pb.Encoding = pb.ENCODING_PNG,
         request_id: str = "",
         timeout: float | None = None,
         first_index: int = 0,

@@ -6,6 +6,8 @@ clash over series. Gauges of queue state are read from the batchers when scraped
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 BATCH_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -71,7 +73,7 @@ class ServiceMetrics:
             buckets=REQUEST_SECONDS,
             registry=r,
         )
-        self._http = None
+        self._http: WSGIServer | None = None
 
     def watch(self, name: str, batcher) -> None:
         """Read a batcher's queue state at scrape time."""

@@ -7,6 +7,7 @@ import hmac
 import logging
 import signal
 import threading
+from collections.abc import Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,10 @@ class SamplerServer:
     """Loads every model first (a bad bundle stops the start, no half-up server), then serves."""
 
     def __init__(
-        self, models: dict[str, str | Path], options: ServerOptions | None = None, loaded: dict | None = None
+        self,
+        models: Mapping[str, str | Path],
+        options: ServerOptions | None = None,
+        loaded: dict | None = None,
     ):
         from polypsynth.sampling.model import open_model
 

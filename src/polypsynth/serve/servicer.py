@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from polypsynth.sampling.loop import MAX_STEPS
+from polypsynth.sampling.model import SamplerModel
 from polypsynth.sampling.output import Provenance, encode_png
 from polypsynth.sampling.schedulers import SCHEDULERS
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
@@ -27,7 +28,7 @@ MAX_REQUEST_ID = 128
 @dataclass
 class ServedModel:
     name: str
-    model: object  # SamplerModel
+    model: SamplerModel
     batcher: Batcher
     max_count: int = 10_000
     default_steps: int = 25

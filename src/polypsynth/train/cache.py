@@ -23,10 +23,10 @@ def encode_prompts(components, prompts: Sequence[str], device) -> dict[str, torc
         return_tensors="pt",
     )
     encoder = components.text_encoder.to(device)
-    hidden = []
+    chunks = []
     for i in range(0, len(unique), 64):
-        hidden.append(encoder(tok.input_ids[i : i + 64].to(device))[0].float().cpu())
-    hidden = torch.cat(hidden)
+        chunks.append(encoder(tok.input_ids[i : i + 64].to(device))[0].float().cpu())
+    hidden = torch.cat(chunks)
     return {p: hidden[i] for i, p in enumerate(unique)}
 
 

@@ -55,8 +55,8 @@ def list_checkpoints(out: Path) -> list[Path]:
     folder = Path(out) / "checkpoints"
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
-    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+    steps = {p: m for p in folder.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))}
+    return sorted(steps, key=lambda p: int(steps[p].group(1)))
 
 
 def save_checkpoint(

@@ -42,7 +42,9 @@ class MixPlan:
             )
             weights = 1.0 / (len(labels) * counts[inverse])
             cdf = np.cumsum(weights)
-        return cls(tuple(sizes), tuple(s / total for s in shares), cdf)
+        n0, n1, n2 = sizes
+        s0, s1, s2 = (s / total for s in shares)
+        return cls((n0, n1, n2), (s0, s1, s2), cdf)
 
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
