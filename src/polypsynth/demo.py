@@ -169,9 +169,9 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     if not (report / "results.json").is_file():
         from polypsynth.data.sources import load_phantom
         from polypsynth.evaluate.classify import ClassifierOptions
-        from polypsynth.evaluate.report import write_report
-        from polypsynth.evaluate.run import EvalOptions, evaluate
-        from polypsynth.evaluate.sets import real_data, synthetic_checkpoints
+        from polypsynth.evaluate.job import evaluate_to_report
+        from polypsynth.evaluate.run import EvalOptions
+        from polypsynth.evaluate.sets import real_data
 
         options = EvalOptions(
             features=profile.features,
@@ -184,15 +184,13 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
         from polypsynth.evaluate.reconstruct import write_reconstructions
 
         real = real_data(load_phantom(phantom, "classif"))
-        ckpts = synthetic_checkpoints(out / "samples")
         # The VAE is trained in the autoencoder stage only: every checkpoint shares it.
         recon = write_reconstructions(checkpoints[-1], real.test, out / "reconstructions", overwrite=True)
         # Every other image the model trained on is searched for near-duplicates of the test split.
         pools = {
             f"phantom {sub}": [r.path for r in load_phantom(phantom, sub)] for sub in ("stage1", "unlabelled")
         }
-        results = evaluate(real, ckpts, options, reconstructions=recon, train_pools=pools)
-        write_report(results, ckpts, report, overwrite=True)
+        evaluate_to_report(real, out / "samples", options, report, recon, pools, overwrite=True)
     results = json.loads((report / "results.json").read_text())
     timings["evaluate"] = time.perf_counter() - t
 

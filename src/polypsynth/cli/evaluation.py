@@ -137,9 +137,9 @@ def evaluate_command(
 
     from polypsynth.atomic import ensure_empty_target
     from polypsynth.evaluate.classify import ClassifierOptions
-    from polypsynth.evaluate.report import write_report
-    from polypsynth.evaluate.run import EvalOptions, evaluate
-    from polypsynth.evaluate.sets import reconstruction_set, synthetic_checkpoints
+    from polypsynth.evaluate.job import evaluate_to_report, pool_images
+    from polypsynth.evaluate.run import EvalOptions
+    from polypsynth.evaluate.sets import reconstruction_set
 
     ensure_empty_target(Path(out), overwrite, "report folder")
     cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "polypsynth", "features")
@@ -161,19 +161,9 @@ def evaluate_command(
         device=device,
     ).validate()
     real_set = load_real_set(real, real_kind)
-    checkpoints = synthetic_checkpoints(synthetic)
     recon = reconstruction_set(reconstructions) if reconstructions else None
-    from polypsynth.data.records import list_images
-    from polypsynth.data.sources import load_csv_manifest
-
-    # A pool needs no labels: every image under a folder, or every row of a CSV manifest.
-    pools = {
-        pool: [r.path for r in load_csv_manifest(Path(pool))]
-        if Path(pool).is_file()
-        else list_images(Path(pool), recursive=True)
-        for pool in train_pools
-    }
-    results = evaluate(real_set, checkpoints, options, reconstructions=recon, train_pools=pools)
-    write_report(results, checkpoints, Path(out), overwrite=overwrite)
+    results = evaluate_to_report(
+        real_set, synthetic, options, out, recon, pool_images(list(train_pools)), overwrite=overwrite
+    )
     click.echo(results["selection"]["verdict"])
     click.echo(f"report: {Path(out) / 'index.html'}")

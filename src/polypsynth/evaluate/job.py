@@ -1,0 +1,41 @@
+"""One evaluation job, as `polypsynth evaluate` and the demo both run it: the checkpoints of a
+samples folder, every number (run.evaluate), then the report folder (report.write_report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from polypsynth.data.records import list_images
+from polypsynth.evaluate.report import write_report
+from polypsynth.evaluate.run import EvalOptions, evaluate
+from polypsynth.evaluate.sets import RealData, synthetic_checkpoints
+
+
+def pool_images(pools: list[str | Path]) -> dict[str, list[Path]]:
+    """Images a model may have trained on, by pool: every image under a folder, or every row of a
+    CSV manifest (no labels needed), for the leakage check."""
+    from polypsynth.data.sources import load_csv_manifest
+
+    return {
+        str(pool): [r.path for r in load_csv_manifest(Path(pool))]
+        if Path(pool).is_file()
+        else list_images(Path(pool), recursive=True)
+        for pool in pools
+    }
+
+
+def evaluate_to_report(
+    real: RealData,
+    synthetic: str | Path,
+    options: EvalOptions,
+    out: str | Path,
+    reconstructions: dict[str, list[Path]] | None = None,
+    train_pools: dict[str, list[Path]] | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Evaluate every checkpoint under `synthetic` against `real` and write the report to `out`;
+    returns the results (also in out/results.json)."""
+    checkpoints = synthetic_checkpoints(synthetic)
+    results = evaluate(real, checkpoints, options, reconstructions=reconstructions, train_pools=train_pools)
+    write_report(results, checkpoints, Path(out), overwrite=overwrite)
+    return results
