@@ -10,8 +10,6 @@ averaged, the logged loss is the mean over processes, and the main process alone
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
 import json
 import math
 import time
@@ -23,18 +21,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from polypsynth.atomic import atomic_write_text
 from polypsynth.config import PolypsynthConfig, StageConfig, to_dict
 from polypsynth.data.dataset import RecordDataset
 from polypsynth.data.prompts import class_prompt, prompt_for
 from polypsynth.data.records import CLASSES
 from polypsynth.data.sources import load_source
-from polypsynth.errors import ConfigError, PolypsynthError
+from polypsynth.errors import ConfigError
 from polypsynth.models import Components, build_tiny, load_components, load_pretrained
 from polypsynth.train.cache import build_latent_cache, encode_prompts
 from polypsynth.train.checkpoint import (
     TrainState,
-    list_checkpoints,
     load_training_state,
     read_state,
     resolve_resume,
@@ -43,6 +39,7 @@ from polypsynth.train.checkpoint import (
 from polypsynth.train.freeze import freeze_modules
 from polypsynth.train.grid import write_sample_grid
 from polypsynth.train.mix import MixPlan, StepBatchSampler
+from polypsynth.train.run_folder import RunError, config_hash, on_cpu, prepare_out
 from polypsynth.train.steps import (
     VaeObjective,
     diffusion_loss,
@@ -53,12 +50,6 @@ from polypsynth.train.steps import (
 from polypsynth.train.validate import validation_loss
 
 STAGES = ("autoencoder", "pretrain", "finetune")
-# Keys that may change between a run and its resumption (they do not change what was trained).
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "sample_grid", "num_workers"}
-
-
-class RunError(PolypsynthError):
-    """The output folder or the resume request does not fit this run."""
 
 
 @dataclass
@@ -69,65 +60,6 @@ class StageResult:
     step_seconds: float = 0.0  # time in optimizer steps (data, forward, backward), checkpoints excluded
     setup_seconds: float = 0.0  # data listing, prompt encoding and the latent cache
     learning_rates: list[float] = field(default_factory=list)  # the rate each step used
-
-
-def _comparable(cfg_dict: dict) -> dict:
-    out = copy.deepcopy(cfg_dict)
-
-    def strip(node):
-        if isinstance(node, dict):
-            for key in list(node):
-                if key in _RESUMABLE_CHANGES:
-                    del node[key]
-                else:
-                    strip(node[key])
-
-    strip(out)
-    return out
-
-
-def config_hash(cfg: PolypsynthConfig) -> str:
-    text = json.dumps(_comparable(to_dict(cfg)), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _diff_keys(a, b, prefix="") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b))
-        return [k for key in keys for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def _prepare_out(out: Path, cfg: PolypsynthConfig, resume: str | None) -> None:
-    run_file = out / "run.json"
-    current = to_dict(cfg)
-    # A run that stopped before its first checkpoint has nothing to keep: start it afresh.
-    restart = run_file.is_file() and resume is None and not list_checkpoints(out)
-    if run_file.is_file() and not restart:
-        if resume is None:
-            raise RunError(
-                f"--out {out} already holds a run; pass --resume latest to continue it, or choose another --out"
-            )
-        previous = json.loads(run_file.read_text())["config"]
-        changed = _diff_keys(_comparable(previous), _comparable(current))
-        if changed:
-            raise RunError(f"--resume: the config differs from the run in {out} at: {', '.join(changed)}")
-    elif not restart and out.exists() and any(out.iterdir()):
-        raise RunError(f"--out {out} is not empty and holds no polypsynth run (no run.json)")
-    elif resume == "latest":
-        raise RunError(f"--resume latest: {out} holds no run to resume")
-    from accelerate import PartialState
-
-    if PartialState(cpu=_on_cpu()).is_main_process:  # every process checks; one writes
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            run_file, json.dumps({"config": current, "config_hash": config_hash(cfg)}, indent=2)
-        )
-
-
-def _on_cpu() -> bool:
-    """Without a GPU, accelerate forms a process group (gloo, MULTI_CPU) only when told `cpu`."""
-    return not torch.cuda.is_available()
 
 
 def _initial_components(cfg: PolypsynthConfig) -> Components:
@@ -175,7 +107,7 @@ def train(
     from accelerate import Accelerator
 
     out = Path(out)
-    _prepare_out(out, cfg, resume)
+    prepare_out(out, cfg, resume)
     ckpt = resolve_resume(out, resume) if resume else None
     state = read_state(ckpt) if ckpt else None
     if state is not None and state.config_hash != config_hash(cfg):
@@ -184,7 +116,7 @@ def train(
         )
 
     accelerator = Accelerator(
-        cpu=_on_cpu(),
+        cpu=on_cpu(),
         mixed_precision=cfg.train.mixed_precision,
         log_with="tensorboard",
         project_dir=out / "logs",
