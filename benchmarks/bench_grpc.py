@@ -8,14 +8,17 @@ loopback (onnxruntime CPU, max batch 8): images/s with 1, 4 and 8 concurrent cli
 in-process sampling at the same batch size (the cost of the service), and p50/p99 latency of
 1-image requests issued while an 8-client bulk load runs. Then the load test of grpc_load.py:
 16 clients with counts 1-200, some cancelling, some with deadlines, every image checked against
-the local sampler; run `--load-rounds` times to see that the server's memory stays flat, with the
-p99 latency of 1-image requests under that load in batch times (the goal: at most 2).
+the local sampler, against `polypsynth serve` in its own process; run `--load-rounds` times to see
+that the server process's memory stays flat, with the p99 latency of 1-image requests under that
+load in batch times (the goal: at most 2).
 Writes benchmarks/results/grpc.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,10 +31,57 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import psutil  # noqa: E402
 from common import write_result  # noqa: E402
-from grpc_load import run_load  # noqa: E402
+from grpc_load import MetricsView, run_load  # noqa: E402
 
 CONFIG = Path(__file__).parents[1] / "configs" / "phantom-tiny.yaml"
 MAX_BATCH = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_rounds(bundle: Path, model, args, batch_seconds: float) -> tuple[list[dict], float]:
+    """The load test against `polypsynth serve` in its own process (as in production: the
+    clients' threads do not share the server's interpreter), its memory read from that process."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port, metrics_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "polypsynth.cli", "serve", "--model", f"tiny={bundle}", "--port", str(port)]
+    cmd += ["--max-batch", str(MAX_BATCH), "--max-wait-ms", "10", "--metrics-port", str(metrics_port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="tiny"), wait_for_ready=True, timeout=120
+            )
+        server = psutil.Process(proc.pid)
+        view = MetricsView("tiny", url=f"http://127.0.0.1:{metrics_port}/metrics")
+        rss_start = server.memory_info().rss / 2**20
+        rounds = []
+        for r in range(args.load_rounds):
+            figures = run_load(
+                f"127.0.0.1:{port}",
+                view,
+                model,
+                clients=16,
+                max_count=200,
+                steps=args.steps,
+                seed=r,
+                probe_gap_s=2 * batch_seconds,
+            )
+            figures["server_rss_mb_after"] = server.memory_info().rss / 2**20
+            rounds.append(figures)
+            print("load round", r, {k: v for k, v in figures.items() if k != "errors"}, flush=True)
+            for e in figures["errors"]:
+                print("  ERROR", e, flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return rounds, rss_start
 
 
 def main() -> None:
@@ -114,26 +164,9 @@ def main() -> None:
                 list(c.generate("tiny", "AD", 1, seed=200 + i, steps=args.steps))
                 idle.append(time.perf_counter() - t0)
 
-        rounds = []
-        process = psutil.Process()
-        for r in range(args.load_rounds):
-            figures = run_load(
-                server,
-                "tiny",
-                model,
-                clients=16,
-                max_count=200,
-                steps=args.steps,
-                seed=r,
-                probe_gap_s=2 * batch_seconds,
-            )
-            figures["rss_mb_after"] = process.memory_info().rss / 2**20
-            rounds.append(figures)
-            print("load round", r, {k: v for k, v in figures.items() if k != "errors"}, flush=True)
-            for e in figures["errors"]:
-                print("  ERROR", e, flush=True)
     finally:
         server.stop(grace=1)
+    rounds, rss_start = load_rounds(tmp / "bundle", model, args, batch_seconds)
     lat = {
         "under_load_p50_s": float(np.percentile(latencies, 50)),
         "under_load_p99_s": float(np.percentile(latencies, 99)),
@@ -149,6 +182,7 @@ def main() -> None:
             "latency": lat,
             "batch_seconds": batch_seconds,
             "load": rounds,
+            "load_server_rss_mb_start": rss_start,
         },
     )
     print(f"\nin-process sampling, batch {MAX_BATCH}: {in_process:.2f} images/s\n")
@@ -162,8 +196,9 @@ def main() -> None:
     print(
         f"\nload test, 16 clients (counts 1-200, 3 cancelling, 3 with a {rounds[0]['deadline_s'] if rounds else 2} s deadline), "
         f"idle in-process batch time {batch_seconds:.3f} s:\n"
+        f"server (own process) RSS at start {rss_start:.0f} MB\n"
         "| round | images | images/s | cancelled | deadline exceeded | batch time under load | "
-        "1-image p50 / p99 | p99 in batch times | RSS after | errors |\n"
+        "1-image p50 / p99 | p99 in batch times | server RSS after | errors |\n"
         "|---|---|---|---|---|---|---|---|---|---|"
     )
     for r, f in enumerate(rounds):
@@ -171,7 +206,7 @@ def main() -> None:
             f"| {r + 1} | {f['delivered_images']}/{f['requested_images']} | {f['images_per_second']:.1f} | "
             f"{f['cancelled']} | {f['deadline_exceeded']} | {f['mean_batch_s']:.3f} s | "
             f"{f['probe_p50_s']:.3f} / {f['probe_p99_s']:.3f} s | {f['probe_p99_in_batch_times']:.2f} | "
-            f"{f['rss_mb_after']:.0f} MB | {len(f['errors'])} |"
+            f"{f['server_rss_mb_after']:.0f} MB | {len(f['errors'])} |"
         )
     print(f"({path})")
     if any(f["errors"] for f in rounds):

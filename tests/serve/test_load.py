@@ -26,8 +26,15 @@ def test_sixteen_clients_under_load_get_exactly_their_images(tiny_bundle):
     grpc_load = load_module()
     server = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_batch=8, max_wait_ms=5)).start()
     try:
+        batcher = server.models["tiny"].batcher
         figures = grpc_load.run_load(
-            server, "tiny", open_model(tiny_bundle, "onnxruntime"), clients=16, max_count=60, steps=2
+            f"127.0.0.1:{server.port}",
+            grpc_load.MetricsView("tiny", registry=server.metrics.registry),
+            open_model(tiny_bundle, "onnxruntime"),
+            batcher,
+            clients=16,
+            max_count=60,
+            steps=2,
         )
     finally:
         server.stop(grace=1)
@@ -51,7 +58,12 @@ def test_the_load_test_catches_a_wrong_image(tiny_bundle):
     server.models["tiny"].batcher._run = shifted
     try:
         figures = grpc_load.run_load(
-            server, "tiny", open_model(tiny_bundle, "onnxruntime"), clients=2, max_count=4, steps=2
+            f"127.0.0.1:{server.port}",
+            grpc_load.MetricsView("tiny", registry=server.metrics.registry),
+            open_model(tiny_bundle, "onnxruntime"),
+            clients=2,
+            max_count=4,
+            steps=2,
         )
     finally:
         server.stop(grace=1)
