@@ -121,7 +121,7 @@ def test_generate_command_refuses_a_plaintext_token(tmp_path):
     assert "--allow-plaintext-token" in result.output and not (tmp_path / "o").exists()
 
 
-def test_request_size_limits(tiny_bundle):
+def test_request_size_limits(tiny_bundle, caplog):
     server = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_batch=4)).start()
     try:
         with SamplerClient(f"127.0.0.1:{server.port}") as c:
@@ -129,6 +129,12 @@ def test_request_size_limits(tiny_bundle):
                 list(c.generate("tiny", "AD", 1, steps=STEPS, request_id="x" * 200))
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert err.value.details() == "request_id: must be at most 128 printable characters, got 200"
+            caplog.set_level("INFO", logger="polypsynth.serve")
+            with pytest.raises(grpc.RpcError) as err:  # a forged log line is refused, not logged
+                list(c.generate("tiny", "AD", 1, steps=STEPS, request_id="x\nrequest=forged"))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            lines = [r.getMessage() for r in caplog.records if "outcome=INVALID_ARGUMENT" in r.getMessage()]
+            assert lines and not any("forged" in line or "xxxx" in line for line in lines)
             # A message past the server's receive limit (64 KiB) never reaches the service.
             request = pb.GenerateRequest(model="tiny", class_name="AD", count=1, request_id="x" * 70_000)
             with pytest.raises(grpc.RpcError) as err:

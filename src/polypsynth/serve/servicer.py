@@ -118,7 +118,9 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
 
     def Generate(self, request, context):
         start, sent = time.perf_counter(), 0
-        request_id = request.request_id[:MAX_REQUEST_ID] or uuid.uuid4().hex[:12]
+        given = request.request_id  # logged and echoed only when valid (no control characters)
+        valid_id = given and len(given) <= MAX_REQUEST_ID and given.isprintable()
+        request_id = given if valid_id else uuid.uuid4().hex[:12]
         code = grpc.StatusCode.OK
 
         def abort(status, message):
