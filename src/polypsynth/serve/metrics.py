@@ -24,7 +24,7 @@ def batch_size_buckets(max_batch: int) -> tuple[float, ...]:
 
 
 class ServiceMetrics:
-    """The metric families of one server; `model(name)` gives the per-model handles."""
+    """The metric families of one server, labelled by model name."""
 
     def __init__(self, max_batch: int):
         self.registry = r = CollectorRegistry()
