@@ -86,6 +86,14 @@ def test_defaults_without_a_file():
             r"stage.pretrain.data\[0\].kind: expected one of 'phantom'",
         ),
         (["model"], "--set expects key=value, got 'model'"),
+        (["stage.pretrain.crop=32"], "stage.pretrain.crop applies to the autoencoder stage only"),
+        (
+            ["stage.autoencoder.crop=30"],
+            r"stage.autoencoder.crop must be a multiple of 4 \(the VAE's downsampling\) between 4 and "
+            "model.resolution 64, got 30",
+        ),
+        (["stage.autoencoder.crop=128"], "between 4 and model.resolution 64, got 128"),
+        (["stage.autoencoder.crop_share=1.5"], r"stage.autoencoder.crop_share must be in \[0, 1\], got 1.5"),
     ],
 )
 def test_bad_config_values(overrides, message):

@@ -82,6 +82,14 @@ class StageConfig:
     AD and NON_AD where the data hold twice as many AD; replay and unlabelled draws are unchanged."""
     kl_weight: float = 1e-6
     """autoencoder: weight of the KL term against the reconstruction loss."""
+    crop: int | None = None
+    """autoencoder: train on random square crops of this many pixels (one position per batch);
+    null: whole images. The VAE is convolutional, so it learns the same local code from crops at a
+    fraction of the cost per step (32 of 64 px: about 2.5x faster on a CPU)."""
+    crop_share: float = 1.0
+    """autoencoder, with `crop`: the share of steps, from the first, trained on crops; the rest use
+    whole images, so the group norms and mid-block attention end on whole-image statistics, as the
+    VAE sees them when it encodes and decodes."""
 
 
 @dataclass
@@ -104,8 +112,8 @@ class TinyModelConfig:
     """U-Net block widths; the first blocks are down/up blocks with cross-attention."""
     layers_per_block: int = 1
     """ResNet layers per U-Net block."""
-    attention_head_dim: int = 8
-    """Channels per attention head in the U-Net."""
+    attention_head_dim: int = 16
+    """Channels per attention head in the U-Net (heads per block = block width / this)."""
     vae_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     """VAE block widths; the latent is downsampled 2**(len-1) times (64 px -> 16x16 latents)."""
     latent_channels: int = 4
@@ -199,6 +207,17 @@ class PolypsynthConfig:
                 )
             if stage.checkpoint_every < 0:
                 raise ConfigError(f"{where}.checkpoint_every must be >= 0, got {stage.checkpoint_every}")
+            if stage.crop is not None:
+                down = 2 ** (len(self.model.tiny.vae_channels) - 1)
+                if name != "autoencoder":
+                    raise ConfigError(f"{where}.crop applies to the autoencoder stage only; remove it")
+                if not (0 < stage.crop <= self.model.resolution and stage.crop % down == 0):
+                    raise ConfigError(
+                        f"{where}.crop must be a multiple of {down} (the VAE's downsampling) between "
+                        f"{down} and model.resolution {self.model.resolution}, got {stage.crop}"
+                    )
+            if not 0.0 <= stage.crop_share <= 1.0:
+                raise ConfigError(f"{where}.crop_share must be in [0, 1], got {stage.crop_share}")
             for share_name in ("replay_share", "unlabelled_share"):
                 share = getattr(stage, share_name)
                 if not 0.0 <= share < 1.0:

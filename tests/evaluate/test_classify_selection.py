@@ -197,7 +197,7 @@ def test_margins_within_their_uncertainty_cannot_decide():
 
 def test_jointly_measured_margins_are_used_when_present():
     kids = {"a": _kids(0.050, 0.051, 0.050, 0.051, se=0.003)}
-    kids["a"]["margin_AD"] = {"mean": 0.001, "se": 0.0002}  # from kid.class_margins
+    kids["a"]["margin_AD"] = {"mean": 0.001, "se": 0.0002}  # from kid.kid_table
     kids["a"]["margin_NON_AD"] = {"mean": 0.001, "se": 0.0002}
     out = select(kids, {"a": {"AD": 0.9, "NON_AD": 0.9}})
     assert out["clinical"]["table"]["a"]["margin_AD_se"] == 0.0002

@@ -59,8 +59,8 @@ def _args(root, out, *extra):
         "2",
         "--image-size",
         "32",
-        "--kid-subsets",
-        "10",
+        "--kid-block-size",
+        "500",
         "--cache",
         str(root / "cache"),
         *extra,
@@ -100,7 +100,8 @@ def test_end_to_end_report(eval_data, tmp_path):
             }
             k = results["kid"][space][ck]
             assert k["syn_AD_vs_real_AD"]["method"] == "jackknife" and k["syn_AD_vs_real_AD"]["se"] > 0
-            assert k["syn_AD_vs_real_AD"]["subset_size"] == 12  # every image of the smaller set
+            assert k["syn_AD_vs_real_AD"]["block_size"] == 12  # every image of the smaller set
+            assert k["syn_AD_vs_real_AD"]["blocks"] == 1
             assert k["margin_AD"]["mean"] == pytest.approx(
                 k["syn_AD_vs_real_NON_AD"]["mean"] - k["syn_AD_vs_real_AD"]["mean"], abs=1e-9
             )

@@ -12,7 +12,7 @@ def _draw(seed, n=200, d=64, shift=0.0):
 
 def test_same_distribution_is_about_zero_shifted_is_clearly_positive():
     same = kid(_draw(1), _draw(2))
-    assert same.method == "jackknife" and same.subsets == 1 and same.se > 0
+    assert same.method == "jackknife" and same.blocks == 1 and same.se > 0
     assert abs(same.mean) <= 3 * same.se
     shifted = kid(_draw(1), _draw(3, shift=0.5))
     assert shifted.mean > 10 * same.se and shifted.mean > 5 * shifted.se
@@ -54,34 +54,80 @@ def test_jackknife_leave_one_out_values_equal_brute_force():
     assert mean == pytest.approx(mmd(a, b), rel=1e-12) and se == pytest.approx(np.sqrt(var), rel=1e-9)
 
 
-@pytest.mark.parametrize("path", ["jackknife", "disjoint subsets"])
-def test_standard_error_matches_fresh_draws(path, monkeypatch):
+@pytest.mark.parametrize("block_size", [4096, 20])
+def test_standard_error_matches_fresh_draws(block_size):
     """Independent reference: the spread of the estimate over freshly drawn sets from the same two
-    distributions. The old "std over overlapping subsets" was 0 for sets of the subset size."""
-    from polypsynth.evaluate import kid as kid_mod
-
-    if path == "disjoint subsets":
-        monkeypatch.setattr(kid_mod, "FULL_KERNEL_LIMIT", 0)
+    distributions, for one block of every image and for four disjoint blocks of 20. (The old "std
+    over overlapping subsets" was 0 for sets of the subset size.)"""
     rng = np.random.default_rng(0)
 
     def pair():
         return rng.normal(0, 1, (80, 16)), rng.normal(0.25, 1, (80, 16))
 
-    fresh = [kid(*pair(), subset_size=20).mean for _ in range(300)]
-    ses = [kid(*pair(), subset_size=20, seed=s).se for s in range(60)]
-    assert kid(*pair(), subset_size=20).method == path
+    fresh = [kid(*pair(), block_size=block_size).mean for _ in range(300)]
+    ses = [kid(*pair(), block_size=block_size, seed=s).se for s in range(60)]
+    assert kid(*pair(), block_size=block_size).method == (
+        "jackknife" if block_size > 80 else "jackknife over 4 disjoint blocks"
+    )
     assert np.mean(ses) == pytest.approx(np.std(fresh), rel=0.25)
 
 
-def test_disjoint_subsets_use_each_image_once(monkeypatch):
-    from polypsynth.evaluate import kid as kid_mod
-
-    monkeypatch.setattr(kid_mod, "FULL_KERNEL_LIMIT", 0)
+def test_blocks_are_disjoint_shuffles_and_their_errors_combine():
+    """Sets over the block size: the fewest blocks of at most that size (95 images, blocks of 30:
+    4), block k of one set against block k of the other, each image once; the mean of the block
+    estimates, the root sum of their squared errors over the count. Seeded."""
     a, b = _draw(6, n=95), _draw(7, n=64)
-    r = kid(a, b, subsets=100, subset_size=30, seed=3)
-    assert (r.method, r.subsets, r.subset_size) == ("disjoint subsets", 2, 30)  # 64 // 30 = 2
-    assert r == kid(a, b, subsets=100, subset_size=30, seed=3)  # seeded
-    assert kid(a, b, subsets=1, subset_size=30, seed=3).subsets == 1
+    r = kid(a, b, block_size=30, seed=3)
+    assert (r.method, r.blocks, r.block_size, r.n_a, r.n_b) == (
+        "jackknife over 4 disjoint blocks",
+        4,
+        16,
+        95,
+        64,
+    )
+    rng = np.random.default_rng(3)
+    parts_a = np.array_split(a[rng.permutation(95)], 4)
+    parts_b = np.array_split(b[rng.permutation(64)], 4)
+    assert sum(len(p) for p in parts_a) == 95 and max(len(p) for p in parts_a) <= 30
+    singles = [kid(x, y) for x, y in zip(parts_a, parts_b, strict=True)]
+    assert all(s.blocks == 1 for s in singles)
+    assert r.mean == pytest.approx(np.mean([s.mean for s in singles]), rel=1e-12)
+    assert r.se == pytest.approx(np.sqrt(sum(s.se**2 for s in singles)) / 4, rel=1e-12)
+    assert r == kid(a, b, block_size=30, seed=3) and r != kid(a, b, block_size=30, seed=4)
+    # never a block below 10 images: 25 images allow 2 blocks however small the block size
+    assert kid(_draw(8, n=25), _draw(9, n=400), block_size=10).blocks == 2
+
+
+def test_float32_features_give_the_float64_estimate():
+    """Float32 products with float64 sums (the fast path for extractor features) agree with the
+    float64 computation far inside the standard error, in Inception-like non-negative features."""
+    rng = np.random.default_rng(12)
+    a = np.abs(rng.normal(0.3, 0.4, (600, 2048)))
+    b = np.abs(rng.normal(0.31, 0.4, (500, 2048)))
+    exact, fast = kid(a, b), kid(a.astype(np.float32), b.astype(np.float32))
+    assert abs(fast.mean - exact.mean) < 1e-3 * exact.se and fast.se == pytest.approx(exact.se, rel=1e-3)
+    # mixed precisions fall back to float64 for every product
+    assert kid(a.astype(np.float32), b).mean == pytest.approx(
+        kid(a.astype(np.float32).astype(np.float64), b).mean, rel=1e-12
+    )
+
+
+def test_table_equals_the_single_comparisons():
+    """kid_table shares kernel sums across its comparisons; each value equals the KID or margin
+    computed alone."""
+    from polypsynth.evaluate.kid import kid_margin, kid_table
+
+    real = {"AD": _draw(30, n=40, d=16), "NON_AD": _draw(31, n=30, d=16, shift=0.4)}
+    syn = {"AD": _draw(32, n=35, d=16, shift=0.1), "NON_AD": _draw(33, n=25, d=16, shift=0.3)}
+    table = kid_table(real, syn)
+    for key, s, r in (("syn_AD_vs_real_NON_AD", "AD", "NON_AD"), ("syn_NON_AD_vs_real_AD", "NON_AD", "AD")):
+        alone = kid(syn[s], real[r])
+        assert (table[key].mean, table[key].se) == pytest.approx((alone.mean, alone.se), rel=1e-12)
+    m = kid_margin(syn["NON_AD"], real["AD"], real["NON_AD"])
+    assert (table["margin_NON_AD"].mean, table["margin_NON_AD"].se) == pytest.approx(
+        (m.mean, m.se), rel=1e-12
+    )
+    assert set(four_comparisons(real, syn)) == {k for k in table if not k.startswith("margin")}
 
 
 def test_bad_input_names_the_set_or_the_option():
@@ -89,8 +135,10 @@ def test_bad_input_names_the_set_or_the_option():
         four_comparisons(
             {"AD": _draw(1, 20), "NON_AD": _draw(2, 20)}, {"AD": _draw(3, 4), "NON_AD": _draw(4, 20)}
         )
-    with pytest.raises(EvalError, match="KID subset size must be >= 10, got 5"):
-        kid(_draw(1, 20), _draw(2, 20), subset_size=5)
+    with pytest.raises(EvalError, match="KID block size must be >= 10, got 5"):
+        kid(_draw(1, 20), _draw(2, 20), block_size=5)
+    with pytest.raises(EvalError, match=r"same d, got set a \(20, 64\), set b \(20, 8\)"):
+        kid(_draw(1, 20), _draw(2, 20, d=8))
 
 
 def test_margin_jackknife_equals_brute_force_leave_one_out():
@@ -114,21 +162,19 @@ def test_margin_jackknife_equals_brute_force_leave_one_out():
     )
 
 
-@pytest.mark.parametrize("path", ["jackknife", "disjoint subsets"])
-def test_margin_error_matches_fresh_draws(path, monkeypatch):
+@pytest.mark.parametrize("block_size", [4096, 20])
+def test_margin_error_matches_fresh_draws(block_size):
     from polypsynth.evaluate import kid as kid_mod
 
-    if path == "disjoint subsets":
-        monkeypatch.setattr(kid_mod, "FULL_KERNEL_LIMIT", 0)
     rng = np.random.default_rng(1)
 
     def sets():  # synthetic between the two real classes, nearer its own
         return rng.normal(0.2, 1, (80, 16)), rng.normal(0.6, 1, (80, 16)), rng.normal(0, 1, (80, 16))
 
-    fresh = [kid_mod.kid_margin(*sets(), subset_size=20).mean for _ in range(300)]
+    fresh = [kid_mod.kid_margin(*sets(), block_size=block_size).mean for _ in range(300)]
     joint = []
     for seed in range(60):
-        m = kid_mod.kid_margin(*sets(), subset_size=20, seed=seed)
-        assert m.method == path
+        m = kid_mod.kid_margin(*sets(), block_size=block_size, seed=seed)
+        assert m.method == ("jackknife" if block_size > 80 else "jackknife over 4 disjoint blocks")
         joint.append(m.se)
     assert np.mean(joint) == pytest.approx(np.std(fresh), rel=0.25)

@@ -26,6 +26,22 @@ def test_build_is_deterministic_for_a_seed():
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
+def test_attention_head_dim_is_the_width_of_one_head():
+    """diffusers reads the U-Net's `attention_head_dim` argument as a head count; the config's value
+    is the width of a head, whatever the block's width (8 heads of 4 channels made CPU attention
+    half of a training step)."""
+    from dataclasses import replace
+
+    unet = build_tiny(replace(SMALL, unet_channels=[32, 64], attention_head_dim=16), 32).unet
+    attentions = [m for name, m in unet.named_modules() if name.endswith(("attn1", "attn2"))]
+    widths = {(m.heads, m.inner_dim // m.heads) for m in attentions}
+    assert len(attentions) == 8 and widths == {(2, 16), (4, 16)}
+    with pytest.raises(
+        ValueError, match=r"attention_head_dim 24 must divide every unet_channels entry \[16, 32\]"
+    ):
+        build_tiny(replace(SMALL, attention_head_dim=24), 32)
+
+
 def test_tokenizer_keeps_whole_class_prompts_apart():
     tok = build_tiny(SMALL, 32).tokenizer
     ids = tok(list(CLASS_PROMPTS.values()), padding="max_length", max_length=77, truncation=True).input_ids

@@ -77,6 +77,46 @@ def test_autoencoder_stage_learns_and_sets_the_latent_scale(make_config, phantom
     assert scale != 1.0 and 0.01 < scale < 100
 
 
+def test_random_crop_is_a_window_of_the_batch():
+    from polypsynth.train.steps import random_crop
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    crop = random_crop(x, 4, torch.Generator().manual_seed(1))
+    assert crop.shape == (2, 3, 4, 4)
+    top, left = divmod(int(crop[0, 0, 0, 0]), 8)  # x[0, 0] holds its own flat index
+    assert torch.equal(crop, x[..., top : top + 4, left : left + 4])
+    assert torch.equal(crop, random_crop(x, 4, torch.Generator().manual_seed(1)))
+    windows = {int(random_crop(x, 4, torch.Generator().manual_seed(s))[0, 0, 0, 0]) for s in range(40)}
+    assert len(windows) > 10 and max(divmod(w, 8)[0] for w in windows) <= 4  # every window inside
+    assert random_crop(x, None, torch.Generator()) is x and random_crop(x, 8, torch.Generator()) is x
+
+
+def test_autoencoder_trains_on_crops_then_whole_images(make_config, phantom32, tmp_path, monkeypatch):
+    """crop 16 of 32 px for the first half of 6 steps, whole images for the rest."""
+    from polypsynth.train import steps as steps_mod
+
+    seen, real_loss = [], steps_mod.vae_loss
+
+    def recording(vae, pixels, gen, kl_weight):
+        seen.append(tuple(pixels.shape[-2:]))
+        return real_loss(vae, pixels, gen, kl_weight)
+
+    monkeypatch.setattr(steps_mod, "vae_loss", recording)
+    autoencoder = {
+        "steps": 6,
+        "learning_rate": 1e-3,
+        "batch_size": 4,
+        "crop": 16,
+        "crop_share": 0.5,
+        "data": [{"kind": "phantom", "path": str(phantom32), "subset": "stage1"}],
+    }
+    cfg = load_config(
+        make_config(stage__autoencoder=autoencoder, stage__pretrain__steps=0, stage__finetune__steps=0)
+    )
+    train(cfg, tmp_path / "run", progress=False)
+    assert seen == [(16, 16)] * 3 + [(32, 32)] * 3
+
+
 def test_frozen_modules_are_bit_identical_after_finetune(make_config, tmp_path):
     cfg = load_config(make_config(stage__finetune__checkpoint_every=0))
     results = train(cfg, tmp_path / "run", progress=False)

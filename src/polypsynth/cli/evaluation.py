@@ -61,12 +61,13 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
 )
 @click.option("--no-augment", is_flag=True, help="Skip the augmented classification (the costliest part).")
 @click.option(
-    "--kid-subsets",
-    default=100,
+    "--kid-block-size",
+    default=4096,
     show_default=True,
-    help="Sets over 4096 images: at most this many disjoint subsets (smaller sets use every image).",
+    type=click.IntRange(min=10),
+    help="KID over every pair of images of sets up to this size; larger sets: the mean over disjoint "
+    "blocks of at most this many images (memory: 4 bytes x size^2).",
 )
-@click.option("--kid-subset-size", default=1000, show_default=True, help="Images per disjoint subset.")
 @click.option(
     "--inception-weights",
     type=click.Path(dir_okay=False),
@@ -118,8 +119,7 @@ def evaluate_command(
     image_size,
     synthetic_share,
     no_augment,
-    kid_subsets,
-    kid_subset_size,
+    kid_block_size,
     inception_weights,
     efficientnet_weights,
     cache_dir,
@@ -152,8 +152,7 @@ def evaluate_command(
         classify_seeds=classify_seeds,
         synthetic_share=synthetic_share,
         augment=not no_augment,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
+        kid_block_size=kid_block_size,
         seed=seed,
         cache_dir=cache_dir,
         max_hash_distance=max_hash_distance,

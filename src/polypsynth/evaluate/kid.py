@@ -2,15 +2,26 @@
 (Binkowski et al. 2018), with a standard error whose resampling unit is the image. Works on any
 feature space.
 
-- Sets of up to FULL_KERNEL_LIMIT images: one estimate over every image of both sets (the
-  U-statistic; no subset sampling, whose spread is 0 when both sets equal the subset size), and its
-  standard error by the two-sample jackknife (delete one image of either set; Arvesen 1969).
-- Larger sets: the mean of the estimates on disjoint subsets of `subset_size` images of each set,
-  and the standard error of that mean (spread of the disjoint estimates / sqrt(their number)).
+Every estimate is the U-statistic over every pair of images of a block, with its standard error by
+the jackknife (delete one image of any set; Arvesen 1969), in closed form from kernel row sums:
+
+- Sets of up to `block_size` images (default BLOCK_SIZE) form one block: the estimate over every
+  image of both sets, no subset sampling (whose spread is 0 when both sets equal the subset size).
+- Larger sets are split into the fewest disjoint blocks of at most `block_size` images (a seeded
+  shuffle; block k of one set meets block k of the others). The estimate is the mean over blocks,
+  its error the blocks' jackknife errors combined (the blocks share no image, so they are
+  independent): an error with many degrees of freedom, where a spread of a few block estimates
+  would have few. Each image is used once, and every pair within a block.
+
+Float32 features (what the extractors give) are multiplied in float32, the BLAS cost, and summed in
+float64; float64 features stay float64 throughout. `kid_table` computes the study's four
+comparisons and the two class margins of one checkpoint from one set of kernel sums: each set's
+own kernel once per block, each cross kernel once.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,116 +29,22 @@ import numpy as np
 from polypsynth.errors import EvalError
 
 MIN_IMAGES = 10  # below this an unbiased MMD estimate says nothing useful
-FULL_KERNEL_LIMIT = 4096  # up to this many features per set, one estimate over all images
+BLOCK_SIZE = 4096  # images per set in one block: up to this many, one estimate over all images
+CLASSES = ("AD", "NON_AD")
 
 
 @dataclass(frozen=True)
 class KidResult:
     mean: float
-    se: float  # standard error of `mean` over images (jackknife, or disjoint subsets)
-    method: str  # "jackknife" or "disjoint subsets"
-    subset_size: int  # images of each set per estimate (all of the smaller set for the jackknife)
-    subsets: int  # estimates averaged (1 for the jackknife)
+    se: float  # standard error of `mean` over images (jackknife, combined over blocks)
+    method: str  # "jackknife" (one block) or "jackknife over k disjoint blocks"
+    block_size: int  # images of the smaller set per block (all of it for one block)
+    blocks: int  # disjoint blocks averaged
     n_a: int
     n_b: int
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _mmd2_from_kernels(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
-    m, n = kxx.shape[0], kyy.shape[0]
-    sum_xx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    sum_yy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(sum_xx + sum_yy - 2 * kxy.mean())
-
-
-def _leave_one_out(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray):
-    """The unbiased MMD^2 on all images and every leave-one-out estimate (without each x, without
-    each y), from the three kernel matrices in O(m^2 + n^2), no refitting."""
-    m, n = kxx.shape[0], kyy.shape[0]
-    off_x = kxx.sum(1) - np.diag(kxx)  # row sums without the diagonal
-    off_y = kyy.sum(1) - np.diag(kyy)
-    sxx, syy, sxy = off_x.sum(), off_y.sum(), kxy.sum()
-    full = sxx / (m * (m - 1)) + syy / (n * (n - 1)) - 2 * sxy / (m * n)
-    # without x_i: its row and column leave the xx sum, its row leaves the xy sum
-    loo_x = (
-        (sxx - 2 * off_x) / ((m - 1) * (m - 2)) + syy / (n * (n - 1)) - 2 * (sxy - kxy.sum(1)) / ((m - 1) * n)
-    )
-    loo_y = (
-        sxx / (m * (m - 1)) + (syy - 2 * off_y) / ((n - 1) * (n - 2)) - 2 * (sxy - kxy.sum(0)) / (m * (n - 1))
-    )
-    return float(full), loo_x, loo_y
-
-
-def _jackknife_se(*groups: np.ndarray) -> float:
-    """Standard error from the leave-one-out estimates of each independent sample (a k-sample
-    jackknife: the variance contributions of the samples add)."""
-    return float(np.sqrt(sum((len(v) - 1) / len(v) * ((v - v.mean()) ** 2).sum() for v in groups)))
-
-
-def _jackknife(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> tuple[float, float]:
-    """The unbiased MMD^2 on all images and its two-sample jackknife standard error."""
-    full, loo_x, loo_y = _leave_one_out(kxx, kyy, kxy)
-    return full, _jackknife_se(loo_x, loo_y)
-
-
-def _check(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise EvalError(f"KID needs two (N, d) feature arrays of the same d, got {a.shape} and {b.shape}")
-    for x, name in ((a, names[0]), (b, names[1])):
-        if len(x) < MIN_IMAGES:
-            raise EvalError(f"{name} has {len(x)} images; a meaningful KID needs at least {MIN_IMAGES}")
-    return a, b
-
-
-def kid(
-    a: np.ndarray,
-    b: np.ndarray,
-    subsets: int = 100,
-    subset_size: int = 1000,
-    seed: int = 0,
-    degree: int = 3,
-    gamma: float | None = None,
-    coef: float = 1.0,
-    names: tuple[str, str] = ("set a", "set b"),
-) -> KidResult:
-    """KID of two feature sets. `subsets` caps the disjoint subsets used for sets larger than
-    FULL_KERNEL_LIMIT (seeded assignment of images to subsets)."""
-    a, b = _check(a, b, names)
-    if subsets < 1:
-        raise EvalError(f"KID subsets must be >= 1, got {subsets}")
-    if subset_size < MIN_IMAGES:
-        raise EvalError(f"KID subset size must be >= {MIN_IMAGES}, got {subset_size}")
-    gamma = 1.0 / a.shape[1] if gamma is None else gamma
-
-    def kernel(x, y):
-        return (x @ y.T * gamma + coef) ** degree
-
-    if max(len(a), len(b)) <= FULL_KERNEL_LIMIT:
-        mean, se = _jackknife(kernel(a, a), kernel(b, b), kernel(a, b))
-        return KidResult(mean, se, "jackknife", min(len(a), len(b)), 1, len(a), len(b))
-    size = min(subset_size, len(a), len(b))
-    count = min(subsets, len(a) // size, len(b) // size)
-    rng = np.random.default_rng(seed)
-    ia, ib = rng.permutation(len(a)), rng.permutation(len(b))
-    values = []
-    for k in range(count):
-        xa, xb = a[ia[k * size : (k + 1) * size]], b[ib[k * size : (k + 1) * size]]
-        values.append(_mmd2_from_kernels(kernel(xa, xa), kernel(xb, xb), kernel(xa, xb)))
-    estimates = np.asarray(values)
-    se = float(estimates.std(ddof=1) / np.sqrt(count)) if count > 1 else float("nan")
-    return KidResult(float(estimates.mean()), se, "disjoint subsets", size, count, len(a), len(b))
-
-
-COMPARISONS = (
-    # key, synthetic class, real class, better when
-    ("syn_AD_vs_real_AD", "AD", "AD", "lower"),
-    ("syn_AD_vs_real_NON_AD", "AD", "NON_AD", "higher"),
-    ("syn_NON_AD_vs_real_NON_AD", "NON_AD", "NON_AD", "lower"),
-    ("syn_NON_AD_vs_real_AD", "NON_AD", "AD", "higher"),
-)
 
 
 @dataclass(frozen=True)
@@ -145,72 +62,220 @@ class MarginResult:
         return asdict(self)
 
 
+COMPARISONS = (
+    # key, synthetic class, real class, better when
+    ("syn_AD_vs_real_AD", "AD", "AD", "lower"),
+    ("syn_AD_vs_real_NON_AD", "AD", "NON_AD", "higher"),
+    ("syn_NON_AD_vs_real_NON_AD", "NON_AD", "NON_AD", "lower"),
+    ("syn_NON_AD_vs_real_AD", "NON_AD", "AD", "higher"),
+)
+
+
+def _mmd2_from_kernels(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
+    m, n = kxx.shape[0], kyy.shape[0]
+    sum_xx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    sum_yy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(sum_xx + sum_yy - 2 * kxy.mean())
+
+
+class _Kernel:
+    """k(x, y) = (x.y * gamma + coef)^degree as row and column sums (float64), never kept."""
+
+    def __init__(self, d: int, degree: int = 3, gamma: float | None = None, coef: float = 1.0):
+        self.gamma, self.coef, self.degree = 1.0 / d if gamma is None else gamma, coef, degree
+
+    def _matrix(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        k = x @ y.T  # x @ x.T runs as a symmetric product (BLAS syrk) when y is x
+        k *= k.dtype.type(self.gamma)
+        k += k.dtype.type(self.coef)
+        return k**self.degree
+
+    def self_sums(self, x: np.ndarray) -> np.ndarray:
+        """Row sums of k(x, x) without the diagonal."""
+        k = self._matrix(x, x)
+        return k.sum(1, dtype=np.float64) - np.diagonal(k).astype(np.float64)
+
+    def cross_sums(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column sums of k(x, y)."""
+        k = self._matrix(x, y)
+        return k.sum(1, dtype=np.float64), k.sum(0, dtype=np.float64)
+
+
+def _leave_one_out(off_x: np.ndarray, off_y: np.ndarray, rows_xy: np.ndarray, cols_xy: np.ndarray):
+    """The unbiased MMD^2 on all images and every leave-one-out estimate (without each x, without
+    each y), from kernel row sums (`off_*`: own-set sums without the diagonal; `rows_xy`,
+    `cols_xy`: the cross kernel's row and column sums), no refitting."""
+    m, n = len(off_x), len(off_y)
+    sxx, syy, sxy = off_x.sum(), off_y.sum(), rows_xy.sum()
+    full = sxx / (m * (m - 1)) + syy / (n * (n - 1)) - 2 * sxy / (m * n)
+    # without x_i: its row and column leave the xx sum, its row leaves the xy sum
+    loo_x = (
+        (sxx - 2 * off_x) / ((m - 1) * (m - 2)) + syy / (n * (n - 1)) - 2 * (sxy - rows_xy) / ((m - 1) * n)
+    )
+    loo_y = (
+        sxx / (m * (m - 1)) + (syy - 2 * off_y) / ((n - 1) * (n - 2)) - 2 * (sxy - cols_xy) / (m * (n - 1))
+    )
+    return float(full), loo_x, loo_y
+
+
+def _jackknife_se(*groups: np.ndarray) -> float:
+    """Standard error from the leave-one-out estimates of each independent sample (a k-sample
+    jackknife: the variance contributions of the samples add)."""
+    return float(np.sqrt(sum((len(v) - 1) / len(v) * ((v - v.mean()) ** 2).sum() for v in groups)))
+
+
+def _jackknife(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> tuple[float, float]:
+    """The unbiased MMD^2 of three kernel matrices and its two-sample jackknife standard error."""
+    off_x, off_y = kxx.sum(1) - np.diag(kxx), kyy.sum(1) - np.diag(kyy)
+    full, loo_x, loo_y = _leave_one_out(off_x, off_y, kxy.sum(1), kxy.sum(0))
+    return full, _jackknife_se(loo_x, loo_y)
+
+
+def _check(sets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out, dims = {}, set()
+    for name, x in sets.items():
+        x = np.asarray(x)
+        if x.dtype != np.float32:
+            x = x.astype(np.float64)
+        if x.ndim != 2:
+            raise EvalError(f"KID needs (N, d) feature arrays; {name} has shape {x.shape}")
+        if len(x) < MIN_IMAGES:
+            raise EvalError(f"{name} has {len(x)} images; a meaningful KID needs at least {MIN_IMAGES}")
+        out[name] = x
+        dims.add(x.shape[1])
+    if len(dims) > 1:
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in out.items())
+        raise EvalError(f"KID needs feature arrays of the same d, got {shapes}")
+    if len({x.dtype for x in out.values()}) > 1:  # one precision for every product
+        out = {k: v.astype(np.float64) for k, v in out.items()}
+    return out
+
+
+def _blocks(sets: dict[str, np.ndarray], block_size: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """The sets split into the fewest disjoint blocks of at most `block_size` images (none below
+    MIN_IMAGES), one seeded shuffle per set; a single block keeps the sets as they are."""
+    if block_size < MIN_IMAGES:
+        raise EvalError(f"KID block size must be >= {MIN_IMAGES}, got {block_size}")
+    sizes = [len(x) for x in sets.values()]
+    count = max(1, min(math.ceil(max(sizes) / block_size), min(sizes) // MIN_IMAGES))
+    if count == 1:
+        return [sets]
+    rng = np.random.default_rng(seed)
+    parts = {k: np.array_split(x[rng.permutation(len(x))], count) for k, x in sets.items()}
+    return [{k: p[i] for k, p in parts.items()} for i in range(count)]
+
+
+def _combine(values: list[tuple[float, float]]) -> tuple[float, float, str]:
+    """Mean of independent block estimates and its standard error."""
+    means, ses = np.array([v[0] for v in values]), np.array([v[1] for v in values])
+    k = len(values)
+    method = "jackknife" if k == 1 else f"jackknife over {k} disjoint blocks"
+    return float(means.mean()), float(np.sqrt((ses**2).sum()) / k), method
+
+
+def _table(
+    syn: dict[str, np.ndarray],
+    real: dict[str, np.ndarray],
+    pairs: list[tuple[str, str]],
+    margins: list[tuple[str, str, str]],
+    block_size: int,
+    seed: int,
+    kernel_kw: dict,
+) -> tuple[dict, dict]:
+    """KIDs of (synthetic, real) name pairs and margins (synthetic, real other, real same), all
+    from one partition into blocks and one set of kernel sums per block."""
+    if set(syn) & set(real):
+        raise ValueError(f"synthetic and real sets need distinct names, got {sorted(set(syn) & set(real))}")
+    sets = _check({**syn, **real})
+    kernel = _Kernel(next(iter(sets.values())).shape[1], **kernel_kw)
+    per_pair: dict[tuple[str, str], list] = {p: [] for p in pairs}
+    per_margin: dict[tuple[str, str, str], list] = {m: [] for m in margins}
+    blocks = _blocks(sets, block_size, seed)
+    for block in blocks:
+        off = {k: kernel.self_sums(x) for k, x in block.items()}
+        loo = {}
+        for s, r in {*pairs, *[(s, o) for s, o, _ in margins], *[(s, r) for s, _, r in margins]}:
+            rows, cols = kernel.cross_sums(block[s], block[r])
+            loo[s, r] = _leave_one_out(off[s], off[r], rows, cols)
+        for p in pairs:
+            full, lx, ly = loo[p]
+            per_pair[p].append((full, _jackknife_se(lx, ly)))
+        for s, o, r in margins:
+            (f_o, lo_s, lo_o), (f_s, ls_s, ls_r) = loo[s, o], loo[s, r]
+            per_margin[s, o, r].append((f_o - f_s, _jackknife_se(lo_s - ls_s, lo_o - f_s, f_o - ls_r)))
+    kids = {}
+    for (s, r), values in per_pair.items():
+        mean, se, method = _combine(values)
+        size = min(len(blocks[-1][s]), len(blocks[-1][r]))  # array_split: the last blocks are the smallest
+        kids[s, r] = KidResult(mean, se, method, size, len(blocks), len(syn[s]), len(real[r]))
+    return kids, {m: MarginResult(*_combine(v)) for m, v in per_margin.items()}
+
+
+def kid(
+    a: np.ndarray,
+    b: np.ndarray,
+    block_size: int = BLOCK_SIZE,
+    seed: int = 0,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef: float = 1.0,
+    names: tuple[str, str] = ("set a", "set b"),
+) -> KidResult:
+    """KID of two feature sets (`seed`: which images share a block when the sets are split)."""
+    kids, _ = _table(
+        {names[0]: a},
+        {names[1]: b},
+        [(names[0], names[1])],
+        [],
+        block_size,
+        seed,
+        {"degree": degree, "gamma": gamma, "coef": coef},
+    )
+    return kids[names]
+
+
 def kid_margin(
     syn: np.ndarray,
     real_other: np.ndarray,
     real_same: np.ndarray,
-    subsets: int = 100,
-    subset_size: int = 1000,
+    block_size: int = BLOCK_SIZE,
     seed: int = 0,
     names: tuple[str, str, str] = ("synthetic", "real other", "real same"),
 ) -> MarginResult:
-    """The cross-class margin with a three-sample jackknife error (every set up to
-    FULL_KERNEL_LIMIT), or the mean and error of margins on disjoint subsets that share the
-    synthetic subset (larger sets)."""
-    syn, real_other = _check(syn, real_other, names[:2])
-    _, real_same = _check(syn, real_same, (names[0], names[2]))
-    gamma = 1.0 / syn.shape[1]
-
-    def kernel(x, y):
-        return (x @ y.T * gamma + 1.0) ** 3
-
-    if max(len(syn), len(real_other), len(real_same)) <= FULL_KERNEL_LIMIT:
-        kss = kernel(syn, syn)
-        f_o, lo_s, lo_o = _leave_one_out(kss, kernel(real_other, real_other), kernel(syn, real_other))
-        f_s, ls_s, ls_r = _leave_one_out(kss, kernel(real_same, real_same), kernel(syn, real_same))
-        se = _jackknife_se(lo_s - ls_s, lo_o - f_s, f_o - ls_r)
-        return MarginResult(f_o - f_s, se, "jackknife")
-    size = min(subset_size, len(syn), len(real_other), len(real_same))
-    count = min(subsets, len(syn) // size, len(real_other) // size, len(real_same) // size)
-    rng = np.random.default_rng(seed)
-    perms = [rng.permutation(len(x)) for x in (syn, real_other, real_same)]
-    values = []
-    for k in range(count):
-        s, o, r = (
-            x[p[k * size : (k + 1) * size]] for x, p in zip((syn, real_other, real_same), perms, strict=True)
-        )
-        kss = kernel(s, s)
-        values.append(
-            _mmd2_from_kernels(kss, kernel(o, o), kernel(s, o))
-            - _mmd2_from_kernels(kss, kernel(r, r), kernel(s, r))
-        )
-    estimates = np.asarray(values)
-    se = float(estimates.std(ddof=1) / np.sqrt(count)) if count > 1 else float("nan")
-    return MarginResult(float(estimates.mean()), se, "disjoint subsets")
+    """The cross-class margin with its three-sample jackknife error (per block)."""
+    _, margins = _table(
+        {names[0]: syn},
+        {names[1]: real_other, names[2]: real_same},
+        [],
+        [names],
+        block_size,
+        seed,
+        {},
+    )
+    return margins[names]
 
 
-def class_margins(
-    real: dict[str, np.ndarray], synthetic: dict[str, np.ndarray], **kw
-) -> dict[str, MarginResult]:
-    """Per synthetic class, its margin (the clinical rule's quantity, with its own error)."""
+def kid_table(
+    real: dict[str, np.ndarray], synthetic: dict[str, np.ndarray], block_size: int = BLOCK_SIZE, seed: int = 0
+) -> dict[str, KidResult | MarginResult]:
+    """One checkpoint's Table 2 (the study's four comparisons, keys of COMPARISONS) and the clinical
+    rule's two margins (`margin_AD`, `margin_NON_AD`), each with its own error."""
+    syn = {f"synthetic {c}": synthetic[c] for c in CLASSES}
+    ref = {f"real {c}": real[c] for c in CLASSES}
     other = {"AD": "NON_AD", "NON_AD": "AD"}
-    return {
-        f"margin_{c}": kid_margin(
-            synthetic[c],
-            real[other[c]],
-            real[c],
-            names=(f"synthetic {c}", f"real {other[c]}", f"real {c}"),
-            **kw,
-        )
-        for c in ("AD", "NON_AD")
+    pairs = [(f"synthetic {s}", f"real {r}") for _, s, r, _ in COMPARISONS]
+    margins = [(f"synthetic {c}", f"real {other[c]}", f"real {c}") for c in CLASSES]
+    kids, margin = _table(syn, ref, pairs, margins, block_size, seed, {})
+    out: dict[str, KidResult | MarginResult] = {
+        key: kids[p] for (key, *_), p in zip(COMPARISONS, pairs, strict=True)
     }
+    out.update({f"margin_{c}": margin[m] for c, m in zip(CLASSES, margins, strict=True)})
+    return out
 
 
 def four_comparisons(
     real: dict[str, np.ndarray], synthetic: dict[str, np.ndarray], **kw
 ) -> dict[str, KidResult]:
-    """The study's Table 2 for one checkpoint."""
-    return {
-        key: kid(synthetic[s], real[r], names=(f"synthetic {s}", f"real {r}"), **kw)
-        for key, s, r, _ in COMPARISONS
-    }
+    """The study's Table 2 for one checkpoint (the KIDs of `kid_table`)."""
+    table = kid_table(real, synthetic, **kw)
+    return {key: table[key] for key, *_ in COMPARISONS}  # type: ignore[misc]

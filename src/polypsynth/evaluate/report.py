@@ -149,8 +149,9 @@ def _html_table(rows) -> str:
 
 
 KID_NOTE = (
-    "Mean (standard error over images): the unbiased estimate on every image of both sets with its "
-    "two-sample jackknife error, or for sets over 4096 images the mean over disjoint subsets. "
+    "Mean (standard error over images): the unbiased estimate over every pair of images with its "
+    "jackknife error; sets over 4096 images are split into disjoint blocks, each estimated so, "
+    "and the blocks' mean and combined error are shown. "
     "Inception features are the standard raw ones; EfficientNet features (ImageNet weights, not "
     "fine-tuned) are centred and scaled once on the real training images, so their KIDs do not depend "
     "on the network's arbitrary scale. Values are not comparable across feature spaces."

@@ -36,8 +36,7 @@ class EvalOptions:
     classify_seeds: int = 3
     synthetic_share: float = 0.5  # synthetic images added per real training image (augmentation)
     augment: bool = True
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
+    kid_block_size: int = kid.BLOCK_SIZE  # images per set in one KID block (larger sets: disjoint blocks)
     seed: int = 0
     cache_dir: str | None = None
     device: str = "cpu"  # feature extraction (fp32: the standard features); the classifier has its own
@@ -221,12 +220,13 @@ def evaluate(
             test_f = {c: scale(v) for c, v in test_f.items()}
             syn_f = {k: {c: scale(v) for c, v in f.items()} for k, f in syn_f.items()}
         features[name] = {"real": real_f, "test": test_f, "synthetic": syn_f}
-        sizes = {"subsets": options.kid_subsets, "subset_size": options.kid_subset_size, "seed": options.seed}
         # Table 2's four KIDs, and the two margins of the clinical rule with their joint errors
         kids[name] = {
             ck.name: {
-                **{k: v.as_dict() for k, v in kid.four_comparisons(real_f, syn_f[ck.name], **sizes).items()},
-                **{k: v.as_dict() for k, v in kid.class_margins(real_f, syn_f[ck.name], **sizes).items()},
+                k: v.as_dict()
+                for k, v in kid.kid_table(
+                    real_f, syn_f[ck.name], block_size=options.kid_block_size, seed=options.seed
+                ).items()
             }
             for ck in checkpoints
         }

@@ -37,7 +37,7 @@ def naive_scores(kids: dict[str, dict]) -> dict[str, float]:
 
 
 def _margin(k: dict, cls: str, other: str, same: str) -> tuple[float, float]:
-    if f"margin_{cls}" in k:  # measured jointly (kid.class_margins)
+    if f"margin_{cls}" in k:  # measured jointly (kid.kid_table)
         return k[f"margin_{cls}"]["mean"], k[f"margin_{cls}"]["se"]
     return k[other]["mean"] - k[same]["mean"], math.hypot(k[other]["se"], k[same]["se"])
 

@@ -66,6 +66,16 @@ def build_tiny(
             f"resolution {resolution} must be divisible by {down * 2 ** (len(cfg.unet_channels) - 1)} "
             f"for vae_channels={cfg.vae_channels} and unet_channels={cfg.unet_channels}"
         )
+    bad = [c for c in cfg.unet_channels if c % cfg.attention_head_dim]
+    if bad:
+        raise ValueError(
+            f"attention_head_dim {cfg.attention_head_dim} must divide every unet_channels entry "
+            f"{cfg.unet_channels}; {bad} are not multiples of it"
+        )
+    # diffusers' UNet2DConditionModel reads its `attention_head_dim` argument as the number of
+    # heads (a legacy name); the config's value is the width of one head, so heads per block are
+    # computed here. Head width 4 (8 heads on 32 channels) made CPU attention half of a step.
+    heads = tuple(c // cfg.attention_head_dim for c in cfg.unet_channels)
     groups = min(8, *cfg.unet_channels, *cfg.vae_channels)
     tokenizer = build_tokenizer(cfg.max_text_length)
     with torch.random.fork_rng():
@@ -93,7 +103,7 @@ def build_tiny(
             down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
             cross_attention_dim=cfg.text_hidden_size,
-            attention_head_dim=cfg.attention_head_dim,
+            attention_head_dim=heads,
             norm_num_groups=groups,
         )
         vae = AutoencoderKL(

@@ -43,6 +43,7 @@ from polypsynth.train.run_folder import RunError, config_hash, on_cpu, prepare_o
 from polypsynth.train.steps import (
     VaeObjective,
     diffusion_loss,
+    random_crop,
     random_flips,
     sample_latents,
     text_context,
@@ -190,7 +191,8 @@ def _run_stage(
         if cfg.train.latent_cache:
             dataset = build_latent_cache(vae, dataset, device, progress=progress)
     params = [p for p in trainable.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, weight_decay=1e-2)
+    # fused: one kernel for every parameter's update (about 7% of a tiny U-Net's CPU step)
+    optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, weight_decay=1e-2, fused=True)
     lr_scheduler = get_scheduler(
         {"constant": "constant_with_warmup", "cosine": "cosine"}[stage.lr_schedule],
         optimizer,
@@ -252,7 +254,8 @@ def _run_stage(
                     pixels = batch["pixel_values"].to(device)
                     if cfg.train.flip:
                         (pixels,) = random_flips([pixels], gen)
-                    loss = model(pixels, gen)
+                    cropping = step < round(stage.crop_share * stage.steps)
+                    loss = model(random_crop(pixels, stage.crop if cropping else None, gen), gen)
                 else:
                     latents = sample_latents(batch, vae, gen, cfg.train.flip, device)
                     context = text_context(

@@ -28,6 +28,17 @@ def random_flips(tensors: list[torch.Tensor], gen: torch.Generator) -> list[torc
     return out
 
 
+def random_crop(pixels: torch.Tensor, size: int | None, gen: torch.Generator) -> torch.Tensor:
+    """One random `size` x `size` window of the batch (the same position for every image);
+    the batch unchanged when `size` is None or the whole image."""
+    height, width = pixels.shape[-2:]
+    if size is None or (size == height and size == width):
+        return pixels
+    top = int(torch.randint(0, height - size + 1, (1,), generator=gen))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=gen))
+    return pixels[..., top : top + size, left : left + size]
+
+
 def sample_latents(batch: dict, vae, gen: torch.Generator, flip: bool, device) -> torch.Tensor:
     """Scaled latents of a batch: from the latent cache when present, else by encoding pixels."""
     if "latent_mean" in batch:
