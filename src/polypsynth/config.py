@@ -85,7 +85,7 @@ class StageConfig:
     crop: int | None = None
     """autoencoder: train on random square crops of this many pixels (one position per batch);
     null: whole images. The VAE is convolutional, so it learns the same local code from crops at a
-    fraction of the cost per step (32 of 64 px: about 2.5x faster on a CPU)."""
+    fraction of the cost per step (32 of 64 px: about 2x faster on a CPU)."""
     crop_share: float = 1.0
     """autoencoder, with `crop`: the share of steps, from the first, trained on crops; the rest use
     whole images, so the group norms and mid-block attention end on whole-image statistics, as the

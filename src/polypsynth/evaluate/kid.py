@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from polypsynth.data.records import CLASSES
 from polypsynth.errors import EvalError
 
 MIN_IMAGES = 10  # below this an unbiased MMD estimate says nothing useful
 BLOCK_SIZE = 4096  # images per set in one block: up to this many, one estimate over all images
-CLASSES = ("AD", "NON_AD")
 
 
 @dataclass(frozen=True)
