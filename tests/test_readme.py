@@ -54,7 +54,7 @@ SCALE = {
         "--stage1",
         "24",
         "--train",
-        "30",
+        "60",  # the positive control holds out 10 NON_AD images: a third of 60 are NON_AD
         "--test",
         "12",
         "--unlabelled",
@@ -111,7 +111,7 @@ def _stand_ins(tmp: Path) -> None:
     generate_phantom(
         src,
         seed=5,
-        plan=PhantomPlan(size=64, stage1=20, train=30, test=12, unlabelled=6),
+        plan=PhantomPlan(size=64, stage1=20, train=60, test=12, unlabelled=6),
         workers=1,
         progress=False,
     )
@@ -193,8 +193,8 @@ class Runner:
             results = json.loads((Path(args[args.index("--out") + 1]) / "results.json").read_text())
             assert set(results["fidelity"]) == {
                 p.name for p in Path(args[args.index("--synthetic") + 1]).iterdir()
-            }
-            assert ("--reconstructions" in args) == (results["fidelity_ceiling"] is not None)
+            } | {results["control"]["name"]}
+            assert ("--reconstructions" in args) == (results["fidelity_reconstructed"] is not None)
         elif args[0] == "reconstruct":
             out = Path(args[args.index("--out") + 1])
             assert all(any((out / c).glob("*.png")) for c in ("AD", "NON_AD"))

@@ -4,7 +4,7 @@
     OUT/train/          the run: checkpoints/step-*/ (autoencoder, pretrain, finetune), logs/
     OUT/bundles/step-*/ ONNX bundles of the finetune checkpoints
     OUT/samples/step-*/{AD,NON_AD}/   images pulled through the gRPC service (in-process)
-    OUT/reconstructions/{AD,NON_AD}/  real test images through the autoencoder (fidelity ceiling)
+    OUT/reconstructions/{AD,NON_AD}/  real test images through the autoencoder (a fidelity reference)
     OUT/report/         the evaluation report
     OUT/summary.json    the five-line summary
 
@@ -164,13 +164,16 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     _step("4/5 evaluation: KID x4, t-SNE, class fidelity, augmented classification")
     report = out / "report"
     if not (report / "results.json").is_file():
+        from polypsynth.bundle_format import load_manifest
         from polypsynth.data.sources import load_phantom
         from polypsynth.evaluate.classify import ClassifierOptions
         from polypsynth.evaluate.job import evaluate_to_report
         from polypsynth.evaluate.run import EvalOptions
         from polypsynth.evaluate.sets import real_data
 
+        resolutions = {load_manifest(b, verify_hashes=False)["resolution"] for b in bundles.values()}
         options = EvalOptions(
+            resolution=int(resolutions.pop()) if len(resolutions) == 1 else None,
             features=profile.features,
             classifier=ClassifierOptions(image_size=profile.classify_size, epochs=profile.classify_epochs),
             classify_seeds=profile.classify_seeds,
@@ -235,52 +238,46 @@ def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile)
 
 
 def summarise(results: dict, report: Path, seconds: float, timings: dict, profile: str) -> dict:
+    from polypsynth.evaluate.tables import experiments
+    from polypsynth.evaluate.uncertainty import describe
+
     sel = results["selection"]
     names = [c["name"] for c in results["checkpoints"]]
     last = names[-1]
     fid = results["fidelity"][last]
     judge = results["fidelity_judge"]
-    ceiling = results.get("fidelity_ceiling")
+    control = results["control"]["name"]
     pick = sel["clinical"]["pick"] or sel["naive"]["pick"]
-    from polypsynth.evaluate.tables import experiments
-
     blocks = experiments(results)  # the study's fine-tuned EfficientNet, then the Inception probe if computed
     gains = {label: block["gains"].get(pick) for label, block in blocks}
 
-    def aug(label, block):
-        g, real = gains[label], block["real"]["balanced_accuracy"]["mean"]
-        if not g:
-            return f"{label} not measured"
-        return f"{label} {g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}] over {real:.3f}"
+    def gain_text(label, g):
+        return f"{label} {describe(g)}" if g else f"{label} not measured"
 
     lines = [
         f"report: {report / 'index.html'}",
-        f"naive rule (lowest same-class KID) picks {sel['naive']['pick']}; clinical rule picks {sel['clinical']['pick'] or 'none'}",
-        f"augmenting real data with {pick}, balanced accuracy gain (95% CI): "
-        + "; ".join(aug(label, block) for label, block in blocks),
-        "power control, gain from the second half of the real training data (95% CI): "
-        + "; ".join(
-            f"{label} {g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]"
-            for label, block in blocks
-            for g in [block["controls"]["more_real"]]
-        ),
+        f"verdict: {sel['decision']} (clinical rule picks {sel['clinical']['pick'] or 'none'}; lowest same-class "
+        f"KID, the rule the study warns against, picks {sel['naive']['pick']})",
+        f"augmenting real data with {pick}, balanced accuracy gain [95%]: "
+        + "; ".join(gain_text(label, gains[label]) for label, _ in blocks),
+        "positive control, held-out real images added instead [95%]: "
+        + "; ".join(gain_text(label, block["gains"].get(control)) for label, block in blocks)
+        + f"; {'passes' if sel['control']['eligible'] else 'fails'} the clinical rules",
         f"class fidelity of the last checkpoint {last}: AD {fid['AD']:.2f}, NON_AD {fid['NON_AD']:.2f} "
-        f"(chance 0.50; judge {judge['kind']}, {judge['real']['mean']:.2f} on real test images"
-        + (
-            f"; autoencoder ceiling AD {ceiling['AD']:.2f}, NON_AD {ceiling['NON_AD']:.2f})"
-            if ceiling
-            else ")"
-        ),
+        f"(threshold: the judge's recall on real test images, AD {judge['recall']['AD']:.2f}, NON_AD "
+        f"{judge['recall']['NON_AD']:.2f}; judge {judge['kind']})",
         f"total time {seconds / 60:.1f} min (profile {profile})",
     ]
     return {
         "lines": lines,
         "report": str(report / "index.html"),
+        "decision": sel["decision"],
         "naive_pick": sel["naive"]["pick"],
         "clinical_pick": sel["clinical"]["pick"],
         "augmentation_gains": gains,
+        "control": sel["control"],
         "last_checkpoint_fidelity": fid,
-        "fidelity_ceiling": ceiling,
+        "judge_recall": judge["recall"],
         "seconds": seconds,
         "timings": timings,
         "profile": profile,

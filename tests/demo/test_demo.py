@@ -81,19 +81,24 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (out / "bundles" / name / "manifest.json").is_file()
         for c in ("AD", "NON_AD"):
             assert len(list((out / "samples" / name / c).glob("*.png"))) == 16
-    # The fidelity ceiling: every real test image once through the run's autoencoder.
+    # The autoencoder reference: every real test image once through the run's autoencoder.
     tests = {c: len(list((out / "phantom" / "classif" / "test" / c).glob("*.png"))) for c in ("AD", "NON_AD")}
     assert {c: len(list((out / "reconstructions" / c).glob("*.png"))) for c in tests} == tests
-    ceiling = results["fidelity_ceiling"]
-    assert ceiling["images"] == tests and all(0.0 <= ceiling[c] <= 1.0 for c in tests)
+    reconstructed = results["fidelity_reconstructed"]
+    assert reconstructed["images"] == tests and all(0.0 <= reconstructed[c] <= 1.0 for c in tests)
+    assert results["resolution"] == 64  # the bundles' recorded resolution
+    # The summary states the decision, the control's gain and the fidelity threshold.
+    assert summary["decision"] == results["selection"]["decision"]
+    assert summary["lines"][1].startswith(f"verdict: {summary['decision']} (clinical rule picks ")
+    control = results["control"]["name"]
+    gain = results["classification"]["gains"][control]
+    assert summary["lines"][3].startswith("positive control, held-out real images added instead [95%]: ")
     assert (
-        f"autoencoder ceiling AD {ceiling['AD']:.2f}, NON_AD {ceiling['NON_AD']:.2f}" in summary["lines"][4]
+        f"{gain['mean']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]: {gain['word']}"
+        in summary["lines"][3]
     )
-    more = results["classification"]["controls"]["more_real"]  # the power control, in the summary
-    assert summary["lines"][3].startswith(
-        "power control, gain from the second half of the real training data"
-    )
-    assert f"{more['mean']:+.3f} [{more['ci95'][0]:+.3f}, {more['ci95'][1]:+.3f}]" in summary["lines"][3]
+    recall = results["fidelity_judge"]["recall"]
+    assert f"the judge's recall on real test images, AD {recall['AD']:.2f}" in summary["lines"][4]
     md = (out / "report" / "report.md").read_text()
     for section in SECTIONS:  # every section of the report
         assert f"## {section}" in md

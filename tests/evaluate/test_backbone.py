@@ -106,3 +106,27 @@ def test_fixed_scale_makes_kid_independent_of_the_feature_scale():
 def test_constant_features_have_no_scale():
     with pytest.raises(EvalError, match="reference features are constant"):
         FeatureScale(np.ones((5, 3)))
+
+
+def test_b0_weights_with_unmatched_keys_are_refused_by_name(tmp_path):
+    """A file whose keys carry a prefix (or lack tensors) would load as random weights with timm's
+    non-strict loading when the class count differs: it is refused, naming the keys."""
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("efficientnet_b0", pretrained=False)
+    prefixed = {f"model.{k}": v.contiguous() for k, v in source.state_dict().items()}
+    save_file(prefixed, tmp_path / "prefixed.safetensors")
+    with pytest.raises(
+        EvalError,
+        match=r"prefixed.safetensors does not match timm's efficientnet_b0: \d+ missing key\(s\) \(first: conv_stem.weight, .*unexpected \(first: model\.",
+    ):
+        build_backbone(2, str(tmp_path / "prefixed.safetensors"))
+    # A head for other classes is the one allowed difference; the backbone loads exactly.
+    ten = timm.create_model("efficientnet_b0", pretrained=False, num_classes=10)
+    save_file({k: v.contiguous() for k, v in ten.state_dict().items()}, tmp_path / "ten.safetensors")
+    model = build_backbone(2, str(tmp_path / "ten.safetensors"))
+    assert model.num_classes == 2 and torch.equal(model.conv_stem.weight, ten.conv_stem.weight)
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "ten.safetensors").read_bytes()[:1000])
+    with pytest.raises(EvalError, match=r"cut.safetensors: not a readable EfficientNet-B0 weights file"):
+        build_backbone(2, str(tmp_path / "cut.safetensors"))

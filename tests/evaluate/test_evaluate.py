@@ -24,7 +24,7 @@ def eval_data(tmp_path_factory):
     generate_phantom(
         root / "real",
         seed=1,
-        plan=PhantomPlan(size=32, stage1=0, train=30, test=15, unlabelled=0),
+        plan=PhantomPlan(size=32, stage1=0, train=60, test=15, unlabelled=0),
         workers=1,
         progress=False,
     )
@@ -70,13 +70,13 @@ def _args(root, out, *extra):
 def test_end_to_end_report(eval_data, tmp_path):
     out = tmp_path / "report"
     # An autoencoder that loses nothing: its "reconstructions" are the real test images themselves,
-    # so the fidelity ceiling must equal the judge's own recall of each class on the test split.
+    # so their fidelity must equal the judge's own recall of each class on the test split.
     identity = tmp_path / "identity"
     for c in ("AD", "NON_AD"):
         shutil.copytree(eval_data / "real" / "classif" / "test" / c, identity / c)
     result = CliRunner().invoke(main, _args(eval_data, out, "--reconstructions", str(identity)))
     assert result.exit_code == 0, result.output
-    assert "Lowest same-class KID picks step-00" in result.output
+    assert "the rule the study warns against, would pick step-00" in result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "fidelity_augmentation.png",
         "index.html",
@@ -88,8 +88,15 @@ def test_end_to_end_report(eval_data, tmp_path):
     ]
     results = json.loads((out / "results.json").read_text())
     assert [c["name"] for c in results["checkpoints"]] == ["step-001000", "step-002000"]
+    assert results["resolution"] == 32  # taken from the synthetic images
+    # The positive control: as many held-out real images as a checkpoint has (at most half a class).
+    control = results["control"]["name"]
+    assert control == "held-out real" and results["control"]["images"] == {"AD": 12, "NON_AD": 10}
+    assert results["real"]["train"] == {"AD": 40 - 12, "NON_AD": 20 - 10}
+    judged = ["step-001000", "step-002000", control]
     for space in ("inception", "efficientnet"):
-        for ck in ("step-001000", "step-002000"):
+        assert list(results["kid"][space]) == judged
+        for ck in judged:
             assert set(results["kid"][space][ck]) == {
                 "syn_AD_vs_real_AD",
                 "syn_AD_vs_real_NON_AD",
@@ -100,47 +107,63 @@ def test_end_to_end_report(eval_data, tmp_path):
             }
             k = results["kid"][space][ck]
             assert k["syn_AD_vs_real_AD"]["method"] == "jackknife" and k["syn_AD_vs_real_AD"]["se"] > 0
-            assert k["syn_AD_vs_real_AD"]["block_size"] == 12  # every image of the smaller set
-            assert k["syn_AD_vs_real_AD"]["blocks"] == 1
             assert k["margin_AD"]["mean"] == pytest.approx(
                 k["syn_AD_vs_real_NON_AD"]["mean"] - k["syn_AD_vs_real_AD"]["mean"], abs=1e-9
             )
-    assert set(results["classification"]["augmented"]) == {"step-001000", "step-002000"}
-    assert results["classification"]["real"]["seeds"] == 2
+        assert results["kid"][space]["step-001000"]["syn_AD_vs_real_AD"]["block_size"] == 12
+    table = results["classification"]
+    assert set(table["augmented"]) == set(judged) and table["real"]["seeds"] == 2
+    assert table["augmented"][control]["added"] == {"AD": 9, "NON_AD": 9}  # 0.5 x 38 real, by class
+    for gain in table["gains"].values():  # every gain with its conclusion and its power
+        assert gain["word"] in ("helps", "does not help", "cannot tell") and gain["mde"] >= 0
+        assert gain["margin"] == 0.02 and gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
+    assert set(table["controls"]["swapped"]) == {"step-002000"}
     # With Inception features, fidelity is judged by the linear probe, which also runs Table 1 rows.
-    assert results["fidelity_judge"]["kind"] == "linear probe on Inception features"
-    assert results["fidelity"] == results["probe"]["fidelity"]
-    assert set(results["probe"]["gains"]) == {"step-001000", "step-002000"}
-    # The verdict weighs the study's Table 1 (the fine-tuned ImageNet EfficientNet) and its power.
+    judge = results["fidelity_judge"]
+    assert judge["kind"] == "linear probe on Inception features"
+    assert results["fidelity"] == results["probe"]["fidelity"] and set(results["fidelity"]) == set(judged)
+    assert judge["recall"]["AD"] == pytest.approx(results["probe"]["real"]["AD"]["recall"]["mean"])
+    assert judge["images"] == {"AD": 10, "NON_AD": 5}
+    assert set(results["probe"]["gains"]) == set(judged)
     assert results["selection"]["gains_by"] == "EfficientNet-Lite0 (ImageNet), fine-tuned"
-    controls = results["classification"]["controls"]
-    assert controls["real_half"]["seeds"] == 2 and set(controls["swapped"]) == {"step-002000"}
-    assert results["selection"]["power"]["ci95"] == controls["more_real"]["ci95"]
-    assert results["selection"]["power"]["powered"] == (controls["more_real"]["ci95"][0] > 0)
+    sel = results["selection"]
+    assert sel["control"]["name"] == control and sel["clinical"]["pick"] != control
+    assert sel["control"]["gain"] == table["gains"][control]
+    assert sel["decision"] in ("worth using", "not worth using", "cannot decide")
+    if table["gains"][control]["word"] != "helps":  # no power: never "not worth using"
+        assert sel["decision"] != "not worth using"
+    for name in judged:
+        for c in ("AD", "NON_AD"):
+            f = sel["clinical"]["table"][name]["fidelity"][c]
+            assert f["share"] == results["fidelity"][name][c] and f["recall"] == judge["recall"][c]
+            assert f["status"] in ("kept", "lost", "untestable")
     assert set(results["probe"]["controls"]["swapped"]) == {"step-001000", "step-002000"}
-    # Memorisation in both spaces; separation numbers in the primary space, chance stated.
+    # Memorisation in both spaces; separation numbers with permutation nulls, chance stated.
     assert set(results["memorisation"]) == {"inception", "efficientnet"}
     for space in results["memorisation"].values():
-        assert set(space["checkpoints"]) == {"step-001000", "step-002000"}
+        assert set(space["checkpoints"]) == set(judged)
         assert all(0 <= c["near_copies"] <= 1 for c in space["checkpoints"].values())
     sep = results["separation"]["step-001000"]
     assert sep["classes"]["chance"] == 0.5 and 0 <= sep["real_vs_synthetic"]["balanced_accuracy"] <= 1
-    ceiling = results["fidelity_ceiling"]
+    assert sep["real_vs_synthetic"]["permutations"] == 200 and 0 < sep["real_vs_synthetic"]["p_value"] <= 1
+    assert set(results["tsne"]) == {"step-001000", "step-002000"}  # no map for the control
+    reconstructed = results["fidelity_reconstructed"]
     for c, n in (("AD", 10), ("NON_AD", 5)):
-        assert ceiling[c] == pytest.approx(results["probe"]["real"][c]["recall"]["mean"])
-        assert ceiling["images"][c] == n
+        assert reconstructed[c] == pytest.approx(judge["recall"][c])
+        assert reconstructed["images"][c] == n
     md = (out / "report.md").read_text()
     for section in SECTIONS:  # every section of the report
         assert f"## {section}" in md
-    assert "| Inception probe: real + synthetic step-002000 |" in md
-    assert "| EfficientNet-Lite0 (ImageNet): half of the real (control) |" in md
-    assert "- Inception probe: half → all real " in md
-    assert (
-        "| EfficientNet-Lite0 (ImageNet): real |" in md and "Judge: linear probe on Inception features" in md
-    )
-    assert f"| autoencoder ceiling: real test images encoded and decoded | {ceiling['AD']:.2f} |" in md
+    assert "| Inception probe: real + 9+9 from step-002000 |" in md
+    assert "| EfficientNet-Lite0 (ImageNet): real + 9+9 from held-out real (positive control) |" in md
+    assert "| step-002000, labels swapped (negative control) |" in md
+    assert "Every image compared at the generator's resolution, 32x32" in md
+    assert "held-out positive control 12+10" in md and "It is not a clinical validation." in md
+    assert "| real test images after the autoencoder | 1.00 of 10 |" in md
+    assert "ceiling" not in md
     page = (out / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<h2>Table 1" in page
+    assert "- " not in page.split("<body>")[1].replace(" - ", "")  # no Markdown bullets in the HTML
     for png in ("kid_curves.png", "tsne_grid.png", "samples_grid.png"):
         assert Image.open(out / png).size[0] > 300
 
@@ -245,11 +268,53 @@ def test_unreadable_image_and_small_sets_through_the_cli(eval_data, tmp_path):
     for p in sorted((samples / "step-001000" / "NON_AD").glob("*.png"))[5:]:
         p.unlink()
     result = CliRunner().invoke(main, _args(root, out, "--no-augment", "--features", "inception"))
-    assert (
-        result.exit_code == 1
-        and "synthetic NON_AD has 5 images; a meaningful KID needs at least 10" in result.output
+    assert result.exit_code == 1 and result.output.strip() == (
+        "Error: checkpoint step-001000 has 5 NON_AD images; the positive control is matched to it and "
+        "needs at least 10 per class (sample more images)"
     )
     assert not out.exists()
+
+
+def test_bad_inputs_of_the_real_data_path(eval_data, tmp_path):
+    """Mixed synthetic sizes, a resolution the images do not have, a margin or control share out of
+    range, a real class too small to spare a control: one line each, no report folder."""
+    samples = tmp_path / "samples"
+    shutil.copytree(eval_data / "samples", samples)
+    odd = sorted((samples / "step-002000" / "AD").glob("*.png"))[0]
+    Image.open(odd).resize((48, 48)).save(odd)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "real").symlink_to(eval_data / "real")
+    (root / "samples").symlink_to(samples)
+    out = tmp_path / "report"
+    fast = ("--no-augment", "--features", "inception")
+    result = CliRunner().invoke(main, _args(root, out, *fast))
+    assert result.exit_code == 1
+    assert "synthetic images have mixed or non-square sizes: 32x32 (47 images, e.g. " in result.output
+    assert (
+        "48x48 (1 images, e.g. " in result.output
+        and "step-002000/AD/train-000000.png); one generator " in result.output
+    )
+    for extra, message in (
+        (("--resolution", "64"), "synthetic images are 32x32, but the generator's recorded resolution is 64"),
+        (("--margin", "1.5"), "--margin must be in (0, 1) (a balanced-accuracy gain), got 1.5"),
+        (("--margin", "0"), "--margin must be in (0, 1) (a balanced-accuracy gain), got 0.0"),
+        (
+            ("--control-share", "1"),
+            "--control-share must be in (0, 1) (a share of each class's training images), got 1.0",
+        ),
+        (
+            ("--control-share", "0.3"),
+            "the real train split has 20 NON_AD images: a share of 0.3 holds out 6, fewer than the 10 the "
+            "positive control needs (raise --control-share or add images)",
+        ),
+    ):
+        if extra[0] in ("--resolution", "--control-share") and extra[1] in ("64", "0.3"):
+            shutil.rmtree(samples)
+            shutil.copytree(eval_data / "samples", samples)
+        result = CliRunner().invoke(main, _args(root, out, *fast, *extra))
+        assert result.exit_code == 1 and message in result.output, (extra, result.output)
+        assert not out.exists()
 
 
 def test_bad_options(eval_data, tmp_path):
@@ -321,7 +386,7 @@ def test_a_test_image_in_a_training_pool_stops_the_evaluation(eval_data, tmp_pat
     real = real_data(load_any(eval_data / "real"))
     found = _leakage(real, {"stage1": [pool / "frame.jpg"]}, EvalOptions(allow_leakage=True), False)
     assert found["pairs"] == 1 and found["examples"][0]["pool"] == "stage1"
-    assert found["pools"] == {"real train split": 30, "stage1": 1}
+    assert found["pools"] == {"real train split": 60, "stage1": 1}
     assert _leakage(real, {}, EvalOptions(), False)["pairs"] == 0
 
 

@@ -44,11 +44,28 @@ def test_a_checkpoint_that_copies_training_images_is_caught():
     fid = {n: {"AD": 0.9, "NON_AD": 0.9} for n in kids}
     fid["copied"] = {"AD": 1.0, "NON_AD": 1.0}
     copies = {n: {"copies": ck[n]["copies"], "near_copies": ck[n]["near_copies"]} for n in kids}
-    sel = select(kids, fid, copies=copies)
+    judge = {"recall": {"AD": 0.9, "NON_AD": 0.9}, "images": {"AD": 60, "NON_AD": 40}}
+    counts = {n: {"AD": 50, "NON_AD": 50} for n in kids}
+    sel = select(kids, fid, judge, counts, copies=copies)
     assert sel["clinical"]["table"]["copied"]["eligible"] is False
     assert sel["clinical"]["pick"] == "fresh"
-    only_copy = select({"copied": kids["copied"]}, {"copied": fid["copied"]}, copies=copies)
-    assert "1 checkpoint(s) (copied) reproduce training images more often than chance" in only_copy["verdict"]
+    only_copy = select({"copied": kids["copied"]}, {"copied": fid["copied"]}, judge, counts, copies=copies)
+    assert only_copy["decision"] == "not worth using"
+    assert only_copy["verdict"].startswith(
+        "Not worth using: every checkpoint reproduces its training images."
+    )
+    # The control's images are training images held out of the reference: searched against the
+    # rest only, they are as new as test images; a checkpoint that copies them is caught.
+    held = {c: v[50:] for c, v in train.items()}
+    rest = {c: v[:50] for c, v in train.items()}
+    copies_of_held = {c: v + rng.normal(0, 0.01, v.shape) for c, v in held.items()}
+    out = memorisation.check(
+        rest, test, {"ctl": held, "copier": copies_of_held}, held_out=held, control="ctl"
+    )
+    assert out["checkpoints"]["ctl"]["copies"] is False
+    assert (
+        out["checkpoints"]["copier"]["copies"] is True and out["checkpoints"]["copier"]["near_copies"] == 1.0
+    )
 
 
 def test_separation_numbers_have_their_meaning():
@@ -61,10 +78,22 @@ def test_separation_numbers_have_their_meaning():
     shifted = _sets(rng, 60, 60, shift=np.r_[np.full(8, 1.0), np.full(8, -1.0)])
     good = separation.class_separation(real, faithful)
     assert good["balanced_accuracy"] > 0.9 and good["chance"] == 0.5
-    assert good["ci95"][0] <= good["balanced_accuracy"] <= good["ci95"][1]
+    assert good["ci95"][0] <= good["balanced_accuracy"] <= good["ci95"][1] and good["p_value"] < 0.01
     assert separation.class_separation(real, swapped)["balanced_accuracy"] < 0.1
     # Real vs synthetic: the same distribution is indistinguishable, a shifted one is not.
-    same = separation.real_vs_synthetic(real, faithful)
-    assert same["ci95"][0] < 0.5 + 0.1 and abs(same["balanced_accuracy"] - 0.5) < 0.15
     far = separation.real_vs_synthetic(real, shifted)
-    assert far["balanced_accuracy"] > 0.9 and far["ci95"][0] > 0.8
+    assert far["balanced_accuracy"] > 0.9 and far["ci95"][0] > 0.8 and far["p_value"] < 0.01
+
+
+def test_a_faithful_draw_has_an_interval_that_contains_chance():
+    """The permutation null accounts for the dependence cross-validation creates: faithful draws
+    (class-balanced, against an imbalanced real set, as a checkpoint's samples are) contain 0.5 in
+    their interval about 95% of the time; the bootstrap over images had excluded it."""
+    rng = np.random.default_rng(5)
+    real = _sets(rng, 80, 40, dim=64)
+    inside = []
+    for seed in range(12):
+        draw = separation.real_vs_synthetic(real, _sets(rng, 40, 40, dim=64), seed)
+        inside.append(draw["ci95"][0] <= 0.5 <= draw["ci95"][1])
+        assert draw["null95"][0] < 0.5 < draw["null95"][1] and draw["permutations"] == separation.PERMUTATIONS
+    assert sum(inside) >= 10

@@ -23,8 +23,9 @@ from polypsynth.cli.common import load_real_set, main, max_hash_distance_option,
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
 @user_errors
 def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
-    """Real images encoded and decoded by a model's autoencoder: the ceiling of class fidelity
-    (pass the folder to `evaluate --reconstructions`)."""
+    """Real images encoded and decoded by a model's autoencoder: what the judge makes of real images
+    after the autoencoder, a reference for class fidelity (pass the folder to `evaluate
+    --reconstructions`)."""
     from pathlib import Path
 
     from polypsynth.evaluate.reconstruct import write_reconstructions
@@ -87,7 +88,28 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
 @click.option(
     "--reconstructions",
     type=click.Path(exists=True, file_okay=False),
-    help="Real test images through the model's autoencoder (`polypsynth reconstruct`): the fidelity ceiling.",
+    help="Real test images through the model's autoencoder (`polypsynth reconstruct`): a fidelity reference.",
+)
+@click.option(
+    "--resolution",
+    type=click.IntRange(min=8),
+    help="The generator's resolution (default: the synthetic images' size, which must be one). Every real "
+    "image is brought to it as training did (short side resized, centre square).",
+)
+@click.option(
+    "--control-share",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Positive control: at most this share of each class's real training images is held out, as many "
+    "as the smallest checkpoint has, and judged like a checkpoint.",
+)
+@click.option(
+    "--margin",
+    default=0.02,
+    show_default=True,
+    type=float,
+    help="The smallest balanced-accuracy gain worth having: a gain whose interval lies below it does not help.",
 )
 @click.option(
     "--train-pool",
@@ -124,6 +146,9 @@ def evaluate_command(
     efficientnet_weights,
     cache_dir,
     reconstructions,
+    resolution,
+    control_share,
+    margin,
     train_pools,
     max_hash_distance,
     allow_leakage,
@@ -158,6 +183,9 @@ def evaluate_command(
         max_hash_distance=max_hash_distance,
         allow_leakage=allow_leakage,
         device=device,
+        resolution=resolution,
+        control_share=control_share,
+        margin=margin,
     ).validate()
     real_set = load_real_set(real, real_kind)
     recon = reconstruction_set(reconstructions) if reconstructions else None

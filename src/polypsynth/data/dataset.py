@@ -25,9 +25,15 @@ def open_rgb(path) -> Image.Image:
         raise DataError(f"cannot decode image {path}: {exc}") from exc
 
 
+def square_transform(resolution: int) -> Callable:
+    """PIL image -> uint8 3xRxR tensor: the short side resized (antialiased), the centre square.
+    The geometric part of training's transform; evaluation brings every image through it."""
+    return v2.Compose([v2.ToImage(), v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution)])
+
+
 def image_transform(resolution: int, flip: bool = False) -> Callable:
     """Resize the short side, centre-crop to a square, flips when training, scale to [-1, 1]."""
-    steps = [v2.ToImage(), v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution)]
+    steps = [square_transform(resolution)]
     if flip:
         steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)]

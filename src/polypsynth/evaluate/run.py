@@ -1,4 +1,9 @@
-"""`polypsynth evaluate`: every checkpoint's synthetic images against the real data."""
+"""`polypsynth evaluate`: every checkpoint's synthetic images against the real data.
+
+Phases: the generator's resolution and view (every image goes through it), the positive control
+held out of the real train split, leakage, features and KIDs, memorisation, t-SNE and separation,
+Table 1 with its controls, class fidelity, and the selection with its verdict. The control is
+judged by the same code as every checkpoint: it is one more `Checkpoint` (sets.control_checkpoint)."""
 
 from __future__ import annotations
 
@@ -21,8 +26,22 @@ from polypsynth.evaluate import (
     table1,
     tsne,
 )
-from polypsynth.evaluate.features import EfficientNetExtractor, FeatureScale, InceptionExtractor, extract
-from polypsynth.evaluate.sets import Checkpoint, RealData
+from polypsynth.evaluate.features import (
+    EfficientNetExtractor,
+    FeatureScale,
+    GeneratorView,
+    InceptionExtractor,
+    extract,
+)
+from polypsynth.evaluate.sets import (
+    CONTROL,
+    Checkpoint,
+    RealData,
+    control_checkpoint,
+    generator_resolution,
+    hold_out_control,
+)
+from polypsynth.evaluate.uncertainty import MARGIN
 
 FEATURES = ("inception", "efficientnet")
 ALIASES = {"classifier": "efficientnet"}  # the old name of the EfficientNet space, still accepted
@@ -42,6 +61,9 @@ class EvalOptions:
     device: str = "cpu"  # feature extraction (fp32: the standard features); the classifier has its own
     max_hash_distance: int = 4  # perceptual-hash bits within which two images are near-duplicates
     allow_leakage: bool = False  # go on (with a warning in the verdict) when test images leak
+    resolution: int | None = None  # the generator's, when known (checkpoint / bundle); else its images'
+    control_share: float = 0.5  # at most this share of each class's real training images held out
+    margin: float = MARGIN  # the smallest balanced-accuracy gain worth having
 
     def validate(self) -> EvalOptions:
         self.features = tuple(ALIASES.get(f, f) for f in self.features)
@@ -54,6 +76,14 @@ class EvalOptions:
         classify.check_device(self.classifier.device)
         if not 0 < self.synthetic_share <= 10:
             raise EvalError(f"synthetic share must be in (0, 10], got {self.synthetic_share}")
+        if not 0 < self.margin < 1:
+            raise EvalError(f"--margin must be in (0, 1) (a balanced-accuracy gain), got {self.margin}")
+        if not 0 < self.control_share < 1:
+            raise EvalError(
+                f"--control-share must be in (0, 1) (a share of each class's training images), got {self.control_share}"
+            )
+        if self.resolution is not None and self.resolution < 8:
+            raise EvalError(f"--resolution must be a side in pixels >= 8, got {self.resolution}")
         return self
 
 
@@ -74,22 +104,21 @@ def recognised(predict, sets: dict) -> dict[str, float]:
     return {c: float((np.asarray(predict(sets[c])) == i).mean()) for i, c in enumerate(CLASSES)}
 
 
-def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn, ceiling_f=None) -> dict:
+def _probe_experiments(real_f, test_f, synthetic_f, judged, options, n_syn, reconstructed_f=None) -> dict:
     """The linear probe on Inception features: Table 1 with its controls (table1.py), the fidelity
-    of each synthetic class (see probe.py) and, given reconstruction features, the autoencoder's
-    ceiling on it (see reconstruct.py)."""
+    of each judged set (see probe.py), its recall on real test images (the fidelity threshold) and,
+    given reconstruction features, its fidelity on real test images after the autoencoder."""
     test_list, test_y = _labelled(test_f)
     test_x = np.asarray(test_list)
     train_x, train_y = _labelled(real_f)
     judge, _ = probe.run(np.asarray(train_x), train_y, test_x, test_y)
-    fidelity = {
-        ck.name: recognised(lambda x: probe.predict(judge, x), synthetic_f[ck.name]) for ck in checkpoints
-    }
-    ceiling = recognised(lambda x: probe.predict(judge, x), ceiling_f) if ceiling_f else None
+    fidelity = {ck.name: recognised(lambda x: probe.predict(judge, x), synthetic_f[ck.name]) for ck in judged}
+    reconstructed = (
+        recognised(lambda x: probe.predict(judge, x), reconstructed_f) if reconstructed_f else None
+    )
 
-    def run_real(picks, _seed):  # the fit is deterministic: the seed only picks the half
-        x, y = _labelled(real_f, picks)
-        return probe.run(np.asarray(x), y, test_x, test_y)[1]
+    def run_real(_seed):  # the fit is deterministic
+        return probe.run(np.asarray(train_x), train_y, test_x, test_y)[1]
 
     def run_augmented(ck, pick, _seed, swap):
         sx, sy = _labelled(synthetic_f[ck.name], pick)
@@ -97,28 +126,33 @@ def _probe_experiments(real_f, test_f, synthetic_f, checkpoints, options, n_syn,
         return probe.run(x, train_y + (_swap(sy) if swap else sy), test_x, test_y)[1]
 
     table = table1.run_table(
-        checkpoints,
-        {c: len(real_f[c]) for c in CLASSES},
+        judged,
         options.classify_seeds,
         options.seed,
         n_syn,
         run_real,
         run_augmented if options.augment else None,
-        swap_control=[ck.name for ck in checkpoints],  # cheap: every checkpoint
+        swap_control=[ck.name for ck in judged if not ck.control],  # cheap: every checkpoint
+        margin=options.margin,
     )
-    return {"features": "inception", "fidelity": fidelity, "ceiling": ceiling, **table}
+    return {"features": "inception", "fidelity": fidelity, "reconstructed": reconstructed, **table}
 
 
-def _efficientnet_table(real, checkpoints, options, n_syn, progress) -> tuple[dict, list, classify.ImageBank]:
+def _efficientnet_table(
+    real, judged, options, n_syn, progress, view
+) -> tuple[dict, list, classify.ImageBank]:
     """Table 1 with the fine-tuned ImageNet EfficientNet (classify.py) and its controls; also
     returns the real-only models (the fidelity judges when no Inception features are computed) and
     the decoded images they were trained on (reused, not decoded again, by those judges)."""
     copts = options.classifier
-    bank = classify.ImageBank(copts.image_size)
+    bank = classify.ImageBank(copts.image_size, view)
     test_paths, test_labels = _labelled(real.test)
     models = []
+    runs = options.classify_seeds * (1 + (len(judged) + 1 if options.augment else 0))
+    counter = iter(range(1, runs + 1))
 
     def fit(paths, labels, seed, desc):
+        desc = f"classifier {next(counter)} of {runs}: {desc}"
         model = classify.train_classifier(paths, labels, copts, seed, bank, desc, progress)
         pred = classify.predict(model, test_paths, bank)
         run = {
@@ -127,11 +161,10 @@ def _efficientnet_table(real, checkpoints, options, n_syn, progress) -> tuple[di
         }
         return model, {**run, "y_pred": pred}
 
-    def run_real(picks, seed):
-        paths, labels = _labelled(real.train, picks)
-        model, run = fit(paths, labels, seed, f"real {'half' if picks else 'all'}, seed {seed}")
-        if picks is None:
-            models.append(model)
+    def run_real(seed):
+        paths, labels = _labelled(real.train)
+        model, run = fit(paths, labels, seed, f"real, seed {seed}")
+        models.append(model)
         return run
 
     def run_augmented(ck, pick, seed, swap):
@@ -140,15 +173,16 @@ def _efficientnet_table(real, checkpoints, options, n_syn, progress) -> tuple[di
         desc = f"real+{ck.name}{' swapped' if swap else ''}, seed {seed}"
         return fit(paths + syn_paths, labels + (_swap(syn_labels) if swap else syn_labels), seed, desc)[1]
 
+    synthetic = [ck for ck in judged if not ck.control]
     table = table1.run_table(
-        checkpoints,
-        {c: len(real.train[c]) for c in CLASSES},
+        judged,
         options.classify_seeds,
         options.seed,
         n_syn,
         run_real,
         run_augmented if options.augment else None,
-        swap_control=[checkpoints[-1].name],  # the costliest control: the last checkpoint only
+        swap_control=[synthetic[-1].name],  # the costliest control: the last checkpoint only
+        margin=options.margin,
     )
     return {"classifier": backbone.describe(copts.weights), **table}, models, bank
 
@@ -156,7 +190,8 @@ def _efficientnet_table(real, checkpoints, options, n_syn, progress) -> tuple[di
 def _leakage(real: RealData, pools: dict[str, list[Path]], options: EvalOptions, progress: bool) -> dict:
     from polypsynth.data.inspect import leakage
 
-    pools = {"real train split": [p for c in CLASSES for p in real.train[c]], **pools}
+    train = [p for c in CLASSES for p in [*real.train[c], *real.control.get(c, [])]]
+    pools = {"real train split": train, **pools}
     test = [p for c in CLASSES for p in real.test[c]]
     found = leakage(test, pools, options.max_hash_distance, progress)
     if found and not options.allow_leakage:
@@ -174,6 +209,124 @@ def _leakage(real: RealData, pools: dict[str, list[Path]], options: EvalOptions,
     }
 
 
+def _extractors(options: EvalOptions) -> dict:
+    return {
+        name: InceptionExtractor(options.inception_weights, options.device)
+        if name == "inception"
+        else EfficientNetExtractor(options.classifier.weights, options.device)
+        for name in options.features
+    }
+
+
+def _features_and_kids(real, judged, extractors, options, view, progress) -> tuple[dict, dict]:
+    """Features of every set in every space (through the generator's view); KID x4 and the two
+    class margins per judged set."""
+    cache = Path(options.cache_dir) if options.cache_dir else None
+    features: dict[str, dict] = {}
+    kids: dict[str, dict] = {}
+    for name, ex in extractors.items():
+
+        def feats(paths, desc, ex=ex, name=name):
+            return extract(ex, paths, cache, f"{name} {desc}", progress=progress, view=view)
+
+        real_f = {c: feats(real.train[c], f"real {c}") for c in CLASSES}
+        test_f = {c: feats(real.test[c], f"real test {c}") for c in CLASSES}
+        syn_f = {ck.name: {c: feats(ck.images[c], f"{ck.name} {c}") for c in CLASSES} for ck in judged}
+        if name != "inception":  # no standard scale: fix one on the real reference (FeatureScale)
+            scale = FeatureScale(np.concatenate(list(real_f.values())))
+            real_f = {c: scale(v) for c, v in real_f.items()}
+            test_f = {c: scale(v) for c, v in test_f.items()}
+            syn_f = {k: {c: scale(v) for c, v in f.items()} for k, f in syn_f.items()}
+        features[name] = {"real": real_f, "test": test_f, "synthetic": syn_f}
+        kids[name] = {
+            ck.name: {
+                k: v.as_dict()
+                for k, v in kid.kid_table(
+                    real_f, syn_f[ck.name], block_size=options.kid_block_size, seed=options.seed
+                ).items()
+            }
+            for ck in judged
+        }
+    return features, kids
+
+
+def _fidelity(
+    features, extractors, table, real_models, bank, judged, reconstructions, options, n_syn, view, progress
+):
+    """Class fidelity of every judged set, the judge that measured it with its recall on the real
+    test images, the judge on reconstructions, and the probe's Table 1 (None without Inception)."""
+    if "inception" in extractors:
+        rec_f = None
+        if reconstructions:
+            cache = Path(options.cache_dir) if options.cache_dir else None
+            rec_f = {
+                c: extract(
+                    extractors["inception"],
+                    reconstructions[c],
+                    cache,
+                    f"inception reconstructed test {c}",
+                    progress=progress,
+                    view=view,
+                )
+                for c in CLASSES
+            }
+        fi = features["inception"]
+        probes = _probe_experiments(fi["real"], fi["test"], fi["synthetic"], judged, options, n_syn, rec_f)
+        real = probes["real"]
+        judge = {"kind": "linear probe on Inception features", "real": real["balanced_accuracy"]}
+        return probes["fidelity"], _with_recall(judge, real), probes["reconstructed"], probes
+
+    def vote(sets):  # the share of the real-only models' answers that name each class
+        votes = [recognised(partial(classify.predict, m, bank=bank), sets) for m in real_models]
+        return {c: float(np.mean([v[c] for v in votes])) for c in CLASSES}
+
+    fidelity = {ck.name: vote(ck.images) for ck in judged}
+    judge = {
+        "kind": f"{table['classifier']} fine-tuned on real images",
+        "real": table["real"]["balanced_accuracy"],
+    }
+    return (
+        fidelity,
+        _with_recall(judge, table["real"]),
+        vote(reconstructions) if reconstructions else None,
+        None,
+    )
+
+
+def _with_recall(judge: dict, real: dict) -> dict:
+    """The judge's recall of each class on the real test images (the fidelity threshold)."""
+    return {
+        **judge,
+        "recall": {c: real[c]["recall"]["mean"] for c in CLASSES},
+        "images": {c: int(sum(real["confusion"][i]) // real["seeds"]) for i, c in enumerate(CLASSES)},
+    }
+
+
+def _copies(memo: dict, judged) -> dict:
+    return {
+        ck.name: {
+            "copies": any(m["checkpoints"][ck.name]["copies"] for m in memo.values()),
+            "near_copies": max(m["checkpoints"][ck.name]["near_copies"] for m in memo.values()),
+        }
+        for ck in judged
+    }
+
+
+def _tsne_maps(f: dict, checkpoints, seed: int) -> dict:
+    return {
+        ck.name: tsne.embed(
+            {
+                "real AD": f["real"]["AD"],
+                "real NON_AD": f["real"]["NON_AD"],
+                "synthetic AD": f["synthetic"][ck.name]["AD"],
+                "synthetic NON_AD": f["synthetic"][ck.name]["NON_AD"],
+            },
+            seed=seed,
+        )
+        for ck in checkpoints
+    }
+
+
 def evaluate(
     real: RealData,
     checkpoints: list[Checkpoint],
@@ -183,65 +336,28 @@ def evaluate(
     train_pools: dict[str, list[Path]] | None = None,
 ) -> dict:
     """All the numbers of the report (plots are drawn from them by report.py). `reconstructions`:
-    class -> real test images passed through the model's autoencoder (reconstruct.py); the judge's
-    answer on them is reported as the ceiling of class fidelity. `train_pools`: pool name -> the
-    other images the model trained on (stage 1, unlabelled, replay); with the real training split
-    they are searched for near-duplicates of the test images first (leakage is an error unless
-    `options.allow_leakage`)."""
+    class -> real test images passed through the model's autoencoder (reconstruct.py), whose class
+    fidelity is reported beside the checkpoints' (a reference, not a bound). `train_pools`: pool name -> the other images the model trained on (stage 1,
+    unlabelled, replay); with the real training split they are searched for near-duplicates of the
+    test images first (leakage is an error unless `options.allow_leakage`)."""
     options.validate()
     if reconstructions is not None:
         empty = [c for c in CLASSES if not reconstructions.get(c)]
         if empty:
             raise EvalError(f"reconstructions hold no {', '.join(empty)} images; every class needs some")
+    generated = [ck.images for ck in checkpoints] + ([reconstructions] if reconstructions else [])
+    options.resolution = generator_resolution(generated, options.resolution)
+    view = GeneratorView(options.resolution)
+    real = hold_out_control(real, checkpoints, options.control_share, options.seed)
+    judged = [*checkpoints, control_checkpoint(real)]
     leaks = _leakage(real, train_pools or {}, options, progress)
-    cache = Path(options.cache_dir) if options.cache_dir else None
     n_syn = round(options.synthetic_share * sum(len(v) for v in real.train.values()))
-
-    # 1. Features of every set in every space; KID x4 and the two class margins per checkpoint.
-    extractors = {
-        name: InceptionExtractor(options.inception_weights, options.device)
-        if name == "inception"
-        else EfficientNetExtractor(options.classifier.weights, options.device)
-        for name in options.features
+    extractors = _extractors(options)
+    features, kids = _features_and_kids(real, judged, extractors, options, view, progress)
+    memo = {
+        name: memorisation.check(f["real"], f["test"], f["synthetic"], f["synthetic"][CONTROL], CONTROL)
+        for name, f in features.items()
     }
-    features: dict[str, dict] = {}
-    kids: dict[str, dict] = {}
-    for name, ex in extractors.items():
-
-        def feats(paths, desc, ex=ex, name=name):
-            return extract(ex, paths, cache, f"{name} {desc}", progress=progress)
-
-        real_f = {c: feats(real.train[c], f"real {c}") for c in CLASSES}
-        test_f = {c: feats(real.test[c], f"real test {c}") for c in CLASSES}
-        syn_f = {ck.name: {c: feats(ck.images[c], f"{ck.name} {c}") for c in CLASSES} for ck in checkpoints}
-        if name != "inception":  # no standard scale: fix one on the real reference (FeatureScale)
-            scale = FeatureScale(np.concatenate(list(real_f.values())))
-            real_f = {c: scale(v) for c, v in real_f.items()}
-            test_f = {c: scale(v) for c, v in test_f.items()}
-            syn_f = {k: {c: scale(v) for c, v in f.items()} for k, f in syn_f.items()}
-        features[name] = {"real": real_f, "test": test_f, "synthetic": syn_f}
-        # Table 2's four KIDs, and the two margins of the clinical rule with their joint errors
-        kids[name] = {
-            ck.name: {
-                k: v.as_dict()
-                for k, v in kid.kid_table(
-                    real_f, syn_f[ck.name], block_size=options.kid_block_size, seed=options.seed
-                ).items()
-            }
-            for ck in checkpoints
-        }
-
-    # 2. Memorisation in every space: near-copies of training images, against real test images.
-    memo = {name: memorisation.check(f["real"], f["test"], f["synthetic"]) for name, f in features.items()}
-    copies = {
-        ck.name: {
-            "copies": any(m["checkpoints"][ck.name]["copies"] for m in memo.values()),
-            "near_copies": max(m["checkpoints"][ck.name]["near_copies"] for m in memo.values()),
-        }
-        for ck in checkpoints
-    }
-
-    # 3. t-SNE in the primary feature space, and the numbers it shows measured in that space.
     primary = options.features[0]
     f = features[primary]
     separations = {
@@ -251,64 +367,35 @@ def evaluate(
                 f["real"], f["synthetic"][ck.name], options.seed
             ),
         }
-        for ck in checkpoints
+        for ck in judged
     }
-    maps = {
-        ck.name: tsne.embed(
-            {
-                "real AD": f["real"]["AD"],
-                "real NON_AD": f["real"]["NON_AD"],
-                "synthetic AD": f["synthetic"][ck.name]["AD"],
-                "synthetic NON_AD": f["synthetic"][ck.name]["NON_AD"],
-            },
-            seed=options.seed,
-        )
-        for ck in checkpoints
-    }
-
-    # 4. Table 1 with the fine-tuned EfficientNet, and its power and negative controls.
-    table, real_models, bank = _efficientnet_table(real, checkpoints, options, n_syn, progress)
-
-    # 5. Class fidelity: does a classifier trained on real data recognise each synthetic class? The
-    # judge is the Inception linear probe when Inception features are computed, else the real-only
-    # EfficientNets; the judge's own real-test balanced accuracy is reported with it.
-    probes = None
-    if "inception" in extractors:
-        ceiling_f = None
-        if reconstructions:
-            ceiling_f = {
-                c: extract(
-                    extractors["inception"],
-                    reconstructions[c],
-                    cache,
-                    f"inception reconstructed test {c}",
-                    progress=progress,
-                )
-                for c in CLASSES
-            }
-        fi = features["inception"]
-        probes = _probe_experiments(
-            fi["real"], fi["test"], fi["synthetic"], checkpoints, options, n_syn, ceiling_f
-        )
-        fidelity, ceiling = probes["fidelity"], probes["ceiling"]
-        judge = {"kind": "linear probe on Inception features", "real": probes["real"]["balanced_accuracy"]}
-    else:
-
-        def vote(sets):  # the share of the real-only models' answers that name each class
-            votes = [recognised(partial(classify.predict, m, bank=bank), sets) for m in real_models]
-            return {c: float(np.mean([v[c] for v in votes])) for c in CLASSES}
-
-        fidelity = {ck.name: vote(ck.images) for ck in checkpoints}
-        ceiling = vote(reconstructions) if reconstructions else None
-        judge = {
-            "kind": f"{table['classifier']} fine-tuned on real images",
-            "real": table["real"]["balanced_accuracy"],
-        }
-
-    # 6. The verdict weighs the study's Table 1 (the fine-tuned EfficientNet) and its power control.
+    maps = _tsne_maps(f, checkpoints, options.seed)
+    table, real_models, bank = _efficientnet_table(real, judged, options, n_syn, progress, view)
+    fidelity, judge, reconstructed, probes = _fidelity(
+        features,
+        extractors,
+        table,
+        real_models,
+        bank,
+        judged,
+        reconstructions,
+        options,
+        n_syn,
+        view,
+        progress,
+    )
     gains_by = f"{table['classifier']}, fine-tuned"
+    counts = {ck.name: {c: len(ck.images[c]) for c in CLASSES} for ck in judged}
     chosen = selection.select(
-        kids[primary], fidelity, table["gains"] or None, gains_by, power=table1.power(table), copies=copies
+        kids[primary],
+        fidelity,
+        judge,
+        counts,
+        table["gains"] or None,
+        gains_by,
+        copies=_copies(memo, judged),
+        control=CONTROL,
+        margin=options.margin,
     )
     chosen["gains_by"] = gains_by
     if leaks["pairs"]:
@@ -318,10 +405,9 @@ def evaluate(
         )
     return {
         "options": {**asdict(options), "classifier": asdict(options.classifier)},
-        "checkpoints": [
-            {"name": c.name, "step": c.step, "images": {k: len(v) for k, v in c.images.items()}}
-            for c in checkpoints
-        ],
+        "resolution": options.resolution,
+        "checkpoints": [{"name": c.name, "step": c.step, "images": counts[c.name]} for c in checkpoints],
+        "control": {"name": CONTROL, "images": counts[CONTROL]},
         "real": {split: {c: len(getattr(real, split)[c]) for c in CLASSES} for split in ("train", "test")},
         "primary_features": primary,
         "leakage": leaks,
@@ -334,9 +420,9 @@ def evaluate(
         "memorisation": memo,
         "fidelity": fidelity,
         "fidelity_judge": judge,
-        "fidelity_ceiling": (
-            {**ceiling, "images": {c: len(reconstructions[c]) for c in CLASSES}}
-            if ceiling and reconstructions
+        "fidelity_reconstructed": (
+            {**reconstructed, "images": {c: len(reconstructions[c]) for c in CLASSES}}
+            if reconstructed and reconstructions
             else None
         ),
         "classification": table,

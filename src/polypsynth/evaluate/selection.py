@@ -1,22 +1,32 @@
-"""Checkpoint selection by two rules, and how each agrees with the augmentation gains.
+"""Checkpoint selection by two rules, a positive control, and a verdict that can say "cannot decide".
 
 - naive: the lowest same-class KID, mean of KID(syn AD, real AD) and KID(syn NON_AD, real NON_AD);
-  the rule the study shows to mislead.
-- clinical: the study's point: synthetic classes must stay apart. Margins
-  m_AD = KID(syn AD, real NON_AD) - KID(syn AD, real AD) and
-  m_NON_AD = KID(syn NON_AD, real AD) - KID(syn NON_AD, real NON_AD) must both be positive beyond
-  their uncertainty (95% interval above zero) and the classifier trained on real data must
-  recognise each synthetic class above chance (class fidelity > 0.5), and the checkpoint must not
-  copy its training images (memorisation.py). Eligible checkpoints rank by
-  the sum of their ranks in the smaller margin and in the balanced class fidelity.
+  the rule the study warns against (shown, never followed).
+- clinical: the study's point: synthetic classes must stay apart. A checkpoint is eligible when
+  1. its margins m_AD = KID(syn AD, real NON_AD) - KID(syn AD, real AD) and
+     m_NON_AD = KID(syn NON_AD, real AD) - KID(syn NON_AD, real NON_AD) are both positive beyond
+     their uncertainty (95% interval above zero);
+  2. no synthetic class is clearly less recognisable than real images of that class: the judge (a
+     classifier trained on real data) names a share of each synthetic class as that class (class
+     fidelity); its recall on the real test images of the class is the threshold, and the class is
+     "lost" only when the 95% interval of fidelity - recall (Newcombe, from the two Wilson
+     intervals) lies below zero. A perfect generator's fidelity equals that recall, whatever the
+     judge's skill; a fixed 0.5 rejected one with probability 0.40 at the study's NON_AD recall.
+     Where the judge's own recall is not clearly above chance, fidelity cannot tell that class
+     ("untestable") and is noted, not held against the checkpoint;
+  3. it does not copy its training images (memorisation.py).
+  Eligible checkpoints rank by the sum of their ranks in the smaller margin and in the mean fidelity.
 
-A margin's standard error comes from a jackknife over all three image sets it involves (the
-synthetic set is shared by its two KIDs, whose errors are therefore correlated). Given only Table
-2's figures (a KID and its error each), it falls back to combining the two errors as if
-independent, an approximation that can be off in either direction. A checkpoint whose margins are
-neither clearly positive nor clearly negative is "undecided", and a verdict with no eligible
-checkpoint but undecided ones says the experiment cannot decide. Rank agreement with the augmentation gains needs at least
-MIN_RANKED checkpoints.
+The positive control (held-out real images, sets.CONTROL) is judged by the same rules. When it is
+not eligible, the rules cannot recognise a good generator on this data, and the verdict says so
+instead of blaming the checkpoints. Its augmentation gain is the power control: adding real images
+the classifier has not seen should help; if that cannot be shown, no synthetic gain can be.
+
+A checkpoint is worth using when it is eligible and its images *help* (uncertainty.py: the gain's
+95% interval above 0). The verdict is "not worth using" only when every checkpoint that does not
+copy *does not help* (interval below the margin delta) while the held-out real images do help (a
+classifier that gains nothing from new real images says nothing by gaining nothing from synthetic
+ones); otherwise it says it cannot decide, and why.
 """
 
 from __future__ import annotations
@@ -25,8 +35,19 @@ import math
 
 import numpy as np
 
+from polypsynth.data.records import CLASSES
+from polypsynth.evaluate.uncertainty import MARGIN, describe
+
 Z95 = 1.96
 MIN_RANKED = 5  # Spearman's rho from fewer points says next to nothing
+CHANCE = 0.5
+MEANING = (
+    "'Worth using' means: the checkpoint passes the clinical rules and adding its images to the real "
+    "training data clearly raised the balanced accuracy of the study's classifier on this test set. It is "
+    "not a clinical validation. 'Cannot tell' means the interval of a gain holds both zero and gains "
+    "worth having (the margin); more test images narrow it. Class fidelity is the recall of a classifier "
+    "trained on real images (the judge), measured on synthetic images, not a pathologist's reading."
+)
 
 
 def naive_scores(kids: dict[str, dict]) -> dict[str, float]:
@@ -42,32 +63,84 @@ def _margin(k: dict, cls: str, other: str, same: str) -> tuple[float, float]:
     return k[other]["mean"] - k[same]["mean"], math.hypot(k[other]["se"], k[same]["se"])
 
 
+def _wilson(share: float, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(round(share * n), n).proportion_ci(0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def fidelity_test(share: float, n: int, recall: float, m: int) -> dict:
+    """Synthetic class fidelity (`share` of n images) against the judge's recall on m real test
+    images of that class: the Newcombe 95% interval of their difference, and the status."""
+    f_lo, f_hi = _wilson(share, n)
+    r_lo, r_hi = _wilson(recall, m)
+    diff = share - recall
+    lo = diff - math.hypot(share - f_lo, r_hi - recall)
+    hi = diff + math.hypot(f_hi - share, recall - r_lo)
+    status = "lost" if hi < 0 else ("untestable" if r_lo <= CHANCE else "kept")
+    return {
+        "share": share,
+        "images": n,
+        "recall": recall,
+        "recall_ci95": [r_lo, r_hi],
+        "diff_ci95": [lo, hi],
+        "status": status,
+    }
+
+
+def _rule_row(k: dict, fid: dict, judge: dict, counts: dict, copying: bool) -> dict:
+    m_ad, se_ad = _margin(k, "AD", "syn_AD_vs_real_NON_AD", "syn_AD_vs_real_AD")
+    m_non, se_non = _margin(k, "NON_AD", "syn_NON_AD_vs_real_AD", "syn_NON_AD_vs_real_NON_AD")
+    lows = (m_ad - Z95 * se_ad, m_non - Z95 * se_non)
+    highs = (m_ad + Z95 * se_ad, m_non + Z95 * se_non)
+    apart = "apart" if min(lows) > 0 else ("not apart" if min(highs) < 0 else "undecided")
+    tests = {c: fidelity_test(fid[c], counts[c], judge["recall"][c], judge["images"][c]) for c in CLASSES}
+    lost = [c for c in CLASSES if tests[c]["status"] == "lost"]
+    return {
+        "margin_AD": m_ad,
+        "margin_AD_se": se_ad,
+        "margin_NON_AD": m_non,
+        "margin_NON_AD_se": se_non,
+        "min_margin": min(m_ad, m_non),
+        "classes": apart,
+        "fidelity": tests,
+        "fidelity_mean": float(np.mean([fid[c] for c in CLASSES])),
+        "copies": copying,
+        "eligible": apart == "apart" and not lost and not copying,
+    }
+
+
+def reasons(row: dict) -> list[str]:
+    """Why a row is not eligible, in words."""
+    out = []
+    if row["classes"] == "not apart":
+        out.append("its classes sit closer to the other real class than to their own (margins below zero)")
+    elif row["classes"] == "undecided":
+        out.append("its cross-class margins lie within their 95% uncertainty")
+    lost = [c for c in CLASSES if row["fidelity"][c]["status"] == "lost"]
+    if lost:
+        out.append(
+            f"the judge recognises its {' and '.join(lost)} clearly less often than real {' and '.join(lost)}"
+        )
+    if row["copies"]:
+        out.append("it reproduces training images more often than chance")
+    return out
+
+
 def clinical_table(
-    kids: dict[str, dict], fidelity: dict[str, dict], copies: dict[str, dict] | None = None
+    kids: dict[str, dict],
+    fidelity: dict[str, dict],
+    judge: dict,
+    counts: dict[str, dict],
+    copies: dict[str, dict] | None = None,
 ) -> dict[str, dict]:
-    table = {}
-    for c, k in kids.items():
-        m_ad, se_ad = _margin(k, "AD", "syn_AD_vs_real_NON_AD", "syn_AD_vs_real_AD")
-        m_non, se_non = _margin(k, "NON_AD", "syn_NON_AD_vs_real_AD", "syn_NON_AD_vs_real_NON_AD")
-        lows = (m_ad - Z95 * se_ad, m_non - Z95 * se_non)
-        highs = (m_ad + Z95 * se_ad, m_non + Z95 * se_non)
-        apart = "apart" if min(lows) > 0 else ("not apart" if min(highs) < 0 else "undecided")
-        fid = fidelity[c]
-        copying = bool(copies and copies[c]["copies"])
-        table[c] = {
-            "margin_AD": m_ad,
-            "margin_AD_se": se_ad,
-            "margin_NON_AD": m_non,
-            "margin_NON_AD_se": se_non,
-            "min_margin": min(m_ad, m_non),
-            "classes": apart,
-            "fidelity_balanced": (fid["AD"] + fid["NON_AD"]) / 2,
-            "copies": copying,
-            "eligible": apart == "apart" and fid["AD"] > 0.5 and fid["NON_AD"] > 0.5 and not copying,
-        }
-    margins = {c: t["min_margin"] for c, t in table.items()}
-    fids = {c: t["fidelity_balanced"] for c, t in table.items()}
-    rank_m, rank_f = _ranks(margins), _ranks(fids)
+    table = {
+        c: _rule_row(k, fidelity[c], judge, counts[c], bool(copies and copies[c]["copies"]))
+        for c, k in kids.items()
+    }
+    rank_m = _ranks({c: t["min_margin"] for c, t in table.items()})
+    rank_f = _ranks({c: t["fidelity_mean"] for c, t in table.items()})
     for c, t in table.items():
         t["score"] = rank_m[c] + rank_f[c]  # higher is better
     return table
@@ -84,101 +157,116 @@ def _ranks(values: dict[str, float]) -> dict[str, float]:
 def select(
     kids: dict[str, dict],
     fidelity: dict[str, dict],
+    judge: dict,
+    counts: dict[str, dict],
     gains: dict[str, dict] | None = None,
     gains_by: str | None = None,
-    power: dict | None = None,
     copies: dict[str, dict] | None = None,
+    control: str | None = None,
+    margin: float = MARGIN,
 ) -> dict:
-    """Both rules' picks; `gains` are augmentation gains per checkpoint, measured with `gains_by`;
-    `power`: that classifier's gain from more real data (table1.power), which says whether a gain
-    from synthetic data could have been seen at all; `copies`: per checkpoint, whether it copies its
-    training images (memorisation.check), which makes it ineligible."""
-    naive = naive_scores(kids)
-    clinical = clinical_table(kids, fidelity, copies)
-    naive_pick = min(naive, key=naive.__getitem__)
-    eligible = [c for c, t in clinical.items() if t["eligible"]]
-    clinical_pick = max(eligible, key=lambda c: clinical[c]["score"]) if eligible else None
+    """Both rules' picks and the verdict. `fidelity`: per set, class -> share the judge names that
+    class; `judge`: {"recall": class -> recall on real test images, "images": class -> count};
+    `counts`: per set, class -> images; `gains`: augmentation gains (uncertainty.gain_interval),
+    measured with `gains_by`; `copies`: memorisation per set; `control`: the name of the positive
+    control among the sets (judged like the rest, never picked)."""
+    clinical = clinical_table(kids, fidelity, judge, counts, copies)
+    names = [n for n in kids if n != control]
+    naive = {n: s for n, s in naive_scores(kids).items() if n != control}
+    eligible = [n for n in names if clinical[n]["eligible"]]
     out: dict = {
-        "naive": {"pick": naive_pick, "scores": naive},
-        "clinical": {"pick": clinical_pick, "table": clinical},
+        "naive": {"pick": min(naive, key=naive.__getitem__), "scores": naive},
+        "clinical": {
+            "pick": max(eligible, key=lambda n: clinical[n]["score"]) if eligible else None,
+            "table": clinical,
+        },
+        "margin": margin,
     }
+    if control is not None:
+        out["control"] = {
+            "name": control,
+            "eligible": clinical[control]["eligible"],
+            "reasons": reasons(clinical[control]),
+            "gain": (gains or {}).get(control),
+        }
     if gains:
-        common = [c for c in kids if c in gains]
-        out["agreement"] = {}
-        g = [gains[c]["mean"] for c in common]
-        if len(common) < MIN_RANKED:
-            out["agreement"]["note"] = (
-                f"not computed: rank agreement needs at least {MIN_RANKED} checkpoints, {len(common)} evaluated"
-            )
-        elif len(set(g)) > 1:  # a rank correlation needs gains that differ
-            from scipy.stats import spearmanr
-
-            for rule, score in (
-                ("naive", [-naive[c] for c in common]),
-                ("clinical", [clinical[c]["score"] for c in common]),
-            ):
-                rho = spearmanr(score, g).statistic if len(set(score)) > 1 else float("nan")
-                out["agreement"][rule] = None if np.isnan(rho) else float(rho)
-    if power is not None:
-        out["power"] = power
-    out["verdict"] = verdict(out, gains, gains_by)
+        out["agreement"] = _agreement(names, naive, clinical, gains)
+    out["decision"], out["verdict"] = verdict(out, gains, gains_by)
     return out
 
 
-def _power_note(power: dict | None) -> str:
-    if power is None or power["powered"]:
-        return ""
-    lo, hi = power["ci95"]
-    return (
-        f" Table 1 could not settle it either: its classifier gains no clear accuracy from doubling the real "
-        f"training data ({power['mean']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f})."
-    )
+def _agreement(names, naive, clinical, gains) -> dict:
+    common = [n for n in names if n in gains]
+    if len(common) < MIN_RANKED:
+        return {
+            "note": f"not computed: rank agreement needs at least {MIN_RANKED} checkpoints, {len(common)} evaluated"
+        }
+    g = [gains[n]["mean"] for n in common]
+    out: dict = {}
+    if len(set(g)) > 1:  # a rank correlation needs gains that differ
+        from scipy.stats import spearmanr
+
+        for rule, score in (
+            ("naive", [-naive[n] for n in common]),
+            ("clinical", [clinical[n]["score"] for n in common]),
+        ):
+            rho = spearmanr(score, g).statistic if len(set(score)) > 1 else float("nan")
+            out[rule] = None if np.isnan(rho) else float(rho)
+    return out
 
 
-def verdict(selection: dict, gains: dict[str, dict] | None, gains_by: str | None = None) -> str:
-    naive, clinical = selection["naive"]["pick"], selection["clinical"]["pick"]
-    lead = f"Lowest same-class KID picks {naive}; "
-    if clinical is None:
-        table = selection["clinical"]["table"]
-        copying = [c for c, t in table.items() if t["copies"]]
-        if copying:
-            lead += (
-                f"{len(copying)} checkpoint(s) ({', '.join(copying)}) reproduce training images more often "
-                "than chance and are refused; "
-            )
-        undecided = [c for c, t in table.items() if t["classes"] == "undecided"]
-        if undecided:
-            return (
-                lead
-                + (
-                    f"the experiment cannot decide: for {len(undecided)} of {len(table)} checkpoints "
-                    f"({', '.join(undecided)}) the cross-class KID margins lie within their 95% uncertainty, "
-                    "and no checkpoint shows both synthetic classes clearly apart and recognisable; more "
-                    "synthetic and real images would narrow the margins."
-                )
-                + _power_note(selection.get("power"))
-            )
-        return lead + (
-            "no checkpoint keeps both synthetic classes closer to their own real class than to the other "
-            "and recognisable to a classifier trained on real data, so none is clinically worth using."
+def verdict(selection: dict, gains: dict[str, dict] | None, gains_by: str | None = None) -> tuple[str, str]:
+    """(decision, text): decision is "worth using", "not worth using" or "cannot decide"."""
+    table = selection["clinical"]["table"]
+    control = selection.get("control")
+    names = [n for n in table if not control or n != control["name"]]
+    pick, naive = selection["clinical"]["pick"], selection["naive"]["pick"]
+    by = f" ({gains_by})" if gains_by else ""
+    tail = f" The lowest same-class KID, the rule the study warns against, would pick {naive}."
+    if pick and gains and gains[pick]["word"] == "helps":
+        return "worth using", (
+            f"Worth using: {pick}. Its synthetic classes stay apart and recognisable, and adding its images to the "
+            f"real training data changed balanced accuracy by {describe(gains[pick])}{by}." + tail
         )
-    text = lead + f"the clinical rule picks {clinical}"
-    if not (gains and clinical in gains):
-        return text + " (augmentation not measured for it, so its clinical benefit is untested)."
-    g = gains[clinical]
-    lo, hi = g["ci95"]
-    text += (
-        f", whose images changed balanced accuracy by {g['mean']:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}) when "
-        f"added to real training data{f' ({gains_by})' if gains_by else ''}: "
-    )
-    if lo > 0:
-        return text + "clinically worth using."
-    power = selection.get("power")
-    if power is not None and not power["powered"]:
-        plo, phi = power["ci95"]
-        return text + (
-            "the experiment cannot decide whether they help, since the same classifier shows no clear gain "
-            f"from doubling its real training data either ({power['mean']:+.3f}, 95% CI {plo:+.3f} to "
-            f"{phi:+.3f}); more real test images (or a harder task) are needed before this can be judged."
+    usable = [n for n in names if not table[n]["copies"]]
+    if not usable:
+        return "not worth using", "Not worth using: every checkpoint reproduces its training images." + tail
+    powered = control is None or (control["gain"] is not None and control["gain"]["word"] == "helps")
+    if powered and gains and all(n in gains and gains[n]["word"] == "does not help" for n in usable):
+        margin = selection["margin"]
+        return "not worth using", (
+            f"Not worth using: no checkpoint's images raise balanced accuracy by {margin:.2f} or more (every "
+            f"95% upper bound is below +{margin:.2f}{by})." + tail
         )
-    return text + "not shown to help, so not clinically worth using yet."
+    parts = ["Cannot decide."]
+    if pick and not gains:
+        parts.append(
+            f"{pick} passes the clinical rules; augmentation was not measured, so whether its images help is untested."
+        )
+    elif pick and gains:
+        parts.append(
+            f"{pick} passes the clinical rules, but its images' gain is {describe(gains[pick])}{by}."
+        )
+    else:
+        why = {n: reasons(table[n]) for n in names}
+        parts.append(
+            "No checkpoint passes the clinical rules: "
+            + "; ".join(f"{n}: {', '.join(r)}" for n, r in why.items())
+            + "."
+        )
+        helping = [n for n in usable if gains and n in gains and gains[n]["word"] == "helps"]
+        if helping:
+            parts.append(f"Yet the images of {', '.join(helping)} clearly helped the classifier.")
+    if control is not None:
+        if not control["eligible"]:
+            parts.append(
+                f"Held-out real images fail the same rules ({'; '.join(control['reasons'])}): on this data the rules "
+                "cannot recognise a good generator, so failing them says little about the checkpoints."
+            )
+        gain = control["gain"]
+        if gain is not None and gain["word"] != "helps":
+            parts.append(
+                f"Adding held-out real images shows no clear gain either ({describe(gain)}): this test split "
+                "cannot show a gain of that size."
+            )
+    return "cannot decide", " ".join(parts) + tail

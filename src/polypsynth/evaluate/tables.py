@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate.kid import COMPARISONS
+from polypsynth.evaluate.uncertainty import describe
 
 TITLES = {
     "syn_AD_vs_real_AD": "Synthetic AD vs Real AD ↓",
@@ -15,7 +16,13 @@ TITLES = {
 
 
 def _fmt(stat: dict) -> str:
-    return f"{stat['mean']:.4f} ({stat['std']:.4f})"
+    """Mean (spread over seeds); the mean alone from one seed."""
+    return f"{stat['mean']:.4f}" + (f" ({stat['std']:.4f})" if stat.get("std") is not None else "")
+
+
+def set_label(results: dict, name: str) -> str:
+    """A judged set's row label: the positive control says what it is."""
+    return f"{name} (positive control)" if name == results.get("control", {}).get("name") else name
 
 
 def experiments(results: dict) -> list[tuple[str, dict]]:
@@ -42,51 +49,66 @@ def table1(results: dict) -> list[list[str]]:
 
     for label, block in experiments(results):
         rows.append(row(f"{label}: real", block["real"]))
-        if "controls" in block:
-            rows.append(row(f"{label}: half of the real (control)", block["controls"]["real_half"]))
         for name, s in block["augmented"].items():
-            rows.append(row(f"{label}: real + synthetic {name}", s))
+            added = "+".join(str(s["added"][c]) for c in CLASSES)
+            rows.append(row(f"{label}: real + {added} from {set_label(results, name)}", s))
     return rows
 
 
 def _gain(g: dict | None) -> str:
-    return f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g else "—"
+    return describe(g) if g else "—"
 
 
-def controls_text(results: dict) -> str:
-    """What each classifier's controls say about the power of Table 1 (table1.py)."""
-    lines = [
-        "Balanced-accuracy gains, mean over seeds [hierarchical bootstrap 95% CI over test images and "
-        "seeds]. Chance is 0.5. Power control: the gain from the second half of the real training "
-        "images; unless it is clearly positive, the experiment cannot see what synthetic images add. "
-        "Negative control: the gain from a checkpoint's synthetic images with AD and NON_AD swapped; "
-        "a classifier that reads the synthetic labels loses accuracy."
-    ]
-    for label, block in experiments(results):
-        c = block.get("controls")
-        if not c:
-            continue
-        swapped = "; ".join(f"{n}: {_gain(g)}" for n, g in c["swapped"].items()) or "not run"
-        lines.append(f"- {label}: half → all real {_gain(c['more_real'])}; labels swapped {swapped}.")
-    return "\n".join(lines)
+def gains_note(results: dict) -> str:
+    margin = results["selection"]["margin"]
+    return (
+        "Balanced-accuracy gains over the real-only classifier, mean over seeds [95% interval counting the "
+        "test images and the seeds once each; Student-t for few seeds]. Chance is 0.5. Each gain is read "
+        f"against the margin {margin:.2f}: helps (interval above 0), does not help (interval below {margin:.2f}), "
+        "cannot tell (otherwise; with the smallest gain detectable with 80% power). Positive control: real "
+        "training images held out of every reference and added like synthetic ones; unless they help, the "
+        "test split cannot show what synthetic images add. Negative control: a checkpoint's images with AD "
+        "and NON_AD swapped; a classifier that reads the synthetic labels loses accuracy."
+    )
+
+
+def gain_rows(results: dict) -> list[list[str]]:
+    blocks = [(label, block) for label, block in experiments(results) if block["gains"]]
+    rows = [["Added images", *[f"gain ({label})" for label, _ in blocks]]]
+    for name in blocks[0][1]["gains"] if blocks else []:
+        rows.append([set_label(results, name), *[_gain(b["gains"].get(name)) for _, b in blocks]])
+    for name in blocks[0][1]["controls"]["swapped"] if blocks else []:
+        rows.append(
+            [
+                f"{name}, labels swapped (negative control)",
+                *[_gain(b["controls"]["swapped"].get(name)) for _, b in blocks],
+            ]
+        )
+    return rows
 
 
 def table2(results: dict, space: str) -> list[list[str]]:
     rows = [["Checkpoint", *[TITLES[k] for k, *_ in COMPARISONS]]]
     for name, kids in results["kid"][space].items():
-        rows.append([name, *[f"{kids[k]['mean']:.4f} ({kids[k]['se']:.4f})" for k, *_ in COMPARISONS]])
+        rows.append(
+            [
+                set_label(results, name),
+                *[f"{kids[k]['mean']:.4f} ({kids[k]['se']:.4f})" for k, *_ in COMPARISONS],
+            ]
+        )
     return rows
 
 
 def separation_rows(results: dict) -> list[list[str]]:
-    rows = [["Checkpoint", "map k-NN (chance)", "classes (95% CI)", "real vs syn (95% CI)"]]
+    rows = [["Checkpoint", "map k-NN (chance)", "classes [95% CI] p", "real vs syn [95% CI] p"]]
     for name, sep in results["separation"].items():
-        t = results["tsne"][name]
+        t = results["tsne"].get(name)
         cells = [
-            f"{v['balanced_accuracy']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]"
+            f"{v['balanced_accuracy']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] p={v['p_value']:.3f}"
             for v in (sep["classes"], sep["real_vs_synthetic"])
         ]
-        rows.append([name, f"{t['knn_accuracy']:.2f} ({t['knn_chance']:.2f})", *cells])
+        knn = f"{t['knn_accuracy']:.2f} ({t['knn_chance']:.2f})" if t else "no map"
+        rows.append([set_label(results, name), knn, *cells])
     return rows
 
 
@@ -106,7 +128,7 @@ def memorisation_rows(results: dict) -> list[list[str]]:
             rows.append(
                 [
                     space,
-                    name,
+                    set_label(results, name),
                     f"{c['near_copies']:.3f} ({c['chance']:.3f})",
                     f"{c['p_value']:.3g}",
                     f"{c['median_distance']:.3g} ({m['median_test_distance']:.3g})",
@@ -116,33 +138,61 @@ def memorisation_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def fidelity_rows(results: dict) -> list[list[str]]:
+    """Per set and class: fidelity, its difference from the judge's real recall [95%], status."""
+    table = results["selection"]["clinical"]["table"]
+    rows = [["Images", *[f"{c}: recognised as {c} (− real recall [95%])" for c in CLASSES]]]
+    for name, t in table.items():
+        cells = []
+        for c in CLASSES:
+            f = t["fidelity"][c]
+            lo, hi = f["diff_ci95"]
+            cells.append(
+                f"{f['share']:.2f} ({f['share'] - f['recall']:+.2f} [{lo:+.2f}, {hi:+.2f}]) {f['status']}"
+            )
+        rows.append([set_label(results, name), *cells])
+    judge = results["fidelity_judge"]
+    rows.append(
+        [
+            "real test images (the judge's recall: the threshold)",
+            *[f"{judge['recall'][c]:.2f} of {judge['images'][c]}" for c in CLASSES],
+        ]
+    )
+    rec = results.get("fidelity_reconstructed")
+    if rec:
+        rows.append(
+            [
+                "real test images after the autoencoder",
+                *[f"{rec[c]:.2f} of {rec['images'][c]}" for c in CLASSES],
+            ]
+        )
+    return rows
+
+
 def selection_rows(results: dict) -> list[list[str]]:
     sel = results["selection"]
-    blocks = experiments(results)
     rows = [
         [
             "Checkpoint",
             "same-class KID (naive)",
             "margin AD (95%)",
             "margin NON_AD (95%)",
-            "class fidelity",
+            *[f"fidelity {c}" for c in CLASSES],
             "copies",
             "eligible",
-            *[f"augmentation gain ({label})" for label, _ in blocks],
         ]
     ]
-
     for name, t in sel["clinical"]["table"].items():
+        naive = sel["naive"]["scores"].get(name)
         rows.append(
             [
-                name,
-                f"{sel['naive']['scores'][name]:.4f}",
+                set_label(results, name),
+                f"{naive:.4f}" if naive is not None else "—",
                 f"{t['margin_AD']:+.4f} ± {1.96 * t['margin_AD_se']:.4f}",
                 f"{t['margin_NON_AD']:+.4f} ± {1.96 * t['margin_NON_AD_se']:.4f}",
-                f"{t['fidelity_balanced']:.2f}",
+                *[f"{t['fidelity'][c]['share']:.2f} {t['fidelity'][c]['status']}" for c in CLASSES],
                 "yes" if t.get("copies") else "no",
                 "yes" if t["eligible"] else "no",
-                *[_gain(block["gains"].get(name)) for _, block in blocks],
             ]
         )
     return rows
