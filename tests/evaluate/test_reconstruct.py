@@ -1,4 +1,4 @@
-"""The autoencoder ceiling: real images through a checkpoint's VAE, checked against a direct pass."""
+"""Real images through a checkpoint's VAE (a fidelity reference), checked against a direct pass."""
 
 import json
 import shutil

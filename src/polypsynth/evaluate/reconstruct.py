@@ -1,10 +1,11 @@
-"""The autoencoder's ceiling on class fidelity: real images encoded and decoded by a model's VAE.
+"""Real images encoded and decoded by a model's VAE: a reference for class fidelity.
 
 A latent diffusion model can only draw what its autoencoder can represent, so judging real test
-images after one encode / decode (the posterior mode) tells what class fidelity the samples could
-reach at best: when the judge no longer recognises a reconstructed class, the autoencoder has lost
-that class's cues and no amount of U-Net training brings them back. The VAE is trained only in the
-autoencoder stage (or comes pretrained), so every checkpoint of one run shares it.
+images after one encode / decode (the posterior mode) tells whether the autoencoder keeps each
+class's cues: when the judge no longer recognises a reconstructed class, no amount of U-Net
+training is likely to bring it back. It is a reference, not a bound: samples have scored above it
+(the judge is a linear probe with its own biases). The VAE is trained only in the autoencoder stage
+(or comes pretrained), so every checkpoint of one run shares it.
 
 Layout written by `write_reconstructions(model, images, out)`:
 

@@ -65,7 +65,7 @@ def plot_kid_curves(results: dict, path: Path) -> None:
 def plot_fidelity_and_augmentation(results: dict, path: Path) -> None:
     plt = _plt()
     names = [c["name"] for c in results["checkpoints"]]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     x = np.arange(len(names))
     recall = results["fidelity_judge"]["recall"]
     for offset, c, colour in zip((-0.2, 0.2), CLASSES, ("C0", "C1"), strict=True):
@@ -80,7 +80,7 @@ def plot_fidelity_and_augmentation(results: dict, path: Path) -> None:
     axes[0].set_ylim(0, 1)
     axes[0].set_ylabel("share named as its own class")
     axes[0].set_title("Class fidelity (real-data classifier says 'same class')", fontsize=10)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the bars
     for (label, block), colour in zip(experiments(results), ("C0", "C1"), strict=False):
         real = block["real"]["balanced_accuracy"]
         axes[1].axhspan(*real["ci95"], color=colour, alpha=0.15)
@@ -100,7 +100,7 @@ def plot_fidelity_and_augmentation(results: dict, path: Path) -> None:
     axes[1].set_xticks(x, names, rotation=30, fontsize=8)
     axes[1].set_ylabel("balanced accuracy")
     axes[1].set_title("Balanced accuracy on the real test split", fontsize=10)
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

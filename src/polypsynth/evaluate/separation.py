@@ -39,7 +39,7 @@ def _with_null(point: float, null: np.ndarray) -> dict:
     lo_dev, hi_dev = np.percentile(null - CHANCE, [2.5, 97.5])
     return {
         "balanced_accuracy": point,
-        "ci95": [float(point - hi_dev), float(point - lo_dev)],
+        "ci95": [float(max(0.0, point - hi_dev)), float(min(1.0, point - lo_dev))],  # an accuracy's range
         "null95": [float(CHANCE + lo_dev), float(CHANCE + hi_dev)],
         "p_value": float((1 + np.sum(null >= point)) / (1 + len(null))),
         "permutations": len(null),
