@@ -346,8 +346,8 @@ def evaluate(
         if empty:
             raise EvalError(f"reconstructions hold no {', '.join(empty)} images; every class needs some")
     generated = [ck.images for ck in checkpoints] + ([reconstructions] if reconstructions else [])
-    options.resolution = generator_resolution(generated, options.resolution)
-    view = GeneratorView(options.resolution)
+    resolution = generator_resolution(generated, options.resolution)  # the caller's options stay as given
+    view = GeneratorView(resolution)
     real = hold_out_control(real, checkpoints, options.control_share, options.seed)
     judged = [*checkpoints, control_checkpoint(real)]
     leaks = _leakage(real, train_pools or {}, options, progress)
@@ -405,7 +405,7 @@ def evaluate(
         )
     return {
         "options": {**asdict(options), "classifier": asdict(options.classifier)},
-        "resolution": options.resolution,
+        "resolution": resolution,
         "checkpoints": [{"name": c.name, "step": c.step, "images": counts[c.name]} for c in checkpoints],
         "control": {"name": CONTROL, "images": counts[CONTROL]},
         "real": {split: {c: len(getattr(real, split)[c]) for c in CLASSES} for split in ("train", "test")},
