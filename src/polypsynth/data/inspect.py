@@ -1,8 +1,10 @@
 """Checks of a data set before it is trusted: counts, resolutions, unreadable files, leakage.
 
 Leakage is looked for twice: identical pixels in two splits, and near-duplicates (the same frame
-re-encoded, resized or slightly shifted; neighbouring video frames) between the test split and
-every other image, found by the Hamming distance of 64-bit perceptual hashes (imagehash.phash)."""
+re-encoded, resized or slightly shifted, or mirrored; neighbouring video frames) between the test
+split and every other image, found by the Hamming distance of 64-bit perceptual hashes
+(imagehash.phash). A flip moves a pHash 22-32 bits, so each query image is also hashed mirrored
+horizontally, vertically and both ways (`FLIPS`); the pools are hashed once, as stored."""
 
 from __future__ import annotations
 
@@ -64,11 +66,48 @@ def perceptual_hash(image) -> int:
     return int(str(imagehash.phash(image)), 16)
 
 
+FLIPS = ("as stored", "mirrored left-right", "mirrored top-bottom", "rotated 180")
+
+
+def _flipped(image) -> list:
+    from PIL import Image
+
+    return [
+        image,
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        image.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        image.transpose(Image.Transpose.ROTATE_180),
+    ]
+
+
 def hash_paths(paths: Sequence, progress: bool = False, desc: str = "hash") -> np.ndarray:
     return np.array(
         [perceptual_hash(open_rgb(p)) for p in tqdm(paths, desc=desc, unit="img", disable=not progress)],
         dtype=np.uint64,
     )
+
+
+def hash_flips(paths: Sequence, progress: bool = False, desc: str = "hash") -> np.ndarray:
+    """(N, len(FLIPS)) hashes: each image as stored and mirrored each way."""
+    rows = [
+        [perceptual_hash(v) for v in _flipped(open_rgb(p))]
+        for p in tqdm(paths, desc=desc, unit="img", disable=not progress)
+    ]
+    return np.array(rows, dtype=np.uint64).reshape(len(rows), len(FLIPS))
+
+
+def matches(
+    query_flips: np.ndarray, reference: np.ndarray, max_distance: int = MAX_HASH_DISTANCE
+) -> list[tuple[int, int, int, int]]:
+    """(query index, reference index, distance, flip index) of every query within `max_distance`
+    of a reference hash in any of its flips, the closest flip per pair."""
+    best: dict[tuple[int, int], tuple[int, int]] = {}
+    flat = query_flips.reshape(-1)
+    for i, j, d in near_duplicates(flat, reference, max_distance):
+        key = (i // len(FLIPS), j)
+        if key not in best or d < best[key][0]:
+            best[key] = (d, i % len(FLIPS))
+    return [(q, r, d, f) for (q, r), (d, f) in sorted(best.items())]
 
 
 def near_duplicates(
@@ -88,17 +127,23 @@ def leakage(
     pools: Mapping[str, Sequence],
     max_distance: int = MAX_HASH_DISTANCE,
     progress: bool = False,
+    test_hashes: np.ndarray | None = None,
+    pool_hashes: Mapping[str, np.ndarray] | None = None,
 ) -> list[dict]:
-    """Near-duplicates of test images in any training pool: one entry per pair, with its pool."""
+    """Near-duplicates of test images (as stored or mirrored) in any training pool: one entry per
+    pair, with its pool and the flip that matched. Hashes already computed may be passed."""
     test = list(test)
-    test_h = hash_paths(test, progress, "hash test")
+    test_h = hash_flips(test, progress, "hash test") if test_hashes is None else test_hashes
     found = []
     for pool, paths in pools.items():
         paths = list(paths)
         if not paths:
             continue
-        for i, j, d in near_duplicates(test_h, hash_paths(paths, progress, f"hash {pool}"), max_distance):
-            found.append({"test": str(test[i]), "pool": pool, "image": str(paths[j]), "distance": d})
+        ref = pool_hashes[pool] if pool_hashes is not None else hash_paths(paths, progress, f"hash {pool}")
+        for i, j, d, f in matches(test_h, ref, max_distance):
+            found.append(
+                {"test": str(test[i]), "pool": pool, "image": str(paths[j]), "distance": d, "flip": FLIPS[f]}
+            )
     return found
 
 
@@ -107,7 +152,7 @@ def inspect_records(
 ) -> InspectReport:
     report = InspectReport(max_distance=max_distance)
     by_hash: dict[str, list[Record]] = defaultdict(list)
-    hashed: list[tuple[Record, int]] = []
+    hashed: list[tuple[Record, list[int]]] = []
     for record in tqdm(records, desc="inspect", unit="img", disable=not progress):
         try:
             image = open_rgb(record.path)
@@ -117,21 +162,26 @@ def inspect_records(
         report.counts[(record.label, record.split, record.quality)] += 1
         report.resolutions[image.size] += 1
         by_hash[content_hash(image)].append(record)
-        hashed.append((record, perceptual_hash(image)))
+        flips = (
+            [perceptual_hash(v) for v in _flipped(image)]
+            if record.split == "test"
+            else [perceptual_hash(image)]
+        )
+        hashed.append((record, flips))
     for group in by_hash.values():
         if len(group) > 1:
             report.duplicates.append([str(r.path) for r in group])
             if len({r.split for r in group}) > 1:
                 report.leaks.append([f"{r.path} ({r.split})" for r in group])
     test = [(r, h) for r, h in hashed if r.split == "test"]
-    other = [(r, h) for r, h in hashed if r.split != "test"]
+    other = [(r, h[0]) for r, h in hashed if r.split != "test"]
     if test and other:
-        pairs = near_duplicates(
+        pairs = matches(
             np.array([h for _, h in test], np.uint64),
             np.array([h for _, h in other], np.uint64),
             max_distance,
         )
-        report.near_leaks = [(str(test[i][0].path), str(other[j][0].path), d) for i, j, d in pairs]
+        report.near_leaks = [(str(test[i][0].path), str(other[j][0].path), d) for i, j, d, _ in pairs]
     return report
 
 

@@ -11,7 +11,13 @@ checkpoint copies when that test says more than chance at level `ALPHA`. The cli
 
 The positive control's images are real training images held out of the evaluation's reference:
 the model trained on them, so every checkpoint is searched against them too, but the control
-itself only against the rest (each image would otherwise be its own nearest copy)."""
+itself only against the rest (each image would otherwise be its own nearest copy).
+
+The same test runs in a third space, perceptual hashes (`hash_check`): a synthetic image is a
+near-copy when it, or its mirror image either way, lies within `max_distance` bits of any image of
+any training pool (the labelled split, the control, and every pool given: stage 1, unlabelled,
+replay), which finds flipped copies the feature spaces miss. The p-values of every checkpoint in
+every space are corrected together (Holm) before a checkpoint is said to copy."""
 
 from __future__ import annotations
 
@@ -71,3 +77,68 @@ def check(
         }
     out["checkpoints"] = per
     return out
+
+
+def nearest_hash_distances(query_flips: np.ndarray, reference: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Per query image, the Hamming distance from its nearest reference hash over all its flips."""
+    out = np.empty(len(query_flips), int)
+    for start in range(0, len(query_flips), chunk):
+        q = query_flips[start : start + chunk]  # (n, flips)
+        d = np.bitwise_count(q[:, :, None] ^ reference[None, None, :])
+        out[start : start + chunk] = d.min(axis=(1, 2))
+    return out
+
+
+def hash_check(
+    pool: np.ndarray,
+    test_flips: np.ndarray,
+    sets_flips: dict[str, np.ndarray],
+    max_distance: int,
+    held_out: np.ndarray | None = None,
+    control: str | None = None,
+) -> dict:
+    """`check` in perceptual-hash space: `pool` the hashes of every training image but the
+    control's (`held_out`), `*_flips` (N, flips) hashes of each query image and its mirrors."""
+    from scipy.stats import fisher_exact
+
+    everything = np.concatenate([pool, held_out]) if held_out is not None else pool
+    d_test = nearest_hash_distances(test_flips, everything)
+    test_below = int((d_test <= max_distance).sum())
+    out: dict = {
+        "threshold": max_distance,
+        "quantile": None,
+        "median_test_distance": float(np.median(d_test)),
+    }
+    per = {}
+    for name, flips in sets_flips.items():
+        d = nearest_hash_distances(flips, pool if name == control else everything)
+        below = int((d <= max_distance).sum())
+        table = [[below, len(d) - below], [test_below, len(d_test) - test_below]]
+        p = float(fisher_exact(table, alternative="greater").pvalue)
+        per[name] = {
+            "near_copies": below / len(d),
+            "chance": test_below / len(d_test),
+            "p_value": p,
+            "copies": bool(p < ALPHA),
+            "median_distance": float(np.median(d)),
+        }
+    out["checkpoints"] = per
+    return out
+
+
+def correct(memo: dict[str, dict]) -> dict[str, dict]:
+    """Holm's correction over every (space, checkpoint) p-value; `copies` then means the adjusted
+    p-value is below ALPHA (each entry keeps its raw p-value and gains `p_adjusted`)."""
+    keys = [(space, name) for space, m in memo.items() for name in m["checkpoints"]]
+    p = np.array([memo[s]["checkpoints"][n]["p_value"] for s, n in keys])
+    order = np.argsort(p)
+    adjusted = np.empty(len(p))
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    for (space, name), a in zip(keys, adjusted, strict=True):
+        entry = memo[space]["checkpoints"][name]
+        entry["p_adjusted"] = float(a)
+        entry["copies"] = bool(a < ALPHA)
+    return memo

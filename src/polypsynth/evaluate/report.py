@@ -202,8 +202,11 @@ TSNE_NOTE = (
 MEMO_NOTE = (
     "A synthetic image is a near-copy when it lies closer to a real training image than {q:.0%} of real "
     "test images do (nearest-neighbour distance in each feature space); images as new as real ones give "
-    "about {q:.0%} by chance. 'copies' when a one-sided Fisher exact test against the test images' own "
-    "share says more than chance (p < 0.01); the clinical rule refuses such a checkpoint."
+    "about {q:.0%} by chance. In the hash space, a near-copy is within {bits} bits (perceptual hash) of an "
+    "image of any training pool (labelled split, control, every --train-pool), as stored or mirrored either "
+    "way. 'copies' when a one-sided Fisher exact test against the test images' own share says more than "
+    "chance at p < 0.01 after Holm's correction over every checkpoint and space; the clinical rule refuses "
+    "such a checkpoint."
 )
 PLOTS = {
     "KID curves": "kid_curves.png",
@@ -235,7 +238,9 @@ Section = tuple[str, list[str], list[list[list[str]]], str | None]  # title, par
 def _sections(results: dict) -> list[Section]:
     """(title, paragraphs, tables, plot file) of every section, for report.md and index.html alike."""
     primary = results["primary_features"]
-    memo_note = MEMO_NOTE.format(q=next(iter(results["memorisation"].values()))["quantile"])
+    memo_note = MEMO_NOTE.format(
+        q=next(iter(results["memorisation"].values()))["quantile"], bits=results["leakage"]["max_distance"]
+    )
     sections: list[Section] = [
         ("Verdict", [results["selection"]["verdict"], MEANING, inputs_text(results)], [], None)
     ]

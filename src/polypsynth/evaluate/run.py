@@ -187,26 +187,62 @@ def _efficientnet_table(
     return {"classifier": backbone.describe(copts.weights), **table}, models, bank
 
 
-def _leakage(real: RealData, pools: dict[str, list[Path]], options: EvalOptions, progress: bool) -> dict:
+def _hashes(real: RealData, pools: dict[str, list[Path]], judged, progress: bool) -> dict:
+    """Perceptual hashes, computed once for the leakage search and the hash-space copy check:
+    the test images and every judged set with their mirror images, the reference split and each
+    extra pool as stored (the control's are its own first column)."""
+    from polypsynth.data.inspect import hash_flips, hash_paths
+
+    def paths(sets):
+        return [p for c in CLASSES for p in sets[c]]
+
+    return {
+        "test": hash_flips(paths(real.test), progress, "hash test and mirrors"),
+        "sets": {
+            ck.name: hash_flips(paths(ck.images), progress, f"hash {ck.name} and mirrors") for ck in judged
+        },
+        "reference": hash_paths(paths(real.train), progress, "hash real train split"),
+        "pools": {name: hash_paths(p, progress, f"hash {name}") for name, p in pools.items() if p},
+    }
+
+
+def _leakage(real: RealData, pools: dict[str, list[Path]], hashes: dict, options: EvalOptions) -> dict:
     from polypsynth.data.inspect import leakage
 
-    train = [p for c in CLASSES for p in [*real.train[c], *real.control.get(c, [])]]
-    pools = {"real train split": train, **pools}
+    train = [p for c in CLASSES for p in [*real.train[c], *real.control[c]]]
+    searched = {"real train split": train, **{n: p for n, p in pools.items() if p}}
+    pool_hashes = {
+        "real train split": np.concatenate([hashes["reference"], hashes["sets"][CONTROL][:, 0]]),
+        **hashes["pools"],
+    }
     test = [p for c in CLASSES for p in real.test[c]]
-    found = leakage(test, pools, options.max_hash_distance, progress)
+    found = leakage(test, searched, options.max_hash_distance, False, hashes["test"], pool_hashes)
     if found and not options.allow_leakage:
         first = found[0]
         raise EvalError(
             f"{len(found)} near-duplicate pair(s) between the real test split and the training pools (leakage), "
-            f"first: {first['test']} ~ {first['image']} ({first['pool']}, hash distance {first['distance']} <= "
-            f"{options.max_hash_distance}); every figure would be optimistic. Remove them, or pass --allow-leakage"
+            f"first: {first['test']} ~ {first['image']} ({first['pool']}, {first['flip']}, hash distance "
+            f"{first['distance']} <= {options.max_hash_distance}); every figure would be optimistic. Remove them, "
+            "or pass --allow-leakage"
         )
     return {
         "pairs": len(found),
         "max_distance": options.max_hash_distance,
-        "pools": {name: len(paths) for name, paths in pools.items()},
+        "pools": {name: len(paths) for name, paths in searched.items()},
         "examples": found[:20],
     }
+
+
+def _hash_copies(hashes: dict, options: EvalOptions) -> dict:
+    pool = np.concatenate([hashes["reference"], *hashes["pools"].values()])
+    return memorisation.hash_check(
+        pool,
+        hashes["test"],
+        hashes["sets"],
+        options.max_hash_distance,
+        held_out=hashes["sets"][CONTROL][:, 0],
+        control=CONTROL,
+    )
 
 
 def _extractors(options: EvalOptions) -> dict:
@@ -350,7 +386,8 @@ def evaluate(
     view = GeneratorView(resolution)
     real = hold_out_control(real, checkpoints, options.control_share, options.seed)
     judged = [*checkpoints, control_checkpoint(real)]
-    leaks = _leakage(real, train_pools or {}, options, progress)
+    hashes = _hashes(real, train_pools or {}, judged, progress)
+    leaks = _leakage(real, train_pools or {}, hashes, options)
     n_syn = round(options.synthetic_share * sum(len(v) for v in real.train.values()))
     extractors = _extractors(options)
     features, kids = _features_and_kids(real, judged, extractors, options, view, progress)
@@ -358,6 +395,7 @@ def evaluate(
         name: memorisation.check(f["real"], f["test"], f["synthetic"], f["synthetic"][CONTROL], CONTROL)
         for name, f in features.items()
     }
+    memo = memorisation.correct({**memo, "hash": _hash_copies(hashes, options)})
     primary = options.features[0]
     f = features[primary]
     separations = {

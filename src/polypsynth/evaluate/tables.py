@@ -119,6 +119,7 @@ def memorisation_rows(results: dict) -> list[list[str]]:
             "Checkpoint",
             "near-copies (chance)",
             "p",
+            "p (Holm)",
             "median NN distance (real test)",
             "copies",
         ]
@@ -131,6 +132,7 @@ def memorisation_rows(results: dict) -> list[list[str]]:
                     set_label(results, name),
                     f"{c['near_copies']:.3f} ({c['chance']:.3f})",
                     f"{c['p_value']:.3g}",
+                    f"{c['p_adjusted']:.3g}",
                     f"{c['median_distance']:.3g} ({m['median_test_distance']:.3g})",
                     "yes" if c["copies"] else "no",
                 ]
