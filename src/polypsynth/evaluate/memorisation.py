@@ -37,6 +37,22 @@ def nearest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return dist[:, 0]
 
 
+def _against_test(d: np.ndarray, near: np.ndarray, d_test: np.ndarray, test_below: int) -> dict:
+    """One set's near-copy share against the test images' own share: one-sided Fisher exact test."""
+    from scipy.stats import fisher_exact
+
+    below = int(near.sum())
+    table = [[below, len(d) - below], [test_below, len(d_test) - test_below]]
+    p = float(fisher_exact(table, alternative="greater").pvalue)
+    return {
+        "near_copies": below / len(d),
+        "chance": test_below / len(d_test),
+        "p_value": p,
+        "copies": bool(p < ALPHA),
+        "median_distance": float(np.median(d)),
+    }
+
+
 def check(
     train_f: dict,
     test_f: dict,
@@ -48,8 +64,6 @@ def check(
     `copies`; with the threshold and the median distances (synthetic vs real test) to the
     training images. `held_out`: the control's features, a training pool for every set but
     `control`."""
-    from scipy.stats import fisher_exact
-
     train = np.concatenate([train_f[c] for c in CLASSES])
     everything = np.concatenate([train, *[held_out[c] for c in CLASSES]]) if held_out else train
     d_test = nearest_distances(np.concatenate([test_f[c] for c in CLASSES]), everything)
@@ -65,16 +79,7 @@ def check(
         d = nearest_distances(
             np.concatenate([syn[c] for c in CLASSES]), train if name == control else everything
         )
-        below = int((d < threshold).sum())
-        table = [[below, len(d) - below], [test_below, len(d_test) - test_below]]
-        p = float(fisher_exact(table, alternative="greater").pvalue)
-        per[name] = {
-            "near_copies": below / len(d),
-            "chance": test_below / len(d_test),
-            "p_value": p,
-            "copies": bool(p < ALPHA),
-            "median_distance": float(np.median(d)),
-        }
+        per[name] = _against_test(d, d < threshold, d_test, test_below)
     out["checkpoints"] = per
     return out
 
@@ -99,8 +104,6 @@ def hash_check(
 ) -> dict:
     """`check` in perceptual-hash space: `pool` the hashes of every training image but the
     control's (`held_out`), `*_flips` (N, flips) hashes of each query image and its mirrors."""
-    from scipy.stats import fisher_exact
-
     everything = np.concatenate([pool, held_out]) if held_out is not None else pool
     d_test = nearest_hash_distances(test_flips, everything)
     test_below = int((d_test <= max_distance).sum())
@@ -112,16 +115,7 @@ def hash_check(
     per = {}
     for name, flips in sets_flips.items():
         d = nearest_hash_distances(flips, pool if name == control else everything)
-        below = int((d <= max_distance).sum())
-        table = [[below, len(d) - below], [test_below, len(d_test) - test_below]]
-        p = float(fisher_exact(table, alternative="greater").pvalue)
-        per[name] = {
-            "near_copies": below / len(d),
-            "chance": test_below / len(d_test),
-            "p_value": p,
-            "copies": bool(p < ALPHA),
-            "median_distance": float(np.median(d)),
-        }
+        per[name] = _against_test(d, d <= max_distance, d_test, test_below)
     out["checkpoints"] = per
     return out
 
