@@ -12,7 +12,10 @@
   scikit-learn's TSNE with the same perplexity and PCA start;
 - feature extraction images/s: Inception-v3 at 299x299, EfficientNet-Lite0 at 224x224;
 - with --evaluate-run: `polypsynth evaluate` at its defaults on the phantom (240 training and 120
-  test images, four checkpoints of 240 images each standing in for samples), wall time.
+  test images, four checkpoints of 240 images each standing in for samples), wall time;
+- with --hash-search: the copy search by perceptual hash with mirrored queries (test and synthetic
+  images, each hashed four ways) against the leakage search before it (test images as stored),
+  the same pools, the full demo's sizes at 64 px; best of three, and the ratio.
 
 Writes benchmarks/results/evaluate.json.
 """
@@ -92,11 +95,54 @@ def evaluate_run(workdir: Path) -> dict:
     }
 
 
+def hash_search(workdir: Path) -> dict:
+    """Seconds of the mirrored hash search against the as-stored one, on the full demo's sizes."""
+    from polypsynth.data.inspect import hash_flips, hash_paths
+    from polypsynth.data.phantom import PhantomPlan, generate_phantom
+
+    plan = PhantomPlan(size=64, stage1=600, train=240 + 384, test=120, unlabelled=120)
+    generate_phantom(workdir, seed=3, plan=plan, progress=False)
+    train = sorted((workdir / "classif" / "train").rglob("*.png"))
+    test = sorted((workdir / "classif" / "test").rglob("*.png"))
+    synthetic, labelled = train[:384], train[384:]  # phantom images standing in for 4 x 96 samples
+    pools = [
+        *sorted((workdir / "stage1").rglob("*.png")),
+        *sorted((workdir / "unlabelled").rglob("*.png")),
+        *labelled,
+    ]
+
+    def best(fn) -> float:
+        return min(_time(fn) for _ in range(3))
+
+    before = best(lambda: (hash_paths(test), hash_paths(pools)))
+    after = best(lambda: (hash_flips(test + synthetic), hash_paths(pools)))
+    return {
+        "queries_before": len(test),
+        "queries_after": len(test) + len(synthetic),
+        "pool": len(pools),
+        "before_s": before,
+        "after_s": after,
+        "ratio": after / before,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1k / 2k sizes only")
     parser.add_argument("--evaluate-run", action="store_true", help="only time `evaluate` on the phantom")
+    parser.add_argument("--hash-search", action="store_true", help="only time the mirrored hash copy search")
     args = parser.parse_args()
+    if args.hash_search:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            row = hash_search(Path(tmp))
+        path = write_result("hash_search", row)
+        print(
+            f"hash search, {row['queries_after']} mirrored queries vs {row['queries_before']} as stored, pool "
+            f"{row['pool']}: {row['after_s']:.2f} s vs {row['before_s']:.2f} s, ratio {row['ratio']:.2f} ({path})"
+        )
+        return
     if args.evaluate_run:
         import json
         import tempfile
