@@ -66,22 +66,26 @@ def check(
     `control`."""
     train = np.concatenate([train_f[c] for c in CLASSES])
     everything = np.concatenate([train, *[held_out[c] for c in CLASSES]]) if held_out else train
-    d_test = nearest_distances(np.concatenate([test_f[c] for c in CLASSES]), everything)
+    queries = {name: np.concatenate([syn[c] for c in CLASSES]) for name, syn in synthetic_f.items()}
+    test = np.concatenate([test_f[c] for c in CLASSES])
+    d_test = nearest_distances(test, everything)
     threshold = float(np.quantile(d_test, QUANTILE))
-    test_below = int((d_test < threshold).sum())
-    out: dict = {
+    return _check(nearest_distances, d_test, queries, train, everything, control, lambda d: d < threshold) | {
         "threshold": threshold,
         "quantile": QUANTILE,
-        "median_test_distance": float(np.median(d_test)),
     }
+
+
+def _check(nearest, d_test: np.ndarray, queries: dict, own_pool, everything, control, near) -> dict:
+    """Per query set: its nearest distances to `everything` the model trained on (the control to
+    `own_pool`, without itself), the share `near` and the Fisher test against the test images'
+    own distances `d_test`."""
+    test_below = int(near(d_test).sum())
     per = {}
-    for name, syn in synthetic_f.items():
-        d = nearest_distances(
-            np.concatenate([syn[c] for c in CLASSES]), train if name == control else everything
-        )
-        per[name] = _against_test(d, d < threshold, d_test, test_below)
-    out["checkpoints"] = per
-    return out
+    for name, q in queries.items():
+        d = nearest(q, own_pool if name == control else everything)
+        per[name] = _against_test(d, near(d), d_test, test_below)
+    return {"median_test_distance": float(np.median(d_test)), "checkpoints": per}
 
 
 def nearest_hash_distances(query_flips: np.ndarray, reference: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -106,18 +110,11 @@ def hash_check(
     control's (`held_out`), `*_flips` (N, flips) hashes of each query image and its mirrors."""
     everything = np.concatenate([pool, held_out]) if held_out is not None else pool
     d_test = nearest_hash_distances(test_flips, everything)
-    test_below = int((d_test <= max_distance).sum())
-    out: dict = {
+    near = lambda d: d <= max_distance  # noqa: E731
+    return _check(nearest_hash_distances, d_test, sets_flips, pool, everything, control, near) | {
         "threshold": max_distance,
         "quantile": None,
-        "median_test_distance": float(np.median(d_test)),
     }
-    per = {}
-    for name, flips in sets_flips.items():
-        d = nearest_hash_distances(flips, pool if name == control else everything)
-        per[name] = _against_test(d, d <= max_distance, d_test, test_below)
-    out["checkpoints"] = per
-    return out
 
 
 def correct(memo: dict[str, dict]) -> dict[str, dict]:

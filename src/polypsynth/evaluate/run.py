@@ -41,7 +41,7 @@ from polypsynth.evaluate.sets import (
     generator_resolution,
     hold_out_control,
 )
-from polypsynth.evaluate.uncertainty import MARGIN
+from polypsynth.evaluate.uncertainty import MARGIN, check_margin
 
 FEATURES = ("inception", "efficientnet")
 ALIASES = {"classifier": "efficientnet"}  # the old name of the EfficientNet space, still accepted
@@ -76,8 +76,7 @@ class EvalOptions:
         classify.check_device(self.classifier.device)
         if not 0 < self.synthetic_share <= 10:
             raise EvalError(f"synthetic share must be in (0, 10], got {self.synthetic_share}")
-        if not 0 < self.margin < 1:
-            raise EvalError(f"--margin must be in (0, 1) (a balanced-accuracy gain), got {self.margin}")
+        check_margin(self.margin)
         if not 0 < self.control_share < 1:
             raise EvalError(
                 f"--control-share must be in (0, 1) (a share of each class's training images), got {self.control_share}"

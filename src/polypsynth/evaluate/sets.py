@@ -37,11 +37,8 @@ class Checkpoint:
 def hold_out_control(real: RealData, checkpoints: list[Checkpoint], share: float, seed: int) -> RealData:
     """The positive control: per class, as many real training images as the smallest checkpoint has
     (at most `share` of that class's training images), drawn at random and removed from the train
-    split, so they are new to every reference set and judged like a checkpoint's samples."""
-    if not 0 < share < 1:
-        raise EvalError(
-            f"--control-share must be in (0, 1) (a share of each class's training images), got {share}"
-        )
+    split, so they are new to every reference set and judged like a checkpoint's samples. `share`
+    in (0, 1) is checked by EvalOptions.validate."""
     rng = np.random.default_rng(seed)
     train, control = {}, {}
     for c in CLASSES:
@@ -67,9 +64,7 @@ def control_checkpoint(real: RealData) -> Checkpoint:
     return Checkpoint(CONTROL, None, dict(real.control), control=True)
 
 
-def generator_resolution(
-    sets: list[dict[str, list[Path]]], recorded: int | None = None, what: str = "synthetic images"
-) -> int:
+def generator_resolution(sets: list[dict[str, list[Path]]], recorded: int | None = None) -> int:
     """The one square resolution of the generator's images (every image of `sets`, headers only);
     `recorded`: the resolution known from the checkpoint or bundle, which they must have."""
     sizes: Counter = Counter()
@@ -89,14 +84,16 @@ def generator_resolution(
             f"{w}x{h} ({n} images, e.g. {example[(w, h)]})" for (w, h), n in sizes.most_common()
         )
         raise EvalError(
-            f"{what} have mixed or non-square sizes: {listed}; one generator resolution is expected"
+            f"synthetic images have mixed or non-square sizes: {listed}; one generator resolution is expected"
         )
     found = next(iter(sizes))[0] if sizes else None
     if recorded is not None and found is not None and found != recorded:
-        raise EvalError(f"{what} are {found}x{found}, but the generator's recorded resolution is {recorded}")
+        raise EvalError(
+            f"synthetic images are {found}x{found}, but the generator's recorded resolution is {recorded}"
+        )
     resolution = recorded if recorded is not None else found
     if resolution is None:
-        raise EvalError(f"no {what} to take the generator's resolution from")
+        raise EvalError("no synthetic images to take the generator's resolution from")
     return int(resolution)
 
 

@@ -38,7 +38,6 @@ from polypsynth.errors import EvalError
 LEVEL = 0.95
 POWER = 0.8
 MARGIN = 0.02  # default delta: two points of balanced accuracy
-WORDS = ("helps", "does not help", "cannot tell")
 
 
 def _weights(y_true: np.ndarray) -> np.ndarray:
@@ -141,9 +140,14 @@ def word(ci95: Sequence[float], margin: float) -> str:
     return "cannot tell"
 
 
-def conclude(gain: dict, margin: float = MARGIN) -> dict:
+def check_margin(margin: float) -> float:
     if not 0 < margin < 1:
         raise EvalError(f"--margin must be in (0, 1) (a balanced-accuracy gain), got {margin}")
+    return margin
+
+
+def conclude(gain: dict, margin: float = MARGIN) -> dict:
+    check_margin(margin)
     return {**gain, "mde": mde(gain["se"], gain["df"]), "margin": margin, "word": word(gain["ci95"], margin)}
 
 
