@@ -179,13 +179,17 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
             classify_seeds=profile.classify_seeds,
             seed=seed,
             cache_dir=str(out / "feature-cache"),
+            # The 720 pool images are searched for copies in pixel space (about 2 s); their Inception and
+            # EfficientNet features would add about 100 s on 2 cores, over the demo's time budget.
+            pool_features=False,
         )
         from polypsynth.evaluate.reconstruct import write_reconstructions
 
         real = real_data(load_phantom(phantom, "classif"))
         # The VAE is trained in the autoencoder stage only: every checkpoint shares it.
         recon = write_reconstructions(checkpoints[-1], real.test, out / "reconstructions", overwrite=True)
-        # Every other image the model trained on is searched for near-duplicates of the test split.
+        # Every other image the model trained on is searched for near-duplicates of the test split
+        # and for copies among the samples.
         pools = {
             f"phantom {sub}": [r.path for r in load_phantom(phantom, sub)] for sub in ("stage1", "unlabelled")
         }

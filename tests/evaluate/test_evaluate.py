@@ -139,12 +139,16 @@ def test_end_to_end_report(eval_data, tmp_path):
             assert f["status"] in ("kept", "lost", "untestable")
     assert set(results["probe"]["controls"]["swapped"]) == {"step-001000", "step-002000"}
     # Memorisation in both spaces; separation numbers with permutation nulls, chance stated.
-    assert set(results["memorisation"]) == {"inception", "efficientnet", "hash"}
+    assert set(results["memorisation"]) == {"inception", "efficientnet", "pixels"}
     for space in results["memorisation"].values():
         assert set(space["checkpoints"]) == set(judged)
         assert all(0 <= c["near_copies"] <= 1 for c in space["checkpoints"].values())
         assert all(c["p_value"] <= c["p_adjusted"] <= 1 for c in space["checkpoints"].values())
-    assert results["memorisation"]["hash"]["threshold"] == 4
+    assert results["memorisation"]["pixels"]["threshold"] == 0.25
+    assert results["leakage"]["pools"] == {
+        "real train split": sum(results["real"]["train"].values()),
+        "held-out real": sum(results["control"]["images"].values()),
+    }
     sep = results["separation"]["step-001000"]
     assert sep["classes"]["chance"] == 0.5 and 0 <= sep["real_vs_synthetic"]["balanced_accuracy"] <= 1
     assert sep["real_vs_synthetic"]["permutations"] == 200 and 0 < sep["real_vs_synthetic"]["p_value"] <= 1
@@ -302,6 +306,10 @@ def test_bad_inputs_of_the_real_data_path(eval_data, tmp_path):
         (("--margin", "1.5"), "--margin must be in (0, 1) (a balanced-accuracy gain), got 1.5"),
         (("--margin", "0"), "--margin must be in (0, 1) (a balanced-accuracy gain), got 0.0"),
         (
+            ("--max-pixel-distance", "2"),
+            "--max-pixel-distance must be in (0, 2) (thumbnail distance, pixels.py), got 2.0",
+        ),
+        (
             ("--control-share", "1"),
             "--control-share must be in (0, 1) (a share of each class's training images), got 1.0",
         ),
@@ -367,17 +375,19 @@ def test_evaluation_crops_like_training(tmp_path):
 
 def test_a_test_image_in_a_training_pool_stops_the_evaluation(eval_data, tmp_path):
     """Re-encoded and mirrored, a test image in a training pool is still found (a flip moves its
-    pHash 22-32 bits, so the search also hashes each test image mirrored)."""
+    pHash 22-32 bits, so the search also hashes each test image mirrored); cropped to 85% and blown
+    up, the pixel-space search finds it."""
     from PIL import ImageOps
 
     from polypsynth.data.sources import load_any
-    from polypsynth.evaluate.run import EvalOptions, _hashes, _leakage
+    from polypsynth.evaluate.features import GeneratorView
+    from polypsynth.evaluate.run import EvalOptions, _copy_search, _leakage
     from polypsynth.evaluate.sets import control_checkpoint, hold_out_control, real_data
 
     pool = tmp_path / "stage1" / "polyp"
     pool.mkdir(parents=True)
-    leaked = sorted((eval_data / "real" / "classif" / "test" / "AD").glob("*.png"))[3]
-    ImageOps.mirror(Image.open(leaked).convert("RGB")).save(pool / "frame.jpg", quality=90)
+    tests = sorted((eval_data / "real" / "classif" / "test" / "AD").glob("*.png"))
+    ImageOps.mirror(Image.open(tests[3]).convert("RGB")).save(pool / "frame.jpg", quality=90)
     out = tmp_path / "r"
     result = CliRunner().invoke(main, _args(eval_data, out, "--train-pool", str(tmp_path / "stage1")))
     assert result.exit_code == 1
@@ -386,64 +396,36 @@ def test_a_test_image_in_a_training_pool_stops_the_evaluation(eval_data, tmp_pat
         in result.output
     )
     assert (
-        f"{leaked} ~ {pool / 'frame.jpg'} ({tmp_path / 'stage1'}, mirrored left-right, hash distance"
+        f"{tests[3]} ~ {pool / 'frame.jpg'} ({tmp_path / 'stage1'}, mirrored left-right, whole image, hash bits"
         in result.output
+    )
+    assert not out.exists()
+    # The test frame a crop (84% of the side) of a wider training frame: too far for the hash,
+    # found in pixel space, with where it was cut.
+    (pool / "frame.jpg").unlink()
+    frame = np.asarray(Image.open(tests[5]).convert("RGB"))
+    Image.fromarray(np.pad(frame, ((2, 4), (5, 1), (0, 0)), mode="reflect")).save(pool / "wide.png")
+    result = CliRunner().invoke(main, _args(eval_data, out, "--train-pool", str(tmp_path / "stage1")))
+    assert result.exit_code == 1, result.output
+    assert (
+        f"{tests[5]} ~ {pool / 'wide.png'} ({tmp_path / 'stage1'}, as stored, 87% crop at 100% across, 33% "
+        "down the margin, pixel distance 0." in result.output
     )
     assert not out.exists()
     # Allowed, it is recorded (and the verdict warns); the real train split alone is clean.
     real = real_data(load_any(eval_data / "real"))
     real = hold_out_control(real, synthetic_checkpoints(eval_data / "samples"), 0.5, 0)
     judged = [control_checkpoint(real)]
-    pools = {"stage1": [pool / "frame.jpg"]}
-    found = _leakage(real, pools, _hashes(real, pools, judged, False), EvalOptions(allow_leakage=True))
+    view = GeneratorView(32)
+    pools = {"stage1": [pool / "wide.png"]}
+    found = _leakage(
+        real, pools, _copy_search(real, pools, judged, view, False), EvalOptions(allow_leakage=True), False
+    )
     assert found["pairs"] == 1 and found["examples"][0]["pool"] == "stage1"
-    assert found["examples"][0]["flip"] == "mirrored left-right"
-    assert found["pools"] == {"real train split": 60, "stage1": 1}
-    assert _leakage(real, {}, _hashes(real, {}, judged, False), EvalOptions())["pairs"] == 0
-
-
-def test_flipped_copies_of_any_training_pool_are_found_by_hash(tmp_path):
-    """A checkpoint of which 10% are mirrored copies of stage-1 pool images copies (hash space,
-    Holm-corrected with the other spaces); fresh images and the control do not."""
-    from PIL import ImageOps
-
-    from polypsynth.data.inspect import hash_flips, hash_paths
-    from polypsynth.data.phantom import PhantomPlan, generate_phantom
-    from polypsynth.evaluate import memorisation
-
-    generate_phantom(
-        tmp_path / "p",
-        seed=3,
-        plan=PhantomPlan(size=32, stage1=120, train=300, test=100, unlabelled=0),
-        workers=1,
-        progress=False,
-    )
-    stage1 = sorted((tmp_path / "p" / "stage1").rglob("*.png"))
-    train = sorted((tmp_path / "p" / "classif" / "train").rglob("*.png"))
-    test = sorted((tmp_path / "p" / "classif" / "test").rglob("*.png"))
-    fresh, held, reference = train[:100], train[100:150], train[150:]
-    copies_dir = tmp_path / "copies"
-    copies_dir.mkdir()
-    copied = []
-    for k, p in enumerate(stage1[:10]):
-        flip = ImageOps.mirror if k % 2 else ImageOps.flip
-        flip(Image.open(p).convert("RGB")).save(copies_dir / f"{k}.png")
-        copied.append(copies_dir / f"{k}.png")
-    sets = {"fresh": hash_flips(fresh), "copier": hash_flips(fresh[:90] + copied), "ctl": hash_flips(held)}
-    pool = np.concatenate([hash_paths(reference), hash_paths(stage1)])
-    out = memorisation.hash_check(pool, hash_flips(test), sets, 4, held_out=sets["ctl"][:, 0], control="ctl")
-    ck = out["checkpoints"]
-    assert ck["copier"]["near_copies"] == pytest.approx(0.10) and ck["fresh"]["near_copies"] == 0
-    assert ck["ctl"]["near_copies"] == 0  # searched against the rest, not itself
-    # Holm over this space and two others with nothing to find: the copier is still flagged.
-    quiet = {"checkpoints": {n: {"p_value": 1.0, "copies": False} for n in sets}}
-    corrected = memorisation.correct(
-        {"hash": out, "a": quiet, "b": {"checkpoints": {n: dict(v) for n, v in quiet["checkpoints"].items()}}}
-    )
-    flagged = {n for n, c in corrected["hash"]["checkpoints"].items() if c["copies"]}
-    assert flagged == {"copier"}
-    p = corrected["hash"]["checkpoints"]["copier"]
-    assert p["p_adjusted"] == pytest.approx(min(1.0, 9 * p["p_value"]))  # the smallest of 9 p-values
+    assert found["examples"][0]["space"] == "pixel distance" and found["examples"][0]["distance"] <= 0.25
+    assert found["pools"] == {"real train split": 38, "held-out real": 22, "stage1": 1}
+    clean = _leakage(real, {}, _copy_search(real, {}, judged, view, False), EvalOptions(), False)
+    assert clean["pairs"] == 0
 
 
 def test_holm_correction_matches_its_definition():

@@ -97,3 +97,16 @@ def test_a_faithful_draw_has_an_interval_that_contains_chance():
         inside.append(draw["ci95"][0] <= 0.5 <= draw["ci95"][1])
         assert draw["null95"][0] < 0.5 < draw["null95"][1] and draw["permutations"] == separation.PERMUTATIONS
     assert sum(inside) >= 10
+
+
+def test_copies_of_another_training_pool_are_caught_once_it_is_searched():
+    """Copies of stage-1 images (not in the labelled split) pass unseen by a search of the labelled
+    split alone, and are all near-copies once the pool is searched too."""
+    rng = np.random.default_rng(1)
+    train, test = _sets(rng, 120, 80), _sets(rng, 60, 40)
+    stage1 = rng.normal(0, 1.5, (300, 16))
+    copier = {"AD": stage1[:50] + rng.normal(0, 0.01, (50, 16)), "NON_AD": stage1[50:100] + 0.01}
+    alone = memorisation.check(train, test, {"copier": copier})["checkpoints"]["copier"]
+    searched = memorisation.check(train, test, {"copier": copier}, pools=[stage1])["checkpoints"]["copier"]
+    assert alone["copies"] is False and alone["near_copies"] < 0.1
+    assert searched["copies"] is True and searched["near_copies"] == 1.0

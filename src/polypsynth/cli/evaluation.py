@@ -117,9 +117,25 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
     multiple=True,
     type=click.Path(exists=True),
     help="A folder (searched recursively) or CSV manifest of other images the model trained on (stage 1, "
-    "unlabelled, replay), searched for near-duplicates of the test images.",
+    "unlabelled, replay), searched for near-duplicates of the test images and for copies in the "
+    "synthetic ones (as stored, mirrored, cropped).",
 )
 @max_hash_distance_option
+@click.option(
+    "--max-pixel-distance",
+    default=0.25,
+    show_default=True,
+    type=float,
+    help="Leakage in pixel space: a test image within this distance of a training image, mirrored or a "
+    "crop down to 80% of its side (16-px thumbnails, 0.25 = correlation 0.97), is a near-duplicate.",
+)
+@click.option(
+    "--pool-features/--no-pool-features",
+    default=True,
+    show_default=True,
+    help="Search the --train-pool images for copies in the feature spaces too (one feature pass over every "
+    "pool image; the pixel-space search covers them either way).",
+)
 @click.option("--allow-leakage", is_flag=True, help="Go on when test images leak (the verdict warns).")
 @click.option(
     "--device",
@@ -151,6 +167,8 @@ def evaluate_command(
     margin,
     train_pools,
     max_hash_distance,
+    max_pixel_distance,
+    pool_features,
     allow_leakage,
     device,
     seed,
@@ -181,6 +199,8 @@ def evaluate_command(
         seed=seed,
         cache_dir=cache_dir,
         max_hash_distance=max_hash_distance,
+        max_pixel_distance=max_pixel_distance,
+        pool_features=pool_features,
         allow_leakage=allow_leakage,
         device=device,
         resolution=resolution,

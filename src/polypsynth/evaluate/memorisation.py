@@ -13,17 +13,22 @@ The positive control's images are real training images held out of the evaluatio
 the model trained on them, so every checkpoint is searched against them too, but the control
 itself only against the rest (each image would otherwise be its own nearest copy).
 
-The same test runs in a third space, perceptual hashes (`hash_check`): a synthetic image is a
-near-copy when it, or its mirror image either way, lies within `max_distance` bits of any image of
-any training pool (the labelled split, the control, and every pool given: stage 1, unlabelled,
-replay), which finds flipped copies the feature spaces miss. The p-values of every checkpoint in
-every space are corrected together (Holm) before a checkpoint is said to copy."""
+The same test runs in a third space, pixels (pixels.py), where a near-copy is the same picture:
+a synthetic image, as stored or mirrored either way, within `max_distance` (correlation 0.97 of
+16-px thumbnails by default, the leakage criterion) of some image of any training pool (the labelled
+split, the control, and every pool given: stage 1, unlabelled, replay) or of a crop of it down to 80%
+of its side. That finds the flipped and cropped copies the feature spaces miss; its chance level is
+again the test images' share. The p-values of every checkpoint in every space are corrected together
+(Holm) before a checkpoint is said to copy."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from polypsynth.data.records import CLASSES
+from polypsynth.evaluate.pixels import nearest_over
 
 QUANTILE = 0.05
 ALPHA = 0.01
@@ -59,59 +64,44 @@ def check(
     synthetic_f: dict[str, dict],
     held_out: dict | None = None,
     control: str | None = None,
+    pools: Sequence[np.ndarray] = (),
 ) -> dict:
     """Per checkpoint: the share of near-copies, its chance level, the Fisher p-value and the verdict
     `copies`; with the threshold and the median distances (synthetic vs real test) to the
     training images. `held_out`: the control's features, a training pool for every set but
-    `control`."""
-    train = np.concatenate([train_f[c] for c in CLASSES])
+    `control`; `pools`: the features of the other pools the model trained on (stage 1,
+    unlabelled, replay), searched for every set."""
+    train = np.concatenate([*[train_f[c] for c in CLASSES], *pools])
     everything = np.concatenate([train, *[held_out[c] for c in CLASSES]]) if held_out else train
     queries = {name: np.concatenate([syn[c] for c in CLASSES]) for name, syn in synthetic_f.items()}
     test = np.concatenate([test_f[c] for c in CLASSES])
     d_test = nearest_distances(test, everything)
     threshold = float(np.quantile(d_test, QUANTILE))
-    return _check(nearest_distances, d_test, queries, train, everything, control, lambda d: d < threshold) | {
-        "threshold": threshold,
-        "quantile": QUANTILE,
+    distances = {
+        name: nearest_distances(q, train if name == control else everything) for name, q in queries.items()
     }
+    return _check(d_test, distances, threshold) | {"quantile": QUANTILE}
 
 
-def _check(nearest, d_test: np.ndarray, queries: dict, own_pool, everything, control, near) -> dict:
-    """Per query set: its nearest distances to `everything` the model trained on (the control to
-    `own_pool`, without itself), the share `near` and the Fisher test against the test images'
-    own distances `d_test`."""
-    test_below = int(near(d_test).sum())
-    per = {}
-    for name, q in queries.items():
-        d = nearest(q, own_pool if name == control else everything)
-        per[name] = _against_test(d, near(d), d_test, test_below)
-    return {"median_test_distance": float(np.median(d_test)), "checkpoints": per}
+def _check(d_test: np.ndarray, distances: dict[str, np.ndarray], threshold: float) -> dict:
+    """Per query set: the share of its nearest distances below `threshold` and the Fisher test
+    against the test images' own distances `d_test`."""
+    test_below = int((d_test < threshold).sum())
+    per = {name: _against_test(d, d < threshold, d_test, test_below) for name, d in distances.items()}
+    return {"median_test_distance": float(np.median(d_test)), "threshold": threshold, "checkpoints": per}
 
 
-def nearest_hash_distances(query_flips: np.ndarray, reference: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Per query image, the Hamming distance from its nearest reference hash over all its flips."""
-    out = np.empty(len(query_flips), int)
-    for start in range(0, len(query_flips), chunk):
-        q = query_flips[start : start + chunk]  # (n, flips)
-        d = np.bitwise_count(q[:, :, None] ^ reference[None, None, :])
-        out[start : start + chunk] = d.min(axis=(1, 2))
-    return out
-
-
-def hash_check(
-    pool: np.ndarray,
-    test_flips: np.ndarray,
-    sets_flips: dict[str, np.ndarray],
-    max_distance: int,
-    held_out: np.ndarray | None = None,
-    control: str | None = None,
-) -> dict:
-    """`check` in perceptual-hash space: `pool` the hashes of every training image but the
-    control's (`held_out`), `*_flips` (N, flips) hashes of each query image and its mirrors."""
-    everything = np.concatenate([pool, held_out]) if held_out is not None else pool
-    d_test = nearest_hash_distances(test_flips, everything)
-    near = lambda d: d <= max_distance  # noqa: E731
-    return _check(nearest_hash_distances, d_test, sets_flips, pool, everything, control, near) | {
+def pixel_check(found: dict, test: str, max_distance: float, control: str | None = None) -> dict:
+    """`check` in pixel space over pixels.search's answer `found` (query set -> pool -> Nearest),
+    near-copies being within `max_distance`; the test images are the query set `test`; the control
+    is searched in every pool but its own (the pool named `control`)."""
+    distances = {
+        name: nearest_over(per_pool, skip=control if name == control else None)
+        for name, per_pool in found.items()
+        if name != test
+    }
+    threshold = np.nextafter(max_distance, np.inf)  # within max_distance: d <= max_distance
+    return _check(nearest_over(found[test]), distances, float(threshold)) | {
         "threshold": max_distance,
         "quantile": None,
     }

@@ -200,13 +200,15 @@ TSNE_NOTE = (
     "synthetic images (a two-sample test: 0.50 indistinguishable)."
 )
 MEMO_NOTE = (
-    "A synthetic image is a near-copy when it lies closer to a real training image than {q:.0%} of real "
-    "test images do (nearest-neighbour distance in each feature space); images as new as real ones give "
-    "about {q:.0%} by chance. In the hash space, a near-copy is within {bits} bits (perceptual hash) of an "
-    "image of any training pool (labelled split, control, every --train-pool), as stored or mirrored either "
-    "way. 'copies' when a one-sided Fisher exact test against the test images' own share says more than "
+    "In each feature space, a synthetic image is a near-copy when it lies closer to a real training image "
+    "({feature_pools}) than {q:.0%} of real test images do; images as new as real ones give about "
+    "{q:.0%} by chance. In pixel space (16-px thumbnails, correlation distance), a near-copy is the same "
+    "picture: within {pixel} of an image of any training pool (labelled split, control, every --train-pool), "
+    "as stored or mirrored either way, whole or cropped down to 80% of its side; chance is the test images' "
+    "own share. 'copies' when a one-sided Fisher exact test against the test images' share says more than "
     "chance at p < 0.01 after Holm's correction over every checkpoint and space; the clinical rule refuses "
-    "such a checkpoint."
+    "such a checkpoint. Leakage (test images near-duplicated in a training pool: within {bits} hash bits or "
+    "the same pixel distance, mirrored or cropped) found {pairs} pair(s)."
 )
 PLOTS = {
     "KID curves": "kid_curves.png",
@@ -239,7 +241,13 @@ def _sections(results: dict) -> list[Section]:
     """(title, paragraphs, tables, plot file) of every section, for report.md and index.html alike."""
     primary = results["primary_features"]
     memo_note = MEMO_NOTE.format(
-        q=next(iter(results["memorisation"].values()))["quantile"], bits=results["leakage"]["max_distance"]
+        q=next(iter(results["memorisation"].values()))["quantile"],
+        bits=results["leakage"]["max_distance"],
+        pixel=results["leakage"]["max_pixel_distance"],
+        pairs=results["leakage"]["pairs"],
+        feature_pools="labelled split, control, every --train-pool"
+        if results["options"]["pool_features"]
+        else "labelled split or control; not the --train-pool images: --no-pool-features",
     )
     sections: list[Section] = [
         ("Verdict", [results["selection"]["verdict"], MEANING, inputs_text(results)], [], None)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from polypsynth.data.inspect import FLIPS
 from polypsynth.data.records import CLASSES
 from polypsynth.errors import EvalError
 from polypsynth.evaluate import (
@@ -20,6 +21,7 @@ from polypsynth.evaluate import (
     classify,
     kid,
     memorisation,
+    pixels,
     probe,
     selection,
     separation,
@@ -60,6 +62,8 @@ class EvalOptions:
     cache_dir: str | None = None
     device: str = "cpu"  # feature extraction (fp32: the standard features); the classifier has its own
     max_hash_distance: int = 4  # perceptual-hash bits within which two images are near-duplicates
+    max_pixel_distance: float = pixels.LEAK_DISTANCE  # the same in pixel space (pixels.py), crops too
+    pool_features: bool = True  # the feature spaces' copy check also searches the extra training pools
     allow_leakage: bool = False  # go on (with a warning in the verdict) when test images leak
     resolution: int | None = None  # the generator's, when known (checkpoint / bundle); else its images'
     control_share: float = 0.5  # at most this share of each class's real training images held out
@@ -80,6 +84,10 @@ class EvalOptions:
         if not 0 < self.control_share < 1:
             raise EvalError(
                 f"--control-share must be in (0, 1) (a share of each class's training images), got {self.control_share}"
+            )
+        if not 0 < self.max_pixel_distance < 2:
+            raise EvalError(
+                f"--max-pixel-distance must be in (0, 2) (thumbnail distance, pixels.py), got {self.max_pixel_distance}"
             )
         if self.resolution is not None and self.resolution < 8:
             raise EvalError(f"--resolution must be a side in pixels >= 8, got {self.resolution}")
@@ -186,62 +194,79 @@ def _efficientnet_table(
     return {"classifier": backbone.describe(copts.weights), **table}, models, bank
 
 
-def _hashes(real: RealData, pools: dict[str, list[Path]], judged, progress: bool) -> dict:
-    """Perceptual hashes, computed once for the leakage search and the hash-space copy check:
-    the test images and every judged set with their mirror images, the reference split and each
-    extra pool as stored (the control's are its own first column)."""
-    from polypsynth.data.inspect import hash_flips, hash_paths
+TEST = "real test split"  # the query set of the test images in the copy search
+TRAIN = "real train split"
 
-    def paths(sets):
-        return [p for c in CLASSES for p in sets[c]]
 
+def _paths(sets: dict[str, list[Path]]) -> list[Path]:
+    return [p for c in CLASSES for p in sets[c]]
+
+
+def _pools(real: RealData, pools: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Every image set the model trained on, by name: the labelled split, the held-out control
+    and each pool given (stage 1, unlabelled, replay)."""
     return {
-        "test": hash_flips(paths(real.test), progress, "hash test and mirrors"),
-        "sets": {
-            ck.name: hash_flips(paths(ck.images), progress, f"hash {ck.name} and mirrors") for ck in judged
-        },
-        "reference": hash_paths(paths(real.train), progress, "hash real train split"),
-        "pools": {name: hash_paths(p, progress, f"hash {name}") for name, p in pools.items() if p},
+        TRAIN: _paths(real.train),
+        CONTROL: _paths(real.control),
+        **{n: list(p) for n, p in pools.items() if p},
     }
 
 
-def _leakage(real: RealData, pools: dict[str, list[Path]], hashes: dict, options: EvalOptions) -> dict:
-    from polypsynth.data.inspect import leakage
-
-    train = [p for c in CLASSES for p in [*real.train[c], *real.control[c]]]
-    searched = {"real train split": train, **{n: p for n, p in pools.items() if p}}
-    pool_hashes = {
-        "real train split": np.concatenate([hashes["reference"], hashes["sets"][CONTROL][:, 0]]),
-        **hashes["pools"],
+def _copy_search(real: RealData, pools: dict[str, list[Path]], judged, view, progress: bool) -> dict:
+    """The pixel-space search (pixels.py) of the test images and every judged set, each with its
+    mirror images, in every training pool and its crops: for leakage and for the copy check."""
+    queries = {
+        TEST: pixels.query_thumbnails(_paths(real.test), view),
+        **{ck.name: pixels.query_thumbnails(_paths(ck.images), view) for ck in judged},
     }
-    test = [p for c in CLASSES for p in real.test[c]]
-    found = leakage(test, searched, options.max_hash_distance, False, hashes["test"], pool_hashes)
-    if found and not options.allow_leakage:
-        first = found[0]
+    return pixels.search(queries, _pools(real, pools), view, progress)
+
+
+def _leakage(
+    real: RealData, pools: dict[str, list[Path]], found: dict, options: EvalOptions, progress: bool
+) -> dict:
+    """Test images that are near-duplicates of a training image: within `max_hash_distance` bits
+    (perceptual hash, as `data inspect` finds them: re-encoded, resized, mirrored) or within
+    `max_pixel_distance` in pixel space (also crops down to 80%). One entry per (test, pool image)."""
+    from polypsynth.data.inspect import hash_flips, leakage
+
+    searched = _pools(real, pools)
+    test = _paths(real.test)
+    pairs = {}
+    for pair in leakage(test, searched, options.max_hash_distance, progress, hash_flips(test)):
+        pairs[(pair["test"], pair["image"])] = {**pair, "crop": pixels.crop_name(0), "space": "hash bits"}
+    for pool, near in found[TEST].items():
+        for i in np.flatnonzero(near.distance <= options.max_pixel_distance):
+            key = (str(test[i]), str(searched[pool][near.image[i]]))
+            pairs.setdefault(
+                key,
+                {
+                    "test": key[0],
+                    "pool": pool,
+                    "image": key[1],
+                    "distance": round(float(near.distance[i]), 4),
+                    "flip": FLIPS[near.flip[i]],
+                    "crop": pixels.crop_name(int(near.crop[i])),
+                    "space": "pixel distance",
+                },
+            )
+    found_pairs = list(pairs.values())
+    if found_pairs and not options.allow_leakage:
+        first = found_pairs[0]
         raise EvalError(
-            f"{len(found)} near-duplicate pair(s) between the real test split and the training pools (leakage), "
-            f"first: {first['test']} ~ {first['image']} ({first['pool']}, {first['flip']}, hash distance "
-            f"{first['distance']} <= {options.max_hash_distance}); every figure would be optimistic. Remove them, "
-            "or pass --allow-leakage"
+            f"{len(found_pairs)} near-duplicate pair(s) between the real test split and the training pools "
+            f"(leakage), first: {first['test']} ~ {first['image']} ({first['pool']}, {first['flip']}, "
+            f"{first['crop']}, {first['space']} {first['distance']}; near-duplicates lie within "
+            f"{options.max_hash_distance} hash bits or {options.max_pixel_distance} pixel distance); every "
+            "figure would be optimistic. Remove them, or pass --allow-leakage"
         )
     return {
-        "pairs": len(found),
+        "pairs": len(found_pairs),
         "max_distance": options.max_hash_distance,
+        "max_pixel_distance": options.max_pixel_distance,
         "pools": {name: len(paths) for name, paths in searched.items()},
-        "examples": found[:20],
+        "examples": found_pairs[:20],
     }
-
-
-def _hash_copies(hashes: dict, options: EvalOptions) -> dict:
-    pool = np.concatenate([hashes["reference"], *hashes["pools"].values()])
-    return memorisation.hash_check(
-        pool,
-        hashes["test"],
-        hashes["sets"],
-        options.max_hash_distance,
-        held_out=hashes["sets"][CONTROL][:, 0],
-        control=CONTROL,
-    )
 
 
 def _extractors(options: EvalOptions) -> dict:
@@ -253,9 +278,10 @@ def _extractors(options: EvalOptions) -> dict:
     }
 
 
-def _features_and_kids(real, judged, extractors, options, view, progress) -> tuple[dict, dict]:
+def _features_and_kids(real, judged, extractors, options, view, progress, pools=None) -> tuple[dict, dict]:
     """Features of every set in every space (through the generator's view); KID x4 and the two
-    class margins per judged set."""
+    class margins per judged set. `pools` (name -> paths): the other training pools, whose features
+    only the copy check uses."""
     cache = Path(options.cache_dir) if options.cache_dir else None
     features: dict[str, dict] = {}
     kids: dict[str, dict] = {}
@@ -267,12 +293,14 @@ def _features_and_kids(real, judged, extractors, options, view, progress) -> tup
         real_f = {c: feats(real.train[c], f"real {c}") for c in CLASSES}
         test_f = {c: feats(real.test[c], f"real test {c}") for c in CLASSES}
         syn_f = {ck.name: {c: feats(ck.images[c], f"{ck.name} {c}") for c in CLASSES} for ck in judged}
+        pool_f = [feats(paths, f"pool {pool}") for pool, paths in (pools or {}).items()]
         if name != "inception":  # no standard scale: fix one on the real reference (FeatureScale)
             scale = FeatureScale(np.concatenate(list(real_f.values())))
             real_f = {c: scale(v) for c, v in real_f.items()}
             test_f = {c: scale(v) for c, v in test_f.items()}
             syn_f = {k: {c: scale(v) for c, v in f.items()} for k, f in syn_f.items()}
-        features[name] = {"real": real_f, "test": test_f, "synthetic": syn_f}
+            pool_f = [scale(v) for v in pool_f]
+        features[name] = {"real": real_f, "test": test_f, "synthetic": syn_f, "pools": pool_f}
         kids[name] = {
             ck.name: {
                 k: v.as_dict()
@@ -385,16 +413,21 @@ def evaluate(
     view = GeneratorView(resolution)
     real = hold_out_control(real, checkpoints, options.control_share, options.seed)
     judged = [*checkpoints, control_checkpoint(real)]
-    hashes = _hashes(real, train_pools or {}, judged, progress)
-    leaks = _leakage(real, train_pools or {}, hashes, options)
+    found = _copy_search(real, train_pools or {}, judged, view, progress)
+    leaks = _leakage(real, train_pools or {}, found, options, progress)
     n_syn = round(options.synthetic_share * sum(len(v) for v in real.train.values()))
     extractors = _extractors(options)
-    features, kids = _features_and_kids(real, judged, extractors, options, view, progress)
+    searched = {n: p for n, p in (train_pools or {}).items() if p} if options.pool_features else {}
+    features, kids = _features_and_kids(real, judged, extractors, options, view, progress, searched)
     memo = {
-        name: memorisation.check(f["real"], f["test"], f["synthetic"], f["synthetic"][CONTROL], CONTROL)
+        name: memorisation.check(
+            f["real"], f["test"], f["synthetic"], f["synthetic"][CONTROL], CONTROL, pools=f["pools"]
+        )
         for name, f in features.items()
     }
-    memo = memorisation.correct({**memo, "hash": _hash_copies(hashes, options)})
+    memo = memorisation.correct(
+        {**memo, "pixels": memorisation.pixel_check(found, TEST, options.max_pixel_distance, CONTROL)}
+    )
     primary = options.features[0]
     f = features[primary]
     separations = {
