@@ -40,7 +40,18 @@ from common import write_result  # noqa: E402
 
 RESULT = "gpu_check"
 CHECK_VARIANTS = gpu_sampling.GPU_DEFAULT
-GOALS = {"fraction_of_peak_at_8": 0.60, "speedup_over_diffusers_at_1": 1.5, "mean_abs_diff_uint8": 2.0}
+GOALS = {
+    "fraction_of_peak_at_8": 0.50,
+    "speedup_over_diffusers_at_1": 1.5,
+    "mean_abs_diff_uint8": 2.0,
+    "onnxruntime_optimized_over_diffusers_at_8": 1.3,
+    "onnxruntime_cuda_graphs_over_diffusers_at_1": 2.5,
+}
+# goal -> (variant, batch) measured against the diffusers pipeline at that batch
+ONNX_GOALS = {
+    "onnxruntime_optimized_over_diffusers_at_8": ("onnxruntime-optimized", 8),
+    "onnxruntime_cuda_graphs_over_diffusers_at_1": ("onnxruntime-optimized-cuda-graphs", 1),
+}
 
 
 def versions() -> dict:
@@ -141,19 +152,16 @@ def check_race(backends: dict, latent_shape, text_shape, device: str) -> dict:
     return out
 
 
-def check_export(components, workdir: Path, dtype: str, batches=(1, 8)) -> dict:
-    """Export (with TensorRT engines where TensorRT exists) into the folder the benchmark's bundle
-    variants then use, so nothing is exported twice."""
-    from polypsynth.export.bundle import export_bundle
-    from polypsynth.models import save_components
-
-    checkpoint = workdir / "checkpoint"
-    if not checkpoint.is_dir():
-        save_components(components, checkpoint)
+def check_export(components, workdir: Path, dtype: str, batches=(1, 8), optimize: str = "none") -> dict:
+    """Export (the plain bundle with TensorRT engines where TensorRT exists, or the CUDA-optimised
+    one) into the folder the benchmark's bundle variants then use, so nothing is exported twice."""
     start = time.perf_counter()
-    trt = dtype == "fp16" and gpu_sampling.bundle_available("tensorrt") is None
-    manifest = export_bundle(checkpoint, workdir / "bundle", dtype=dtype, tensorrt=trt, batch_sizes=batches)
+    trt = dtype == "fp16" and optimize == "none" and gpu_sampling.bundle_available("tensorrt") is None
+    bundle = gpu_sampling.export_once(components, workdir, trt, batches, dtype, optimize)
+    manifest = json.loads((bundle / "manifest.json").read_text())
     return {
+        "optimized_for": manifest["optimized_for"],
+        "fused_nodes": manifest["fused_nodes"],
         "tensorrt_engines": bool(manifest["engines"]),
         "dtype": dtype,
         "traced_on": manifest["traced_on"],
@@ -259,6 +267,16 @@ def judge_goals(bench: dict) -> dict:
             and r["images_per_s"] * (1 + r["spread"] + base8["spread"]) < base8["images_per_s"]
         }
         goals["no_variant_slower_than_diffusers_at_8"] = {"slower": slower, "met": not slower}
+    for goal, (variant, batch) in ONNX_GOALS.items():
+        base, row = by.get(("diffusers", batch)), by.get((variant, batch))
+        if base and row:
+            ratio = row["images_per_s"] / base["images_per_s"]
+            goals[goal] = {
+                "variant": variant,
+                "value": ratio,
+                "goal": GOALS[goal],
+                "met": ratio >= GOALS[goal],
+            }
     worst = max(rows, key=lambda r: r["mean_abs_diff_uint8"], default=None)
     if worst:
         goals["images_agree"] = {
@@ -346,6 +364,11 @@ def main(argv=None) -> dict:
                     continue
                 options = {"providers": ("cuda",)} if variant == "onnxruntime" else {}
                 backends[variant] = open_model(tiny_bundle, variant, **options).backend
+                if variant == "onnxruntime":  # the CUDA-optimised graphs, replayed from CUDA graphs
+                    optimised = gpu_sampling.export_once(tiny, work / "tiny", False, (1, 8), dtype, "cuda")
+                    backends["onnxruntime-optimized-cuda-graphs"] = open_model(
+                        optimised, "onnxruntime", providers=("cuda",), cuda_graphs=True
+                    ).backend
             m = json.loads((tiny_bundle / "manifest.json").read_text())
             result = check_race(backends, m["latent_shape"], m["text_shape"], args.device)
             result["not_run"] = backends_skipped
@@ -395,6 +418,21 @@ def main(argv=None) -> dict:
             write_result(RESULT, report)
             if not args.skip_export:
                 step("fp16_export", check_export, components, bench_dir, dtype, args.batch)
+                if on_gpu and any(
+                    gpu_sampling.BUNDLE_VARIANTS.get(n, ("", {}, ""))[2] == "cuda" for n in rest
+                ):
+                    if (reason := gpu_sampling.bundle_available("onnxruntime")) is None:
+                        step(
+                            "fp16_export_optimized",
+                            check_export,
+                            components,
+                            bench_dir,
+                            dtype,
+                            args.batch,
+                            "cuda",
+                        )
+                    else:
+                        report["checks"]["fp16_export_optimized"] = {"skipped": reason}
             bench = gpu_sampling.run(rest, args.batch, payload=bench, **bench_args)
             report["benchmark"] = bench
             write_result(RESULT, report)

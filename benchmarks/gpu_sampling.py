@@ -55,10 +55,17 @@ TORCH_VARIANTS = {
     "fp16-compile-cudagraphs": {"dtype": "fp16", "channels_last": True, "compile": "reduce-overhead"},
     "fp32-eager": {"dtype": "fp32"},
 }
+# variant -> (backend, its options, the bundle's optimisation: export --optimize)
 BUNDLE_VARIANTS = {
-    "onnxruntime": ("onnxruntime", {"providers": ("cuda",)}),
-    "tensorrt": ("tensorrt", {}),
-    "tensorrt-cuda-graphs": ("tensorrt", {"cuda_graphs": True}),
+    "onnxruntime": ("onnxruntime", {"providers": ("cuda",)}, "none"),
+    "onnxruntime-optimized": ("onnxruntime", {"providers": ("cuda",)}, "cuda"),
+    "onnxruntime-optimized-cuda-graphs": (
+        "onnxruntime",
+        {"providers": ("cuda",), "cuda_graphs": True},
+        "cuda",
+    ),
+    "tensorrt": ("tensorrt", {}, "none"),
+    "tensorrt-cuda-graphs": ("tensorrt", {"cuda_graphs": True}, "none"),
 }
 VARIANTS = ("diffusers", *TORCH_VARIANTS, *BUNDLE_VARIANTS)
 # Cheap variants first, compilation last: a time limit then cuts the costly ones.
@@ -219,20 +226,34 @@ def bundle_available(variant: str) -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return "the tensorrt package is not installed here"
+        return (
+            "TensorRT is not installed here: its libraries come only from NVIDIA's package index "
+            "(pip install tensorrt-cu13 --extra-index-url https://pypi.nvidia.com), not from PyPI alone"
+        )
     return None
 
 
-def export_once(components, workdir: Path, tensorrt: bool, batch_sizes, dtype: str) -> Path:
-    """The one bundle every bundle variant uses (exported on first need)."""
+def export_once(
+    components, workdir: Path, tensorrt: bool, batch_sizes, dtype: str, optimize: str = "none"
+) -> Path:
+    """The bundle of one optimisation that its variants share (exported on first need): the plain
+    one (with the TensorRT engines) in bundle/, the CUDA-optimised one in bundle-cuda/."""
     from polypsynth.export.bundle import export_bundle
     from polypsynth.models import save_components
 
-    checkpoint, bundle = workdir / "checkpoint", workdir / "bundle"
+    checkpoint = workdir / "checkpoint"
+    bundle = workdir / ("bundle" if optimize == "none" else f"bundle-{optimize}")
     if not checkpoint.is_dir():
         save_components(components, checkpoint)
     if not bundle.is_dir():
-        export_bundle(checkpoint, bundle, dtype=dtype, tensorrt=tensorrt, batch_sizes=batch_sizes)
+        export_bundle(
+            checkpoint,
+            bundle,
+            dtype=dtype,
+            tensorrt=tensorrt and optimize == "none",
+            batch_sizes=batch_sizes,
+            optimize=optimize,
+        )
     return bundle
 
 
@@ -250,8 +271,10 @@ def open_variant(name: str, components, conditioning, device: str, workdir: Path
     if on_gpu and (reason := bundle_available(name)):
         raise RuntimeError(reason)
     dtype = "fp16" if on_gpu else "fp32"
-    bundle = export_once(components, workdir, wants_trt and on_gpu, batches, dtype)
-    backend, options = BUNDLE_VARIANTS[name]
+    backend, options, optimize = BUNDLE_VARIANTS[name]
+    if not on_gpu and optimize != "none":
+        raise RuntimeError(f"an --optimize {optimize} bundle needs onnxruntime's CUDA provider")
+    bundle = export_once(components, workdir, wants_trt and on_gpu, batches, dtype, optimize)
     if not on_gpu:
         options = {"providers": ("cpu",)} if backend == "onnxruntime" else options
     return LoopSampler(open_model(bundle, backend, **options))

@@ -7,8 +7,8 @@ The commands are read from the README, not copied. What the test changes, and on
 - places: /data and /models point at stand-ins built here in the same layouts and formats
   (SUN, CVC-ClinicHDclassif, CVC-ClinicHDsegment from phantom images; a diffusers folder of the
   tiny model); port 50051 becomes a free port;
-- GPU-only options (--tensorrt, --provider cuda, --device cuda, --cuda-graphs, --multi_gpu) are dropped where
-  torch sees no GPU.
+- GPU-only options (--tensorrt, --provider cuda, --device cuda, --optimize cuda, --cuda-graphs,
+  --multi_gpu) are dropped where torch sees no GPU.
 `make demo` runs the demo, which tests/demo runs in its quick profile; here its Makefile recipe is
 checked. `tensorboard` is checked through TensorBoard's own event reader on the same folder.
 """
@@ -163,7 +163,7 @@ class Runner:
             out.append(a)
         if not ON_GPU:
             out = [a for a in out if a not in ("--tensorrt", "--multi_gpu", "--cuda-graphs")]
-            for option in ("--provider", "--device"):
+            for option in ("--provider", "--device", "--optimize"):
                 while option in out and out[out.index(option) + 1] == "cuda":
                     i = out.index(option)
                     del out[i : i + 2]

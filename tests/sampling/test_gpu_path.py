@@ -136,7 +136,7 @@ def test_backend_options_are_validated():
     assert backend_options("tensorrt", cuda_graphs=True) == {"cuda_graphs": True}
     with pytest.raises(
         SamplingError,
-        match="--dtype, --compile do not apply to the onnxruntime backend \\(it takes --provider\\)",
+        match="--dtype, --compile do not apply to the onnxruntime backend \\(it takes --provider, --cuda-graphs\\)",
     ):
         backend_options("onnxruntime", dtype="fp16", compile="default")
     with pytest.raises(SamplingError, match="--provider does not apply to the torch backend"):
@@ -167,6 +167,15 @@ def test_cli_reaches_backend_options(tiny_checkpoint, tiny_bundle, tmp_path):
     assert bad.exit_code != 0
     assert "--dtype does not apply to the onnxruntime backend" in bad.output
     assert not (tmp_path / "b").exists()
+    on_cpu = CliRunner().invoke(
+        main, [*base, "--model", str(tiny_bundle), "--cuda-graphs", "--out", str(tmp_path / "c")]
+    )
+    assert on_cpu.exit_code == 1
+    assert (
+        "--cuda-graphs with the onnxruntime backend needs the CUDA provider first (--provider cuda); the "
+        "providers asked for are CPUExecutionProvider" in on_cpu.output
+    )
+    assert not (tmp_path / "c").exists()
 
 
 def test_serve_refuses_batches_beyond_the_engines(tiny_bundle, tmp_path):
@@ -202,3 +211,31 @@ def test_cuda_graphs_replay_equals_eager(tiny_checkpoint):
         b = sample_batch(graphed, seeds, ["AD"] * len(seeds), 3, 3.0, "dpm++")
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     assert len(graphed.backend._unet.graphs) == 2
+
+
+def _ort_cuda() -> bool:
+    from polypsynth.backends.onnxruntime_backend import import_onnxruntime
+
+    return "CUDAExecutionProvider" in import_onnxruntime().get_available_providers()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or not _ort_cuda(), reason="needs a CUDA device and onnxruntime-gpu"
+)
+def test_onnxruntime_cuda_graphs_replay_equals_plain_runs(tiny_checkpoint, tmp_path):
+    from polypsynth.export.bundle import export_bundle
+
+    export_bundle(tiny_checkpoint, tmp_path / "b", "fp16", optimize="cuda")
+    plain = open_model(tmp_path / "b", "onnxruntime", providers=("cuda",))
+    graphed = open_model(tmp_path / "b", "onnxruntime", providers=("cuda",), cuda_graphs=True)
+    for seeds in ([0], [1, 2, 3], [4], [5, 6, 7]):  # new shapes record, known ones replay
+        a = sample_batch(plain, seeds, ["AD"] * len(seeds), 3, 3.0, "dpm++")
+        b = sample_batch(graphed, seeds, ["AD"] * len(seeds), 3, 3.0, "dpm++")
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert sorted(graphed.backend._graphs) == [
+        ("unet", 2),
+        ("unet", 6),
+        ("vae_decoder", 1),
+        ("vae_decoder", 3),
+    ]

@@ -19,7 +19,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 # Which options each backend takes (the CLI's flags, the server's backend_options).
 BACKEND_OPTIONS = {
     "torch": ("device", "dtype", "channels_last", "compile", "cuda_graphs"),
-    "onnxruntime": ("providers",),
+    "onnxruntime": ("providers", "cuda_graphs"),
     "tensorrt": ("cuda_graphs",),
 }
 

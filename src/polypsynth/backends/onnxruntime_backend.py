@@ -6,7 +6,12 @@ cannot load (for instance with the CPU package installed beside onnxruntime-gpu)
 here. On CUDA the backend owns one torch stream and hands it to ONNX Runtime as its compute stream;
 each run first waits for the caller's stream (where the inputs were written), inputs and outputs
 are torch tensors bound by address (IO binding), and the caller's stream waits for the run, so
-tensors never travel through the host and no run reads an input before it is written."""
+tensors never travel through the host and no run reads an input before it is written.
+
+With `cuda_graphs` (CUDA provider first), ONNX Runtime records one CUDA graph per component and
+batch shape (`enable_cuda_graph`, a `gpu_graph_id` per shape) and replays it: the graph reads and
+writes fixed addresses, so each shape gets static input and output tensors bound once, inputs are
+copied into them on the backend's stream and the output is cloned out before the next run."""
 
 from __future__ import annotations
 
@@ -89,9 +94,32 @@ def check_active(requested: list[str], active: list[str], what: str) -> None:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, bundle: Path, manifest: dict, providers=("cpu",), threads: int | None = None):
+    def __init__(
+        self,
+        bundle: Path,
+        manifest: dict,
+        providers=("cpu",),
+        threads: int | None = None,
+        cuda_graphs: bool = False,
+    ):
         ort = import_onnxruntime()
         self.providers = resolve_providers(providers)
+        if cuda_graphs and self.providers[0] != "CUDAExecutionProvider":
+            raise SamplingError(
+                "--cuda-graphs with the onnxruntime backend needs the CUDA provider first (--provider cuda); "
+                f"the providers asked for are {', '.join(self.providers)}"
+            )
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[
+            tuple[str, int], tuple
+        ] = {}  # (component, batch) -> binding, inputs, output, run options
+        needs = manifest.get("needs_provider")
+        if needs and self.providers[0] != needs:
+            raise SamplingError(
+                f"bundle {bundle} is optimised for onnxruntime's {needs} (fused operators that exist only "
+                f"there), but the providers asked for are {', '.join(self.providers)}: pass --provider cuda on "
+                "a GPU machine, or export the checkpoint again with --optimize none for a portable bundle"
+            )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -121,8 +149,49 @@ class OnnxRuntimeBackend:
 
     def _provider_options(self, provider: str) -> dict:
         if provider == "CUDAExecutionProvider" and self.stream is not None:
-            return {"user_compute_stream": str(self.stream.cuda_stream), "do_copy_in_default_stream": "1"}
+            options = {"user_compute_stream": str(self.stream.cuda_stream), "do_copy_in_default_stream": "1"}
+            if self.cuda_graphs:
+                options["enable_cuda_graph"] = "1"
+            return options
         return {}
+
+    def _graph_buffers(self, name: str, feeds: dict[str, torch.Tensor]) -> tuple:
+        """The static tensors one (component, batch) graph reads and writes, bound once."""
+        key = (name, next(iter(feeds.values())).shape[0])
+        if key not in self._graphs:
+            ort = import_onnxruntime()
+            session = self.sessions[name]
+            binding = session.io_binding()
+            inputs = {}
+            for k, t in feeds.items():
+                dtype = torch.float32 if k == "timestep" else self.torch_dtype
+                inputs[k] = torch.empty(t.shape, dtype=dtype, device=self.device)
+                np_dtype = np.float32 if k == "timestep" else self.np_dtype
+                binding.bind_input(k, "cuda", 0, np_dtype, tuple(t.shape), inputs[k].data_ptr())
+            out = torch.empty((key[1], *self.output_shape[name]), dtype=self.torch_dtype, device=self.device)
+            binding.bind_output(
+                session.get_outputs()[0].name, "cuda", 0, self.np_dtype, tuple(out.shape), out.data_ptr()
+            )
+            run_options = ort.RunOptions()
+            run_options.add_run_config_entry("gpu_graph_id", str(len(self._graphs) + 1))
+            self._graphs[key] = (binding, inputs, out, run_options)
+        return self._graphs[key]
+
+    def _run_graph(self, name: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        binding, inputs, out, run_options = self._graph_buffers(name, feeds)
+        caller, stream = torch.cuda.current_stream(), self.stream
+        assert stream is not None
+        stream.wait_stream(caller)  # inputs were written on the caller's stream
+        with torch.cuda.stream(stream):
+            for key, tensor in feeds.items():
+                inputs[key].copy_(tensor)
+                if tensor.is_cuda:  # read on this stream: not to be reused before the copy ran
+                    tensor.record_stream(stream)
+            self.sessions[name].run_with_iobinding(binding, run_options)
+            result = out.to(torch.float32, copy=True)  # the next replay overwrites `out`
+        caller.wait_stream(stream)
+        result.record_stream(caller)
+        return result
 
     def _run(self, name: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         session = self.sessions[name]
@@ -132,6 +201,8 @@ class OnnxRuntimeBackend:
                 for k, v in feeds.items()
             }
             return torch.from_numpy(session.run(None, arrays)[0]).float()
+        if self.cuda_graphs:
+            return self._run_graph(name, feeds)
         caller, stream = torch.cuda.current_stream(), self.stream
         assert stream is not None  # created whenever a GPU provider is asked for
         binding = session.io_binding()

@@ -12,6 +12,7 @@ import torch
 from polypsynth.atomic import atomic_dir
 from polypsynth.bundle_format import MANIFEST_VERSION, checkpoint_hash, file_sha256, load_manifest  # noqa: F401  (re-exported)
 from polypsynth.export.onnx import ExportError, export_onnx, parity, trace_device
+from polypsynth.export.ort_optimize import NEEDS_PROVIDER, OPTIMIZE, optimize_for_cuda
 from polypsynth.export.spec import UNetExport, VaeDecoderExport, unet_spec, vae_decoder_spec
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max relative error of ONNX Runtime against PyTorch fp32
@@ -46,8 +47,12 @@ def export_bundle(
     exporter: str = "torchscript",
     overwrite: bool = False,
     tolerance: float | None = None,
+    optimize: str | None = None,
 ) -> dict:
-    """Export a checkpoint folder into a bundle (atomically); returns the manifest."""
+    """Export a checkpoint folder into a bundle (atomically); returns the manifest. `optimize`:
+    "cuda" rewrites both graphs with ONNX Runtime's transformer optimizer (ort_optimize.py; the
+    bundle then needs the CUDA provider), "none" keeps the portable graphs; by default "cuda" for
+    an fp16 export where onnxruntime has the CUDA provider, else "none"."""
     from polypsynth.models import load_components
     from polypsynth.models.loading import resolution_of
     from polypsynth.sampling.conditioning import compute_conditioning
@@ -56,6 +61,7 @@ def export_bundle(
         raise ExportError(f"unknown dtype {dtype!r}; expected fp32 or fp16")
     if not batch_sizes or min(batch_sizes) < 1:
         raise ExportError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    optimize = _check_optimize(optimize, dtype, tensorrt)
     checkpoint = Path(checkpoint).resolve()
     components = load_components(checkpoint)
     meta_file = checkpoint / "polypsynth.json"
@@ -72,11 +78,19 @@ def export_bundle(
     }
     limit = tolerance if tolerance is not None else TOLERANCE[dtype]
     device = trace_device(_DTYPES[dtype])
+    if optimize == "cuda":  # fused on the fp32 graph, then converted (ort_optimize.py)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fused = {}
     with atomic_dir(out, overwrite=overwrite, what="bundle folder") as tmp:
         figures = {}
         for name, (spec, module) in specs.items():
-            path = export_onnx(module, spec, tmp / f"{name}.onnx", opset, _DTYPES[dtype], exporter, device)
-            figures[name] = parity(module, spec, path, _DTYPES[dtype])
+            traced = torch.float32 if optimize == "cuda" else _DTYPES[dtype]
+            path = export_onnx(module, spec, tmp / f"{name}.onnx", opset, traced, exporter, device)
+            if optimize == "cuda":
+                keep = [t.name for t in spec.inputs if t.kind == "timestep"]
+                fused[name] = optimize_for_cuda(path, name, keep, fp16=dtype == "fp16")
+            provider = NEEDS_PROVIDER if optimize == "cuda" else "CPUExecutionProvider"
+            figures[name] = parity(module, spec, path, _DTYPES[dtype], provider=provider)
             if figures[name]["max_rel"] > limit:
                 raise ExportError(
                     f"{name}: ONNX Runtime differs from PyTorch by max_abs={figures[name]['max_abs']:.3g}, "
@@ -101,7 +115,10 @@ def export_bundle(
             "exporter": exporter,
             # fp16 graphs are traced in fp16 on CUDA, or traced in fp32 on a CPU and converted.
             "traced_on": device.type,
-            "fp16_by": None if dtype == "fp32" else ("trace" if device.type == "cuda" else "conversion"),
+            "fp16_by": _fp16_by(dtype, optimize, device),
+            "optimized_for": None if optimize == "none" else optimize,
+            "needs_provider": NEEDS_PROVIDER if optimize == "cuda" else None,
+            "fused_nodes": fused or None,
             "versions": _versions(),
             "parity": figures,
             "engines": None,
@@ -113,3 +130,34 @@ def export_bundle(
         manifest["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _check_optimize(optimize: str | None, dtype: str, tensorrt: bool) -> str:
+    """The optimisation to apply: as asked (checked), or the default for this machine."""
+    from polypsynth.backends.onnxruntime_backend import import_onnxruntime
+
+    available = import_onnxruntime().get_available_providers()
+    if optimize is None:
+        return "cuda" if dtype == "fp16" and NEEDS_PROVIDER in available and not tensorrt else "none"
+    if optimize not in OPTIMIZE:
+        raise ExportError(f"unknown optimisation {optimize!r}; expected one of {', '.join(OPTIMIZE)}")
+    if optimize == "cuda" and tensorrt:
+        raise ExportError(
+            "--optimize cuda writes graphs with ONNX Runtime's own fused operators, which TensorRT cannot "
+            "parse: build TensorRT engines from a portable bundle (--optimize none)"
+        )
+    if optimize == "cuda" and NEEDS_PROVIDER not in available:
+        raise ExportError(
+            f"--optimize cuda needs onnxruntime's {NEEDS_PROVIDER} (its fused kernels exist only there, and "
+            f"the export checks the graphs on it); available here: {', '.join(available)}. Install "
+            "onnxruntime-gpu on a GPU machine, or export with --optimize none for a portable bundle"
+        )
+    return optimize
+
+
+def _fp16_by(dtype: str, optimize: str, device: torch.device) -> str | None:
+    if dtype == "fp32":
+        return None
+    if optimize == "cuda":
+        return "optimizer"  # fused in fp32, then converted
+    return "trace" if device.type == "cuda" else "conversion"

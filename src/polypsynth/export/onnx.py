@@ -139,15 +139,19 @@ def parity(
     dtype=torch.float32,
     batch: int = 2,
     seed: int = 1234,
+    provider: str = "CPUExecutionProvider",
 ) -> dict[str, float]:
-    """Max absolute and relative error of ONNX Runtime (CPU) against PyTorch fp32 on fresh inputs."""
+    """Max absolute and relative error of ONNX Runtime (`provider`, CPU by default) against
+    PyTorch fp32 on fresh inputs."""
     from polypsynth.backends.onnxruntime_backend import import_onnxruntime
 
     ort = import_onnxruntime()
     inputs = spec.sample_inputs(batch, torch.float32, seed=seed)
     with torch.no_grad():
         reference = module.eval().float()(*inputs).float().numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), providers=[provider])
+    if session.get_providers()[0] != provider:
+        raise ExportError(f"{spec.name}: onnxruntime could not start {provider} for the parity check")
     np_dtype = np.float16 if dtype == torch.float16 else np.float32
     feeds = {
         t.name: x.numpy().astype(np.float32 if t.kind == "timestep" else np_dtype)
