@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from polypsynth.atomic import atomic_dir
-from polypsynth.sampling.loop import SamplingParams, sample_images
+from polypsynth.sampling.loop import SamplingParams, image_batches
 from polypsynth.sampling.model import open_model
 from polypsynth.sampling.output import ImageFolderWriter, Provenance
 
@@ -39,12 +39,9 @@ def sample_to_folder(
     final = Path(out) / params.class_name
     with atomic_dir(final, overwrite=overwrite, what="sample folder") as tmp:
         writer = ImageFolderWriter(tmp, provenance_of(model, params), params.seed)
-
-        def on_batch(first, images):
+        for first, images in image_batches(model, params, batch_size):  # one batch in memory at a time
             for j, pixels in enumerate(images):
                 writer.write(first + j, params.seed + first + j, pixels)
             if progress:
                 progress(len(images))
-
-        sample_images(model, params, batch_size=batch_size, on_batch=on_batch)
     return final

@@ -4,7 +4,7 @@ denoiser). A backend only provides `denoise(latents, timesteps, context)` and `d
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,29 +107,36 @@ def _timesteps(t: torch.Tensor, n: int, device) -> torch.Tensor:
     return torch.full((n,), float(t), dtype=torch.float32, device=device)
 
 
-def sample_images(
-    model,
-    params: SamplingParams,
-    batch_size: int = 8,
-    start: int = 0,
-    on_batch: Callable[[int, np.ndarray], None] | None = None,
-) -> np.ndarray:
-    """`params.count` images of one class as uint8 (N, H, W, 3); image i uses seed params.seed + i.
+def image_batches(
+    model, params: SamplingParams, batch_size: int = 8, start: int = 0
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(index of the first image, uint8 (n, H, W, 3)) per batch of `params.count` images of one
+    class, image i seeded params.seed + i, from image `start` on. One batch at a time: what a
+    caller keeps is its own choice, so a folder of any count needs the memory of one batch.
 
-    `model` is a SamplerModel (backend + conditioning + metadata). `on_batch(first_index, images)`
-    is called after each batch (progress, streaming to disk)."""
+    `model` is a SamplerModel (backend + conditioning + metadata)."""
     params.validate(model.classes)
-    seeds = image_seeds(params.seed, params.count - start, start)
-    out = []
-    for i in range(0, len(seeds), batch_size):
-        batch = seeds[i : i + batch_size]
-        images = sample_batch(
-            model, batch, [params.class_name] * len(batch), params.steps, params.guidance, params.scheduler
+    if batch_size < 1:
+        raise SamplingError(f"batch size must be >= 1, got {batch_size}")
+    for first in range(start, params.count, batch_size):
+        seeds = image_seeds(params.seed, min(batch_size, params.count - first), first)
+        yield (
+            first,
+            sample_batch(
+                model,
+                seeds,
+                [params.class_name] * len(seeds),
+                params.steps,
+                params.guidance,
+                params.scheduler,
+            ),
         )
-        if on_batch is not None:
-            on_batch(start + i, images)
-        out.append(images)
-    return np.concatenate(out)
+
+
+def sample_images(model, params: SamplingParams, batch_size: int = 8, start: int = 0) -> np.ndarray:
+    """All images from `start` on, in memory, as uint8 (N, H, W, 3): for a few (tests, previews);
+    folders of any size stream through `image_batches`."""
+    return np.concatenate([images for _, images in image_batches(model, params, batch_size, start)])
 
 
 def sample_batch(

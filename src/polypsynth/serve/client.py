@@ -202,10 +202,9 @@ class SamplerClient:
         if progress and not state["reported"]:
             progress(len(done))  # what an earlier run left on disk, once
         state["reported"] = True
-        missing = [i for i in range(count) if i not in done]
-        if not missing:
+        start = next((i for i in range(count) if i not in done), None)  # resume from the first gap
+        if start is None:
             return writer.folder
-        start = missing[0]  # resume from the first image not on disk
         stream = self.generate(
             model, class_name, count - start, seed, steps, guidance, scheduler, first_index=start
         )
@@ -221,9 +220,9 @@ class SamplerClient:
                 state["received"] += 1
                 if progress:
                     progress(1)
-        lost = [i for i in range(count) if i not in done]
-        if lost:
+        if len(done) < count:
+            first = next(i for i in range(count) if i not in done)
             raise PolypsynthError(
-                f"the server ended the stream with {len(lost)} of {count} images missing (first: {lost[0]})"
+                f"the server ended the stream with {count - len(done)} of {count} images missing (first: {first})"
             )
         return writer.folder
