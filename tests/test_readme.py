@@ -6,7 +6,8 @@ The commands are read from the README, not copied. What the test changes, and on
   configs give) mapped to those of the scaled runs;
 - places: /data and /models point at stand-ins built here in the same layouts and formats
   (SUN, CVC-ClinicHDclassif, CVC-ClinicHDsegment from phantom images; a diffusers folder of the
-  tiny model); port 50051 becomes a free port;
+  tiny model); port 50051 becomes a free port, and the hosts gpu0 and gpu1 the one local server
+  under two names (127.0.0.1, localhost);
 - GPU-only options (--tensorrt, --provider cuda, --device cuda, --optimize cuda, --cuda-graphs,
   --multi_gpu) are dropped where torch sees no GPU.
 `make demo` runs the demo, which tests/demo runs in its quick profile; here its Makefile recipe is
@@ -158,6 +159,7 @@ class Runner:
         for a in argv:
             a = a.replace("/data/", f"{self.tmp}/data/").replace("/models/", f"{self.tmp}/models/")
             a = a.replace("50051", str(self.port))
+            a = a.replace("gpu0:", "127.0.0.1:").replace("gpu1:", "localhost:")
             for readme_name, scaled in STEP_NAMES.items():
                 a = a.replace(readme_name, scaled)
             out.append(a)

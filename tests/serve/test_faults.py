@@ -121,3 +121,75 @@ def test_a_killed_client_frees_its_queued_work(tiny_bundle, wait_until):
         assert (stats.jobs, stats.queued, stats.buffered) == (0, 0, 0)
     finally:
         server.stop(grace=1)
+
+
+def test_one_request_spread_over_two_servers_survives_losing_one(tiny_bundle, tmp_path):
+    """generate --server A,B: one of them killed mid-request, the other draws the rest; the folder
+    is `sample`'s, each image exactly once."""
+    from click.testing import CliRunner
+
+    from polypsynth.cli import main
+    from polypsynth.serve.spread import write_folder_spread
+
+    ports = [free_port(), free_port()]
+    procs = [start_server(tiny_bundle, p) for p in ports]
+    received = [0]
+
+    def progress(n):
+        received[0] += n
+        if received[0] >= 12 and procs[0].poll() is None:
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait(WAIT)
+
+    addresses = [f"127.0.0.1:{p}" for p in ports]
+    clients = {a: SamplerClient(a) for a in addresses}
+    try:
+        folder = write_folder_spread(
+            clients,
+            tmp_path / "remote",
+            "tiny",
+            "AD",
+            60,
+            seed=5,
+            steps=2,
+            progress=progress,
+            retries=2,
+            backoff=(0.1, 0.2),
+            chunk=8,
+        )
+        assert procs[0].returncode == -signal.SIGKILL
+        # A list naming a server that does not answer is refused before anything is written.
+        result = CliRunner().invoke(
+            main,
+            [
+                "generate",
+                "--server",
+                f"{addresses[1]},127.0.0.1:{ports[0]}",
+                "--model",
+                "tiny",
+                "--class",
+                "AD",
+            ]
+            + ["--count", "4", "--out", str(tmp_path / "refused")],
+        )
+        assert result.exit_code == 1
+        assert f"server 127.0.0.1:{ports[0]}: UNAVAILABLE" in result.output
+        assert "every server of --server must answer before a request is spread over them" in result.output
+        assert not (tmp_path / "refused").exists()
+    finally:
+        for c in clients.values():
+            c.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(WAIT)
+    local = sample_to_folder(
+        tiny_bundle, "onnxruntime", SamplingParams("AD", 60, 5, 2, 3.0, "dpm++"), tmp_path / "local"
+    )
+    names = sorted(p.name for p in local.iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == names and len(names) == 61
+    for name in names[:-1]:
+        assert (folder / name).read_bytes() == (local / name).read_bytes(), name
+    rows = sorted((folder / "samples.jsonl").read_text().splitlines())
+    assert rows == sorted((local / "samples.jsonl").read_text().splitlines())
+    assert sorted(json.loads(r)["index"] for r in rows) == list(range(60))  # each exactly once

@@ -82,3 +82,24 @@ def test_generate_reports_server_errors(server, tmp_path):
 def test_serve_command_refuses_bad_model_spec():
     result = CliRunner().invoke(main, ["serve", "--model", "tiny"])
     assert result.exit_code == 1 and "--model expects NAME=BUNDLE, got 'tiny'" in result.output
+
+
+def test_server_lists_and_counts(tmp_path):
+    from polypsynth.cli.serving import split_servers
+    from polypsynth.errors import PolypsynthError
+
+    assert split_servers("a:1") == ["a:1"]
+    assert split_servers("a:1, b:2") == ["a:1", "b:2"]
+    assert split_servers("ipv4:10.0.0.1:5,10.0.0.2:5") == ["ipv4:10.0.0.1:5,10.0.0.2:5"]  # one gRPC target
+    assert split_servers("dns:///replicas:50051") == ["dns:///replicas:50051"]
+    for bad in ("a:1,,b:2", "a:1,a:1"):
+        with pytest.raises(PolypsynthError, match="expected HOST:PORT or distinct HOST:PORT,HOST:PORT"):
+            split_servers(bad)
+    for count in ("0", "-1"):
+        result = CliRunner().invoke(
+            main,
+            ["generate", "--server", "127.0.0.1:1", "--model", "m", "--class", "AD", "--count", count]
+            + ["--out", str(tmp_path / "o")],
+        )
+        assert result.exit_code == 1 and f"--count must be >= 1, got {count}" in result.output
+        assert not (tmp_path / "o").exists()

@@ -96,7 +96,12 @@ def serve_command(
 
 
 @main.command("generate")
-@click.option("--server", required=True, help="HOST:PORT, or dns:///host:port for round_robin over replicas.")
+@click.option(
+    "--server",
+    required=True,
+    help="HOST:PORT; several, comma-separated (A:P,B:P), share one request's images between them; "
+    "dns:///host:port balances whole requests over replicas (round_robin).",
+)
 @click.option("--model", required=True, help="Model name on the server.")
 @click.option("--class", "class_name", required=True)
 @click.option("--count", default=100, show_default=True)
@@ -143,17 +148,37 @@ def generate_command(
 
     from polypsynth.serve.client import SamplerClient
     from polypsynth.serve.server import read_token
+    from polypsynth.serve.spread import write_folder_spread
 
-    with (
-        SamplerClient(
-            server, read_token(token_file), tls_ca, allow_plaintext_token=allow_plaintext_token
-        ) as client,
-        tqdm(total=count, desc=f"generate {class_name}", unit="img") as bar,
-    ):
-        try:
-            folder = client.write_folder(
-                out, model, class_name, count, seed, steps, guidance, scheduler, bar.update, retries
-            )
-        except grpc.RpcError as exc:
-            raise PolypsynthError(f"{exc.code().name}: {exc.details()}") from exc
-    click.echo(f"{count} images in {folder}")
+    if count < 1:
+        raise PolypsynthError(f"--count must be >= 1, got {count}")
+    servers = split_servers(server)
+    token = read_token(token_file)
+    clients = {
+        a: SamplerClient(a, token, tls_ca, allow_plaintext_token=allow_plaintext_token) for a in servers
+    }
+    try:
+        with tqdm(total=count, desc=f"generate {class_name}", unit="img") as bar:
+            args = (out, model, class_name, count, seed, steps, guidance, scheduler, bar.update, retries)
+            if len(clients) == 1:
+                folder = next(iter(clients.values())).write_folder(*args)
+            else:
+                folder = write_folder_spread(clients, *args)
+    except grpc.RpcError as exc:
+        raise PolypsynthError(f"{exc.code().name}: {exc.details()}") from exc
+    finally:
+        for client in clients.values():
+            client.close()
+    click.echo(f"{count} images in {folder}" + (f" from {len(clients)} servers" if len(clients) > 1 else ""))
+
+
+def split_servers(server: str) -> list[str]:
+    """--server as a list of gRPC targets: a target with a scheme (dns:, ipv4:, unix:, ...) is one
+    target even with commas; otherwise each comma-separated HOST:PORT is a server of its own."""
+    scheme = server.split(":", 1)[0]
+    if scheme in ("dns", "ipv4", "ipv6", "unix", "unix-abstract", "vsock"):
+        return [server]
+    servers = [s.strip() for s in server.split(",")]
+    if not all(servers) or len(set(servers)) != len(servers):
+        raise PolypsynthError(f"--server {server!r}: expected HOST:PORT or distinct HOST:PORT,HOST:PORT,...")
+    return servers
