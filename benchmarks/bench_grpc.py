@@ -17,6 +17,7 @@ Writes benchmarks/results/grpc.json.
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import subprocess
 import sys
@@ -25,12 +26,13 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import psutil  # noqa: E402
-from common import write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 from grpc_load import MetricsView, run_load  # noqa: E402
 
 CONFIG = Path(__file__).parents[1] / "configs" / "phantom-tiny.yaml"
@@ -96,6 +98,8 @@ def main() -> None:
     from polypsynth.models import build_tiny, save_components
     from polypsynth.sampling.loop import SamplingParams, sample_images
     from polypsynth.sampling.model import open_model
+    from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
+    from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
     from polypsynth.serve.client import SamplerClient
     from polypsynth.serve.server import SamplerServer, ServerOptions
 
@@ -114,6 +118,9 @@ def main() -> None:
         {}, ServerOptions(port=0, max_batch=MAX_BATCH, max_wait_ms=10), loaded={"tiny": model}
     ).start()
     target = f"127.0.0.1:{server.port}"
+    with SamplerClient(target) as c:  # warm-up: connection, the server's first batches
+        for _ in c.generate("tiny", "AD", 2 * MAX_BATCH, seed=99_999, steps=args.steps):
+            pass
     rows = {}
     try:
         for clients in (1, 4, 8):
@@ -133,6 +140,29 @@ def main() -> None:
             rate = per * clients / (time.perf_counter() - start)
             rows[clients] = {"images_per_second": rate, "grpc_over_in_process": rate / in_process}
             print(clients, rows[clients], flush=True)
+
+        # The same 8 clients over the plain Generate (no credit): what the credit costs a fast client.
+        def pull_plain(i, per=args.images // 8):
+            with grpc.insecure_channel(target) as channel:
+                stub = pb_grpc.SamplerServiceStub(channel)
+                request = pb.GenerateRequest(
+                    model="tiny", class_name="AD", count=per, seed=i * 10_000, steps=args.steps
+                )
+                for _ in stub.Generate(request):
+                    pass
+
+        threads = [threading.Thread(target=pull_plain, args=(i,)) for i in range(8)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        plain = (args.images // 8) * 8 / (time.perf_counter() - start)
+        credit_cost = {
+            "plain_generate_images_per_second": plain,
+            "credit_over_plain": rows[8]["images_per_second"] / plain,
+        }
+        print("8 plain", credit_cost, flush=True)
 
         # Latency of 1-image requests while 8 clients pull in bulk.
         stop = threading.Event()
@@ -172,10 +202,13 @@ def main() -> None:
         "under_load_p99_s": float(np.percentile(latencies, 99)),
         "idle_p50_s": float(np.percentile(idle, 50)),
     }
+    previous_file = RESULTS / "grpc.json"
+    previous = json.loads(previous_file.read_text()) if previous_file.is_file() else None
     path = write_result(
         "grpc",
         {
             "steps": args.steps,
+            "credit": credit_cost,
             "max_batch": MAX_BATCH,
             "in_process_images_per_second": in_process,
             "clients": rows,
@@ -186,9 +219,19 @@ def main() -> None:
         },
     )
     print(f"\nin-process sampling, batch {MAX_BATCH}: {in_process:.2f} images/s\n")
-    print("| clients | gRPC images/s | gRPC / in-process |\n|---|---|---|")
+    was = (previous or {}).get("clients", {})
+    print(
+        f"| clients | gRPC images/s | gRPC / in-process | previous run ({(previous or {}).get('date', 'none')}) |"
+    )
+    print("|---|---|---|---|")
     for n, r in rows.items():
-        print(f"| {n} | {r['images_per_second']:.2f} | {r['grpc_over_in_process']:.2f} |")
+        before = was.get(str(n), {}).get("grpc_over_in_process")
+        shown = f"{before:.2f}" if before is not None else "-"
+        print(f"| {n} | {r['images_per_second']:.2f} | {r['grpc_over_in_process']:.2f} | {shown} |")
+    print(
+        f"\n8 clients with credit (GenerateWithCredit) / without (Generate): {credit_cost['credit_over_plain']:.2f} "
+        f"({rows[8]['images_per_second']:.2f} vs {credit_cost['plain_generate_images_per_second']:.2f} images/s)"
+    )
     print(
         f"\n1-image requests under an 8-client bulk load: p50 {lat['under_load_p50_s']:.2f} s, p99 {lat['under_load_p99_s']:.2f} s "
         f"(idle p50 {lat['idle_p50_s']:.2f} s)"

@@ -170,3 +170,65 @@ def test_metrics_count_images_batches_and_outcomes(serve, wait_until):
     assert m[("polypsynth_request_seconds_count", tiny)] == 3
     assert m[("polypsynth_queued_images", tiny)] == 0 and m[("polypsynth_in_flight_images", tiny)] == 0
     assert m[("polypsynth_model_ready", tiny)] == 1
+
+
+class FreezingProxy:
+    """A TCP relay that can go silent without closing anything: a client machine that vanished
+    (power off, cable out) sends no RST, so only keepalive can tell."""
+
+    def __init__(self, target_port: int):
+        import socket
+
+        self.target_port, self.frozen = target_port, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        while not self.frozen.is_set():
+            try:
+                data = src.recv(65536)
+                if not data:
+                    return
+                if self.frozen.is_set():
+                    return  # swallowed: the other side never hears of it
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.listener.close()
+        for s in self.sockets:
+            s.close()
+
+
+def test_a_vanished_client_is_dropped_within_the_keepalive(serve, wait_until):
+    server = serve(stream_window=8, keepalive_s=1.0, keepalive_timeout_s=1.0)
+    batcher = server.models["tiny"].batcher
+    proxy = FreezingProxy(server.port)
+    client = SamplerClient(f"127.0.0.1:{proxy.port}")
+    try:
+        stream = client.generate("tiny", "AD", 5000, steps=STEPS)
+        next(stream)
+        assert batcher.stats().jobs == 1
+        proxy.frozen.set()  # the client is gone; no FIN, no RST reaches the server
+        # keepalive 1 s + timeout 1 s: dropped in about 2 s (60 s before the ping timeout was set).
+        wait_until(lambda: batcher.stats().jobs == 0, "the vanished client's request to be freed", timeout=10)
+        assert batcher.stats().queued == 0
+    finally:
+        client.close()
+        proxy.close()

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import grpc
 import pytest
@@ -28,9 +29,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(bundle, port) -> subprocess.Popen:
+def start_server(bundle, port, *extra) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "polypsynth.cli", "serve", "--model", f"tiny={bundle}"]
-    cmd += ["--port", str(port), "--max-batch", "4", "--max-wait-ms", "5", "--stream-window", "4"]
+    cmd += ["--port", str(port), "--max-batch", "4", "--max-wait-ms", "5", "--stream-window", "4", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -193,3 +194,53 @@ def test_one_request_spread_over_two_servers_survives_losing_one(tiny_bundle, tm
     rows = sorted((folder / "samples.jsonl").read_text().splitlines())
     assert rows == sorted((local / "samples.jsonl").read_text().splitlines())
     assert sorted(json.loads(r)["index"] for r in rows) == list(range(60))  # each exactly once
+
+
+def test_sigterm_under_load_ends_every_stream_and_exits_cleanly(tiny_bundle):
+    """SIGTERM with a stalled, a slow and a fast client streaming, batches long enough (300 steps)
+    that one is running when the grace period ends: every stream ends with UNAVAILABLE or CANCELLED
+    and a message, the process exits 0 with no native abort, and a new server serves at once."""
+    port = free_port()
+    proc = start_server(tiny_bundle, port, "--grace", "2")
+    ended, progress = {}, {"slow": 0, "fast": 0}
+    with SamplerClient(f"127.0.0.1:{port}") as client:
+        stalled = client.generate("tiny", "AD", 2000, steps=300)
+        next(stalled)
+
+        def read(name, pause):
+            try:
+                for _ in client.generate("tiny", "NON_AD", 2000, seed=len(name), steps=300):
+                    progress[name] += 1
+                    time.sleep(pause)
+            except grpc.RpcError as exc:
+                ended[name] = (exc.code(), exc.details())
+
+        readers = [threading.Thread(target=read, args=a) for a in (("slow", 1.0), ("fast", 0.0))]
+        for t in readers:
+            t.start()
+        deadline = time.monotonic() + WAIT
+        while progress["fast"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+        stderr = proc.stderr.read().decode()
+        for t in readers:
+            t.join(WAIT)
+        try:  # what the stalled client holds, then the status (gRPC hands it over after the messages)
+            for _ in stalled:
+                pass
+        except grpc.RpcError as exc:
+            ended["stalled"] = (exc.code(), exc.details())
+    assert "terminate called" not in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert "signal 15: shutting down gracefully" in stderr
+    assert set(ended) == {"stalled", "slow", "fast"}
+    for name, (code, details) in ended.items():
+        assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), (name, code)
+        assert details, name
+    restarted = start_server(tiny_bundle, port)  # the port is free again at once
+    try:
+        with SamplerClient(f"127.0.0.1:{port}") as client:
+            assert len(list(client.generate("tiny", "AD", 3, steps=2))) == 3
+    finally:
+        restarted.terminate()
+        restarted.wait(WAIT)

@@ -38,9 +38,19 @@ from polypsynth.errors import PolypsynthError
 @click.option(
     "--stream-window",
     type=click.IntRange(min=1),
-    help="Images a request may have computed but not yet sent before the server waits for its "
+    help="Images a request may have computed beyond what its client has received (GenerateWithCredit, "
+    "the polypsynth client) or the transport has taken (Generate) before the server waits for its "
     "client (backpressure). Default: two batches.",
 )
+@click.option(
+    "--keepalive",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Seconds between the server's HTTP/2 pings on a connection with calls; a client that does not "
+    "answer within --keepalive-timeout is dropped and its requests freed.",
+)
+@click.option("--keepalive-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1))
 @click.option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
@@ -62,6 +72,8 @@ def serve_command(
     tls_key,
     grace,
     stream_window,
+    keepalive,
+    keepalive_timeout,
     metrics_port,
 ):
     """Serve bundles over gRPC (SamplerService, health, reflection) with dynamic batching."""
@@ -90,6 +102,8 @@ def serve_command(
         tls_key=tls_key,
         grace_seconds=grace,
         stream_window=stream_window,
+        keepalive_s=keepalive,
+        keepalive_timeout_s=keepalive_timeout,
         metrics_port=metrics_port,
     )
     SamplerServer(named, options).start().serve_forever()

@@ -8,8 +8,10 @@ waiting behind a 10,000-image one. Per-image seeds make every image independent 
 packed.
 
 Backpressure: a request's images are scheduled only while its stream has room. At most `window`
-of its images are taken and not yet handed to its stream (computing, or computed and waiting),
-so a client that stops reading stops costing compute and memory, and cannot starve the others.
+of its images are taken and not yet received: for a request with credit (GenerateWithCredit),
+not yet acknowledged by its client (`ack`); otherwise not yet handed to its stream, which the
+transport accepts as far as HTTP/2 flow control lets it. So a client that stops reading stops
+costing compute and memory, and cannot starve the others.
 
 Isolation: when a batch fails, each request's images are run again on their own; only the
 requests whose own images fail get the error.
@@ -52,7 +54,9 @@ class Job:
     scheduler: str
     next_index: int = 0  # images taken into batches so far
     consumed: int = 0  # images handed to the stream so far
-    window: int = 0  # most images taken and not yet consumed (set by the batcher)
+    window: int = 0  # most images taken and not yet received (set by the batcher)
+    credit: bool = False  # received = acknowledged by the client (GenerateWithCredit)
+    acked: int = 0  # images the client said it received (credit only)
     cancelled: threading.Event = field(default_factory=threading.Event)
     results: queue.Queue = field(default_factory=queue.Queue)  # (index, seed, pixels) | Exception | _DONE
     order: int = 0
@@ -68,8 +72,12 @@ class Job:
         return self.count - self.next_index
 
     @property
+    def received(self) -> int:
+        return self.acked if self.credit else self.consumed
+
+    @property
     def outstanding(self) -> int:
-        return self.next_index - self.consumed
+        return self.next_index - self.received
 
     @property
     def room(self) -> int:
@@ -99,7 +107,7 @@ Outcome = tuple[Job | None, list[tuple[Job, int]], Any]
 class BatcherStats:
     queued: int  # accepted, not yet in a batch
     in_flight: int  # in the batch being computed
-    buffered: int  # computed, not yet handed to their streams
+    buffered: int  # computed, not yet received (credit) or not yet handed to their streams
     jobs: int  # requests not finished
     peak_outstanding: int  # the most images any one request had taken and not consumed
 
@@ -186,6 +194,13 @@ class Batcher:
         job.cancel()
         with self._cond:
             self._drop_cancelled()
+            self._cond.notify_all()
+
+    def ack(self, job: Job, received: int) -> None:
+        """The client of a credit request has received `received` images: it may have that many
+        more in flight (never more than were handed to its stream)."""
+        with self._cond:
+            job.acked = max(job.acked, min(received, job.consumed))
             self._cond.notify_all()
 
     def _notify(self) -> None:
@@ -318,14 +333,19 @@ class Batcher:
                 self._update_ready()
                 self._cond.notify_all()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop taking work, end every unfinished request with an error, and join the thread."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking work, end every unfinished request with an error, and join the thread: by
+        default until the running batch has ended (the process must not exit while a backend runs
+        it: ONNX Runtime's threads abort the process then)."""
         with self._cond:
             self._stop = True
             for job in list(self._jobs):
                 self._finish(job, QueueFull("the server is shutting down"))
             self._update_ready()
             self._cond.notify_all()
-        self._thread.join(timeout)
+        self._thread.join(1.0 if timeout is None else min(timeout, 1.0))
+        if self._thread.is_alive():
+            log.info("waiting for the running batch to end")
+            self._thread.join(None if timeout is None else max(0.0, timeout - 1.0))
         if self._thread.is_alive():
             log.warning("the batcher did not stop within %.1f s (a batch is still running)", timeout)

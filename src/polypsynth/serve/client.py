@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import queue
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,45 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class CreditedStream:
+    """The images of one GenerateWithCredit call; taking an image sends the running total back.
+    Behaves as the call does otherwise (iterate, cancel, code, details)."""
+
+    def __init__(self, method, request: pb.GenerateRequest, metadata, timeout: float | None):
+        self._credits: queue.SimpleQueue = queue.SimpleQueue()
+        self._received = 0
+        self._call = method(self._messages(request), metadata=metadata, timeout=timeout)
+
+    def _messages(self, request: pb.GenerateRequest):
+        yield pb.GenerateCredit(request=request)
+        while True:
+            try:
+                received = self._credits.get(timeout=0.5)
+            except queue.Empty:
+                if self._call.done():  # ended without a last word (abandoned, cancelled, failed)
+                    return
+                continue
+            if received is None:
+                return
+            yield pb.GenerateCredit(received=received)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> pb.GeneratedImage:
+        try:
+            image = next(self._call)
+        except BaseException:
+            self._credits.put(None)
+            raise
+        self._received += 1
+        self._credits.put(self._received)
+        return image
+
+    def __getattr__(self, name):  # cancel, code, details, done, ...
+        return getattr(self._call, name)
 
 
 class SamplerClient:
@@ -118,7 +158,9 @@ class SamplerClient:
         timeout: float | None = None,
         first_index: int = 0,
     ) -> Iterator[pb.GeneratedImage]:
-        """Images first_index .. first_index + count - 1 of the request seeded by `seed`."""
+        """Images first_index .. first_index + count - 1 of the request seeded by `seed`, over
+        GenerateWithCredit: each image taken from the returned iterator tells the server it was
+        received, so the server computes at most its stream window beyond what was taken."""
         request = pb.GenerateRequest(
             first_index=first_index,
             model=model,
@@ -133,7 +175,7 @@ class SamplerClient:
             request.steps = steps
         if guidance is not None:
             request.guidance_scale = guidance
-        return self.stub.Generate(request, metadata=self.metadata, timeout=timeout)
+        return CreditedStream(self.stub.GenerateWithCredit, request, self.metadata, timeout)
 
     @staticmethod
     def pixels(image: pb.GeneratedImage) -> np.ndarray:

@@ -36,7 +36,8 @@ class ServiceMetrics:
         )
         self.buffered = Gauge(
             "polypsynth_buffered_images",
-            "Images computed and waiting for their stream (bounded per request).",
+            "Images computed and not yet received by their clients (credit requests: not yet acknowledged; "
+            "Generate: not yet accepted by the transport), at most the stream window per request.",
             ["model"],
             registry=r,
         )

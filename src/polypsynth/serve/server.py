@@ -47,7 +47,11 @@ class ServerOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     grace_seconds: float = 30.0
-    stream_window: int | None = None  # images a request may have computed and unsent (2 batches)
+    stream_window: int | None = None  # images a request may have computed and unreceived (2 batches)
+    # HTTP/2 keepalive: a ping every keepalive_s on connections with calls, even while a stalled
+    # stream sends nothing; no answer within keepalive_timeout_s drops the connection and its calls.
+    keepalive_s: float = 20.0
+    keepalive_timeout_s: float = 10.0
     metrics_port: int | None = None  # Prometheus /metrics on host:PORT (0: a free port)
     # Options of the backend (backends.backend_options): providers, dtype, cuda_graphs, ...
     backend_options: dict = field(default_factory=dict)
@@ -152,6 +156,12 @@ class SamplerServer:
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.keepalive_time_ms", int(o.keepalive_s * 1000)),
+                ("grpc.keepalive_timeout_ms", int(o.keepalive_timeout_s * 1000)),
+                # gRPC core times a keepalive ping's answer by the ping timeout (60 s by default)
+                ("grpc.http2.ping_timeout_ms", int(o.keepalive_timeout_s * 1000)),
+                ("grpc.http2.max_pings_without_data", 0),  # a stalled stream sends no data
+                ("grpc.keepalive_permit_without_calls", 0),
             ],
         )
         pb_grpc.add_SamplerServiceServicer_to_server(SamplerServicer(served, self.metrics), self.server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class ServedModel:
                 max_steps=MAX_STEPS,
                 max_batch=self.batcher.max_batch,
                 max_queued_images=self.batcher.max_queued,
+                stream_window=self.batcher.window,
             ),
             schedulers=list(SCHEDULERS),
         )
@@ -117,6 +119,27 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
         return Job(request.class_name, request.count, seed, steps, float(guidance), scheduler)
 
     def Generate(self, request, context):
+        yield from self._generate(request, context)
+
+    def GenerateWithCredit(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("kind") != "request":
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "request: the first GenerateCredit message must carry the GenerateRequest",
+            )
+        yield from self._generate(first.request, context, credits=request_iterator)
+
+    def _read_credits(self, credits, job: Job, served: ServedModel) -> None:
+        """The client's running totals of images received, until the call ends."""
+        try:
+            for message in credits:
+                if message.WhichOneof("kind") == "received":
+                    served.batcher.ack(job, message.received)
+        except Exception:  # the call ended (cancelled, finished, connection lost)
+            pass
+
+    def _generate(self, request, context, credits=None):
         start, sent = time.perf_counter(), 0
         given = request.request_id  # logged and echoed only when valid (no control characters)
         valid_id = given and len(given) <= MAX_REQUEST_ID and given.isprintable()
@@ -131,6 +154,7 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
         served = self._model(request.model, context)
         try:
             job = self._validate(request, served, abort)
+            job.credit = credits is not None
             try:
                 served.batcher.submit(job)
             except QueueFull as exc:
@@ -139,6 +163,10 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
             # The callback is refused when the RPC has already ended: then drop them now.
             if not context.add_callback(lambda: served.batcher.cancel(job)):
                 served.batcher.cancel(job)
+            if credits is not None:
+                threading.Thread(
+                    target=self._read_credits, args=(credits, job, served), name="credits", daemon=True
+                ).start()
             encoding = pb.ENCODING_RGB8 if request.encoding == pb.ENCODING_RGB8 else pb.ENCODING_PNG
             provenance = Provenance(
                 served.model.model_hash,

@@ -40,6 +40,14 @@ class GenerateRequest(_message.Message):
     first_index: int
     def __init__(self, model: _Optional[str] = ..., class_name: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., request_id: _Optional[str] = ..., first_index: _Optional[int] = ...) -> None: ...
 
+class GenerateCredit(_message.Message):
+    __slots__ = ("request", "received")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    request: GenerateRequest
+    received: int
+    def __init__(self, request: _Optional[_Union[GenerateRequest, _Mapping]] = ..., received: _Optional[int] = ...) -> None: ...
+
 class GeneratedImage(_message.Message):
     __slots__ = ("index", "seed", "class_name", "width", "height", "encoding", "data", "model_hash", "request_id")
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -89,16 +97,18 @@ class Defaults(_message.Message):
     def __init__(self, steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_count", "max_steps", "max_batch", "max_queued_images")
+    __slots__ = ("max_count", "max_steps", "max_batch", "max_queued_images", "stream_window")
     MAX_COUNT_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    STREAM_WINDOW_FIELD_NUMBER: _ClassVar[int]
     max_count: int
     max_steps: int
     max_batch: int
     max_queued_images: int
-    def __init__(self, max_count: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_queued_images: _Optional[int] = ...) -> None: ...
+    stream_window: int
+    def __init__(self, max_count: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_queued_images: _Optional[int] = ..., stream_window: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "classes", "resolution", "backend", "model_hash", "defaults", "limits", "schedulers")

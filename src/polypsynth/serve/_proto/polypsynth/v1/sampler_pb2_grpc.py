@@ -39,6 +39,11 @@ class SamplerServiceStub:
                 request_serializer=polypsynth_dot_v1_dot_sampler__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=polypsynth_dot_v1_dot_sampler__pb2.GeneratedImage.FromString,
                 _registered_method=True)
+        self.GenerateWithCredit = channel.stream_stream(
+                '/polypsynth.v1.SamplerService/GenerateWithCredit',
+                request_serializer=polypsynth_dot_v1_dot_sampler__pb2.GenerateCredit.SerializeToString,
+                response_deserializer=polypsynth_dot_v1_dot_sampler__pb2.GeneratedImage.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/polypsynth.v1.SamplerService/ListModels',
                 request_serializer=polypsynth_dot_v1_dot_sampler__pb2.ListModelsRequest.SerializeToString,
@@ -58,7 +63,18 @@ class SamplerServiceServicer:
         """Streams `count` images of one class, indices first_index .. first_index + count - 1; image i
         uses seed + i, so the same request gives the same images whatever else the server is doing
         (and a resumed request, with first_index past what arrived, the same images as the first).
-        Each image is sent as soon as it is ready, at most a small window ahead of the client.
+        Each image is sent as soon as it is ready. Backpressure is HTTP/2's flow control: a client
+        that stops reading holds what its transport buffers (megabytes) plus a small window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GenerateWithCredit(self, request_iterator, context):
+        """Generate with credit: the first message carries the GenerateRequest, later ones how many
+        images the client has received so far. The server computes at most its stream window of
+        images beyond that count, whatever the image size: a client that stops reading (and so stops
+        sending credit) costs nothing after its window. The polypsynth client uses this call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +100,11 @@ def add_SamplerServiceServicer_to_server(servicer, server):
             'Generate': grpc.unary_stream_rpc_method_handler(
                     servicer.Generate,
                     request_deserializer=polypsynth_dot_v1_dot_sampler__pb2.GenerateRequest.FromString,
+                    response_serializer=polypsynth_dot_v1_dot_sampler__pb2.GeneratedImage.SerializeToString,
+            ),
+            'GenerateWithCredit': grpc.stream_stream_rpc_method_handler(
+                    servicer.GenerateWithCredit,
+                    request_deserializer=polypsynth_dot_v1_dot_sampler__pb2.GenerateCredit.FromString,
                     response_serializer=polypsynth_dot_v1_dot_sampler__pb2.GeneratedImage.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -123,6 +144,33 @@ class SamplerService:
             target,
             '/polypsynth.v1.SamplerService/Generate',
             polypsynth_dot_v1_dot_sampler__pb2.GenerateRequest.SerializeToString,
+            polypsynth_dot_v1_dot_sampler__pb2.GeneratedImage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateWithCredit(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/polypsynth.v1.SamplerService/GenerateWithCredit',
+            polypsynth_dot_v1_dot_sampler__pb2.GenerateCredit.SerializeToString,
             polypsynth_dot_v1_dot_sampler__pb2.GeneratedImage.FromString,
             options,
             channel_credentials,
