@@ -99,8 +99,8 @@ def test_same_request_same_images(ort_model):
         (SamplingParams("SSL", 1), r"unknown class 'SSL'; the model's classes: AD, NON_AD"),
         (SamplingParams("AD", 0), "count must be between 1 and 100000, got 0"),
         (SamplingParams("AD", 100_001), "count must be between 1 and 100000, got 100001"),
-        (SamplingParams("AD", 1, steps=0), "steps must be between 1 and 1000, got 0"),
-        (SamplingParams("AD", 1, steps=1001), "steps must be between 1 and 1000, got 1001"),
+        (SamplingParams("AD", 1, steps=0), "steps must be between 1 and 500, got 0"),
+        (SamplingParams("AD", 1, steps=501), "steps must be between 1 and 500, got 501"),
         (SamplingParams("AD", 1, guidance=-1.0), "guidance must be a finite number >= 0, got -1.0"),
         (SamplingParams("AD", 1, guidance=math.nan), "guidance must be a finite number >= 0, got nan"),
         (
@@ -150,3 +150,28 @@ def test_tensorrt_backend(tiny_bundle):
         return
     with pytest.raises(SamplingError, match="has no TensorRT engines; export it with --tensorrt"):
         open_model(tiny_bundle, "tensorrt")
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++", "euler", "pndm"])
+def test_every_scheduler_runs_the_largest_step_count_allowed(tiny_bundle, scheduler):
+    """At 1000 steps (the model's training timesteps) ddim, dpm++ and pndm index past their tables
+    after the whole batch was computed, and dpm++ turns NaN at 999: at the limit all run finite."""
+    import json
+    import warnings
+
+    import torch
+
+    from polypsynth.sampling.loop import MAX_STEPS
+    from polypsynth.sampling.schedulers import make_scheduler
+
+    config = json.loads((tiny_bundle / "manifest.json").read_text())["scheduler_config"]
+    sched = make_scheduler(scheduler, config)
+    sched.set_timesteps(MAX_STEPS)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 8, 8, generator=gen) * sched.init_noise_sigma
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in sched.timesteps:
+            eps = 0.1 * torch.randn(x.shape, generator=gen)
+            x = sched.step(eps, t, sched.scale_model_input(x, t)).prev_sample
+    assert torch.isfinite(x).all() and len(sched.timesteps) >= MAX_STEPS

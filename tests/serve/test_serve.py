@@ -50,7 +50,7 @@ def test_models_are_listed_with_defaults_and_limits(client, server):
     assert info.name == "tiny" and list(info.classes) == ["AD", "NON_AD"]
     assert info.resolution == 32 and info.backend == "onnxruntime"
     assert info.model_hash == server.models["tiny"].model.model_hash
-    assert info.limits.max_batch == 4 and info.limits.max_steps == 1000 and info.defaults.scheduler == "dpm++"
+    assert info.limits.max_batch == 4 and info.limits.max_steps == 500 and info.defaults.scheduler == "dpm++"
     assert client.get_model("tiny") == info
 
 
@@ -140,8 +140,8 @@ def test_deadline_exceeded_drops_the_queue(server, client, wait_until):
         ({"class_name": "SSL"}, "class_name", "unknown class 'SSL'; the model's classes: AD, NON_AD"),
         ({"count": 0}, "count", "must be between 1 and 10000, got 0"),
         ({"count": 10001}, "count", "must be between 1 and 10000, got 10001"),
-        ({"steps": 1001}, "steps", "must be between 1 and 1000, got 1001"),
-        ({"steps": 0}, "steps", "must be between 1 and 1000, got 0"),
+        ({"steps": 501}, "steps", "must be between 1 and 500, got 501"),
+        ({"steps": 0}, "steps", "must be between 1 and 500, got 0"),
         ({"guidance": -1.0}, "guidance_scale", "must be a finite number >= 0, got -1.0"),
         ({"guidance": math.nan}, "guidance_scale", "must be a finite number >= 0, got nan"),
         (
