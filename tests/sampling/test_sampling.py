@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -101,6 +102,13 @@ def test_same_request_same_images(ort_model):
         (SamplingParams("AD", 100_001), "count must be between 1 and 100000, got 100001"),
         (SamplingParams("AD", 1, steps=0), "steps must be between 1 and 500, got 0"),
         (SamplingParams("AD", 1, steps=501), "steps must be between 1 and 500, got 501"),
+        (
+            SamplingParams("AD", 2, seed=2**64 - 1),
+            re.escape(
+                "image i uses seed + i, so seed + count - 1 must be at most 18446744073709551615 (torch "
+                "generators); got seed 18446744073709551615 with count 2"
+            ),
+        ),
         (SamplingParams("AD", 1, guidance=-1.0), "guidance must be a finite number >= 0, got -1.0"),
         (SamplingParams("AD", 1, guidance=math.nan), "guidance must be a finite number >= 0, got nan"),
         (
@@ -175,3 +183,49 @@ def test_every_scheduler_runs_the_largest_step_count_allowed(tiny_bundle, schedu
             eps = 0.1 * torch.randn(x.shape, generator=gen)
             x = sched.step(eps, t, sched.scale_model_input(x, t)).prev_sample
     assert torch.isfinite(x).all() and len(sched.timesteps) >= MAX_STEPS
+
+
+def test_sample_refuses_seeds_and_batch_sizes_out_of_range(tiny_bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from polypsynth.cli import main
+
+    base = [
+        "sample",
+        "--model",
+        str(tiny_bundle),
+        "--class",
+        "AD",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    result = CliRunner().invoke(main, [*base, "--seed", str(2**64 - 1), "--count", "2"])
+    assert result.exit_code == 1 and "seed + count - 1 must be at most 18446744073709551615" in result.output
+    result = CliRunner().invoke(main, [*base, "--batch-size", "0"])
+    assert (
+        result.exit_code == 2
+        and "Invalid value for '--batch-size': 0 is not in the range x>=1" in result.output
+    )
+    assert not (tmp_path / "o").exists()
+    result = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "--server",
+            "127.0.0.1:1",
+            "--model",
+            "m",
+            "--class",
+            "AD",
+            "--seed",
+            "-1",
+            "--out",
+            "x",
+        ],
+    )
+    assert (
+        result.exit_code == 2
+        and "'--seed': -1 is not in the range 0<=x<=18446744073709551615" in result.output
+    )

@@ -103,3 +103,18 @@ def test_server_lists_and_counts(tmp_path):
         )
         assert result.exit_code == 1 and f"--count must be >= 1, got {count}" in result.output
         assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--port", "99999"], "Invalid value for '--port': 99999 is not in the range 0<=x<=65535"),
+        (["--max-batch", "0"], "Invalid value for '--max-batch': 0 is not in the range x>=1"),
+        (["--max-wait-ms", "-1"], "Invalid value for '--max-wait-ms': -1.0 is not in the range x>=0"),
+        (["--max-count", "0"], "Invalid value for '--max-count': 0 is not in the range x>=1"),
+        (["--model", "s=other"], "--model s is given twice ("),
+    ],
+)
+def test_serve_refuses_careless_options(tiny_bundle, extra, message):
+    result = CliRunner().invoke(main, ["serve", "--model", f"s={tiny_bundle}", "--port", "0", *extra])
+    assert result.exit_code != 0 and message in result.output, result.output

@@ -135,7 +135,7 @@ def backend_flags(fn):
 @click.option("--steps", default=25, show_default=True)
 @click.option("--guidance", default=3.0, show_default=True, help="Classifier-free guidance scale.")
 @click.option("--scheduler", default="dpm++", show_default=True, help="ddim, dpm++, euler or pndm.")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<class>/.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT/<class>/ folder.")
 @user_errors

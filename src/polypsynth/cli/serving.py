@@ -24,11 +24,33 @@ from polypsynth.errors import PolypsynthError
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Bind address (localhost unless told otherwise)."
 )
-@click.option("--port", default=50051, show_default=True)
-@click.option("--max-batch", default=32, show_default=True, help="Images per backend batch.")
-@click.option("--max-wait-ms", default=10.0, show_default=True, help="Longest wait to fill a batch.")
-@click.option("--max-queued-images", default=100_000, show_default=True, help="Per-model queue bound.")
-@click.option("--max-count", default=10_000, show_default=True, help="Images per request at most.")
+@click.option(
+    "--port", default=50051, show_default=True, type=click.IntRange(0, 65535), help="0: a free port."
+)
+@click.option(
+    "--max-batch", default=32, show_default=True, type=click.IntRange(min=1), help="Images per backend batch."
+)
+@click.option(
+    "--max-wait-ms",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Longest wait to fill a batch.",
+)
+@click.option(
+    "--max-queued-images",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Per-model queue bound.",
+)
+@click.option(
+    "--max-count",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images per request at most.",
+)
 @click.option(
     "--token-file", type=click.Path(dir_okay=False), help="Require 'authorization: Bearer <token>'."
 )
@@ -87,6 +109,10 @@ def serve_command(
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ServeError(f"--model expects NAME=BUNDLE, got {item!r}")
+        if name in named:
+            raise ServeError(
+                f"--model {name} is given twice ({named[name]} and {path}); each name serves one bundle"
+            )
         named[name] = path
     options = ServerOptions(
         host=host,
@@ -119,7 +145,7 @@ def serve_command(
 @click.option("--model", required=True, help="Model name on the server.")
 @click.option("--class", "class_name", required=True)
 @click.option("--count", default=100, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1))
 @click.option("--steps", type=int, help="Default: the model's.")
 @click.option("--guidance", type=float, help="Default: the model's.")
 @click.option("--scheduler", default="", help="Default: the model's.")

@@ -14,6 +14,7 @@ from polypsynth.sampling.schedulers import SCHEDULERS, SamplingError, make_sched
 from polypsynth.sampling.seeds import image_seeds, initial_noise
 
 MAX_COUNT = 100_000
+MAX_SEED = 2**64 - 1  # torch generators take seeds up to 2**64 - 1
 # At the model's 1000 training timesteps diffusers' DDIM, DPM-Solver++ and PNDM index past their
 # tables, and DPM-Solver++ turns NaN at 999: the limit keeps well clear of both (every scheduler
 # here converges in 20-100 steps; tested at the limit).
@@ -48,6 +49,11 @@ class SamplingParams:
             )
         if self.seed < 0:
             raise SamplingError(f"seed must be >= 0, got {self.seed}")
+        if self.seed + self.count - 1 > MAX_SEED:
+            raise SamplingError(
+                f"image i uses seed + i, so seed + count - 1 must be at most {MAX_SEED} (torch generators); "
+                f"got seed {self.seed} with count {self.count}"
+            )
         return self
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from polypsynth.sampling.loop import MAX_STEPS
+from polypsynth.sampling.loop import MAX_SEED, MAX_STEPS
 from polypsynth.sampling.model import SamplerModel
 from polypsynth.sampling.output import Provenance, encode_png
 from polypsynth.sampling.schedulers import SCHEDULERS
@@ -21,7 +21,6 @@ from polypsynth.serve.batcher import Batcher, Job, QueueFull
 from polypsynth.serve.metrics import ServiceMetrics
 
 log = logging.getLogger("polypsynth.serve")
-MAX_SEED = 2**64 - 1  # torch generators take seeds up to 2**64 - 1
 MAX_INDEX = 2**32 - 1  # GeneratedImage.index is uint32
 MAX_REQUEST_ID = 128
 
