@@ -187,6 +187,18 @@ class SamplerClient:
 
         return np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"))
 
+    def provenance(self, model: str, class_name: str, steps, guidance, scheduler: str) -> Provenance:
+        """What the server will use for this request: the values given, else the model's defaults."""
+        info = self.get_model(model)
+        return Provenance(
+            info.model_hash,
+            class_name,
+            scheduler or info.defaults.scheduler,
+            steps if steps is not None else info.defaults.steps,
+            float(guidance if guidance is not None else np.float32(info.defaults.guidance_scale)),
+            info.backend,
+        )
+
     def write_folder(
         self,
         out: str | Path,
@@ -230,15 +242,7 @@ class SamplerClient:
     def _write_folder_once(
         self, out, model, class_name, count, seed, steps, guidance, scheduler, progress, state
     ):
-        info = self.get_model(model)
-        provenance = Provenance(
-            info.model_hash,
-            class_name,
-            scheduler or info.defaults.scheduler,
-            steps if steps is not None else info.defaults.steps,
-            float(guidance if guidance is not None else np.float32(info.defaults.guidance_scale)),
-            info.backend,
-        )
+        provenance = self.provenance(model, class_name, steps, guidance, scheduler)
         writer = ImageFolderWriter(Path(out) / class_name, provenance, seed)
         done = writer.done()
         if progress and not state["reported"]:
@@ -252,9 +256,9 @@ class SamplerClient:
         )
         for image in stream:
             index = image.index
-            if image.model_hash != info.model_hash:
+            if image.model_hash != provenance.model_hash:
                 raise PolypsynthError(
-                    f"server answered with model {image.model_hash}, expected {info.model_hash}"
+                    f"server answered with model {image.model_hash}, expected {provenance.model_hash}"
                 )
             if index not in done:
                 writer.write(index, image.seed, png=image.data)

@@ -20,26 +20,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
-import numpy as np
 
 from polypsynth.errors import PolypsynthError
-from polypsynth.sampling.output import ImageFolderWriter, Provenance
+from polypsynth.sampling.output import ImageFolderWriter
 from polypsynth.serve.client import RETRYABLE, SamplerClient
 
 CHUNK = 32  # indices per request: small enough to rebalance, large enough to fill a server's batches
 log = logging.getLogger("polypsynth.serve")
-
-
-def _provenance(client: SamplerClient, model, class_name, steps, guidance, scheduler) -> Provenance:
-    info = client.get_model(model)
-    return Provenance(
-        info.model_hash,
-        class_name,
-        scheduler or info.defaults.scheduler,
-        steps if steps is not None else info.defaults.steps,
-        float(guidance if guidance is not None else np.float32(info.defaults.guidance_scale)),
-        info.backend,
-    )
 
 
 def _ranges(indices: Sequence[int], chunk: int) -> list[tuple[int, int]]:
@@ -103,7 +90,7 @@ def write_folder_spread(
     provenances = {}
     for address, client in clients.items():
         try:
-            provenances[address] = _provenance(client, model, class_name, steps, guidance, scheduler)
+            provenances[address] = client.provenance(model, class_name, steps, guidance, scheduler)
         except grpc.RpcError as exc:
             raise PolypsynthError(
                 f"server {address}: {exc.code().name}: {exc.details()} (every server of --server must answer "
