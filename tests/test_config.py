@@ -120,3 +120,22 @@ def test_yes_and_no_stay_words(tmp_path):
     assert load_config(path).train.mixed_precision == "no"
     with pytest.raises(ConfigError, match=r"train\.ema"):
         load_config(path, ["train.ema=yes"])
+
+
+@pytest.mark.parametrize(
+    "spelling, value", [("1e-4", 1e-4), ("1.0e-4", 1e-4), ("1E-4", 1e-4), (".5", 0.5), ("5e1", 50.0)]
+)
+def test_numbers_in_any_yaml_spelling(tmp_path, spelling, value):
+    """YAML 1.2 floats: `1e-4` is a number (YAML 1.1, PyYAML's default, reads it as a string)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"stage:\n  finetune:\n    learning_rate: {spelling}\n")
+    result = CliRunner().invoke(main, ["config", "show", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["stage"]["finetune"]["learning_rate"] == value
+    overridden = f"stage.pretrain.learning_rate={spelling}"
+    result = CliRunner().invoke(main, ["config", "show", "--config", str(path), "--set", overridden])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["stage"]["pretrain"]["learning_rate"] == value
+    assert load_config(path).stage.finetune.learning_rate == value
+    with pytest.raises(ConfigError, match=r"stage.finetune.steps: expected an integer, got 0.0001"):
+        load_config(path, ["stage.finetune.steps=1e-4"])

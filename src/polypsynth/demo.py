@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from polypsynth.atomic import atomic_write_text
+from polypsynth.atomic import MARKER, atomic_write_text
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "phantom-tiny.yaml"  # package data: works from a wheel
 
@@ -213,12 +213,13 @@ def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile)
     from polypsynth.data.records import CLASSES
     from polypsynth.serve.client import SamplerClient
     from polypsynth.serve.server import SamplerServer, ServerOptions
+    from polypsynth.serve.to_folder import write_folder
 
     todo = [
         (name, c)
         for name in bundles
         for c in CLASSES
-        if len(list((samples / name / c).glob("*.png"))) < profile.samples_per_class
+        if not (samples / name / c / MARKER).is_file()  # finished folders carry the marker
     ]
     if not todo:
         return
@@ -227,7 +228,8 @@ def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile)
         with SamplerClient(f"127.0.0.1:{server.port}") as client:
             for name, c in todo:
                 with tqdm(total=profile.samples_per_class, desc=f"sample {name} {c}", unit="img") as bar:
-                    client.write_folder(
+                    write_folder(
+                        client,
                         samples / name,
                         name,
                         c,

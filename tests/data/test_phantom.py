@@ -9,6 +9,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from polypsynth.atomic import MARKER
 from polypsynth.data import phantom as phantom_mod
 from polypsynth.data.phantom import PhantomPlan, generate_phantom
 from polypsynth.data.phantom_render import PhantomSpec, render, sharpness
@@ -20,7 +21,7 @@ def _digests(root):
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != MARKER  # the marker holds the date it was written
     }
 
 
@@ -130,8 +131,16 @@ def test_refuses_non_empty_output_unless_overwrite(tmp_path):
     with pytest.raises(PolypsynthError, match=r"phantom output folder .*out is not empty; pass --overwrite"):
         generate_phantom(out, plan=plan, workers=1, progress=False)
     assert (out / "keep.txt").read_text() == "mine"
-    generate_phantom(out, plan=plan, workers=1, progress=False, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "manifest.csv").is_file()
+    with pytest.raises(
+        PolypsynthError, match=r"out was not written by polypsynth \(it has no .polypsynth marker\)"
+    ):
+        generate_phantom(out, plan=plan, workers=1, progress=False, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]  # someone else's folder: never replaced
+    (out / "keep.txt").unlink()
+    generate_phantom(out, plan=plan, workers=1, progress=False)
+    (out / "stale.txt").write_text("left by an earlier run")
+    generate_phantom(out, plan=plan, workers=1, progress=False, overwrite=True)  # polypsynth's own
+    assert not (out / "stale.txt").exists() and (out / "manifest.csv").is_file()
 
 
 def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):

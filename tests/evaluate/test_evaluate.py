@@ -78,6 +78,7 @@ def test_end_to_end_report(eval_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert "the rule the study warns against, would pick step-00" in result.output
     assert sorted(p.name for p in out.iterdir()) == [
+        ".polypsynth",
         "fidelity_augmentation.png",
         "index.html",
         "kid_curves.png",

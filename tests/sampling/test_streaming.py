@@ -44,6 +44,7 @@ def test_sample_holds_a_few_batches_whatever_the_count(tiny_bundle, tmp_path):
 def test_generate_through_the_service_holds_a_few_batches(tiny_bundle, tmp_path):
     from polypsynth.serve.client import SamplerClient
     from polypsynth.serve.server import SamplerServer, ServerOptions
+    from polypsynth.serve.to_folder import write_folder
 
     server = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_batch=BATCH, max_wait_ms=1))
     server.start()
@@ -51,7 +52,7 @@ def test_generate_through_the_service_holds_a_few_batches(tiny_bundle, tmp_path)
         with SamplerClient(f"localhost:{server.port}") as client:
 
             def run(count):
-                return lambda: client.write_folder(tmp_path / str(count), "tiny", "AD", count, steps=1)
+                return lambda: write_folder(client, tmp_path / str(count), "tiny", "AD", count, steps=1)
 
             run(8)()
             small, large = _peak(run(200)), _peak(run(2000))

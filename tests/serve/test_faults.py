@@ -18,6 +18,7 @@ from polypsynth.sampling.generate import sample_to_folder
 from polypsynth.sampling.loop import SamplingParams
 from polypsynth.serve.client import SamplerClient
 from polypsynth.serve.server import SamplerServer, ServerOptions
+from polypsynth.serve.to_folder import write_folder
 
 pytestmark = pytest.mark.slow
 WAIT = 60
@@ -61,7 +62,8 @@ def test_generate_survives_a_killed_and_restarted_server(tiny_bundle, tmp_path):
 
     try:
         with SamplerClient(f"127.0.0.1:{port}") as c:
-            folder = c.write_folder(
+            folder = write_folder(
+                c,
                 tmp_path / "remote",
                 "tiny",
                 "AD",
@@ -82,8 +84,8 @@ def test_generate_survives_a_killed_and_restarted_server(tiny_bundle, tmp_path):
         tiny_bundle, "onnxruntime", SamplingParams("AD", 40, 11, 2, 3.0, "dpm++"), tmp_path / "local"
     )
     names = sorted(p.name for p in local.iterdir())
-    assert sorted(p.name for p in folder.iterdir()) == names and len(names) == 41
-    for name in names[:-1]:
+    assert sorted(p.name for p in folder.iterdir()) == names and len(names) == 42  # + jsonl, marker
+    for name in names[1:-1]:  # the PNGs
         assert (folder / name).read_bytes() == (local / name).read_bytes(), name
     remote_rows = sorted((folder / "samples.jsonl").read_text().splitlines())
     assert remote_rows == sorted((local / "samples.jsonl").read_text().splitlines())
@@ -130,7 +132,6 @@ def test_one_request_spread_over_two_servers_survives_losing_one(tiny_bundle, tm
     from click.testing import CliRunner
 
     from polypsynth.cli import main
-    from polypsynth.serve.spread import write_folder_spread
 
     ports = [free_port(), free_port()]
     procs = [start_server(tiny_bundle, p) for p in ports]
@@ -145,7 +146,7 @@ def test_one_request_spread_over_two_servers_survives_losing_one(tiny_bundle, tm
     addresses = [f"127.0.0.1:{p}" for p in ports]
     clients = {a: SamplerClient(a) for a in addresses}
     try:
-        folder = write_folder_spread(
+        folder = write_folder(
             clients,
             tmp_path / "remote",
             "tiny",
@@ -188,8 +189,8 @@ def test_one_request_spread_over_two_servers_survives_losing_one(tiny_bundle, tm
         tiny_bundle, "onnxruntime", SamplingParams("AD", 60, 5, 2, 3.0, "dpm++"), tmp_path / "local"
     )
     names = sorted(p.name for p in local.iterdir())
-    assert sorted(p.name for p in folder.iterdir()) == names and len(names) == 61
-    for name in names[:-1]:
+    assert sorted(p.name for p in folder.iterdir()) == names and len(names) == 62  # + jsonl, marker
+    for name in names[1:-1]:  # the PNGs
         assert (folder / name).read_bytes() == (local / name).read_bytes(), name
     rows = sorted((folder / "samples.jsonl").read_text().splitlines())
     assert rows == sorted((local / "samples.jsonl").read_text().splitlines())

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -118,3 +119,131 @@ def test_server_lists_and_counts(tmp_path):
 def test_serve_refuses_careless_options(tiny_bundle, extra, message):
     result = CliRunner().invoke(main, ["serve", "--model", f"s={tiny_bundle}", "--port", "0", *extra])
     assert result.exit_code != 0 and message in result.output, result.output
+
+
+def _generate_args(server, out, *extra):
+    return ["generate", "--server", f"127.0.0.1:{server.port}", "--model", "tiny", "--steps", "2"] + [
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_a_refused_request_leaves_no_folder(server, tmp_path):
+    out = tmp_path / "new" / "samples"
+    result = CliRunner().invoke(main, _generate_args(server, out, "--class", "ad", "--count", "2"))
+    assert result.exit_code == 1
+    assert f"--class 'ad': model 'tiny' on 127.0.0.1:{server.port} has classes AD, NON_AD" in result.output
+    assert not (tmp_path / "new").exists()  # neither OUT nor the folders above it were made
+    # Refused by the server after the folder was opened (seed + count past 2^64 - 1 is caught by
+    # the CLI; steps past the limit only by the server): the folder made for it is taken back.
+    result = CliRunner().invoke(main, _generate_args(server, out, "--class", "AD", "--steps", "501"))
+    assert result.exit_code == 1 and "INVALID_ARGUMENT: steps: must be" in result.output, result.output
+    assert not (tmp_path / "new").exists()
+    # A seed range past the torch generators' limit: the same rule as `sample`, before anything.
+    result = CliRunner().invoke(
+        main, _generate_args(server, out, "--class", "AD", "--seed", str(2**64 - 2), "--count", "3")
+    )
+    assert result.exit_code == 1 and "the largest seed for 3 images is 18446744073709551613" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_unfinished_folder_is_marked_refused_and_completed(server, tiny_bundle, phantom_small, tmp_path):
+    """Interrupted after 3 of 6 images: the folder says so and how to finish; `evaluate` and
+    `sample` refuse it with that command; running it completes the folder and the marker goes."""
+    from polypsynth.atomic import INCOMPLETE, MARKER
+    from polypsynth.serve.client import SamplerClient
+    from polypsynth.serve.to_folder import write_folder
+
+    out = tmp_path / "samples" / "step-000010"
+    command = "polypsynth generate --server X --model tiny --class AD --count 6 --out " + str(out)
+
+    seen = [0]
+
+    def interrupt(n):  # Ctrl-C after the third image
+        seen[0] += n
+        if seen[0] >= 3:
+            raise KeyboardInterrupt
+
+    with SamplerClient(f"127.0.0.1:{server.port}") as client, pytest.raises(KeyboardInterrupt):
+        write_folder(client, out, "tiny", "AD", 6, steps=2, progress=interrupt, complete_with=command)
+    marker = json.loads((out / "AD" / INCOMPLETE).read_text())
+    assert marker == {"have": 3, "count": 6, "complete_with": command}
+    assert len(list((out / "AD").glob("*.png"))) == 3 and not (out / "AD" / MARKER).exists()
+    assert not (out / "AD" / ".polypsynth.lock").exists()
+
+    (out / "NON_AD").mkdir()  # a second class, so that only the marker stands in the way
+    (out / "NON_AD" / "000000.png").write_bytes((out / "AD" / "000000.png").read_bytes())
+    result = CliRunner().invoke(
+        main,
+        ["evaluate", "--real", str(phantom_small), "--synthetic", str(out.parent)]
+        + ["--out", str(tmp_path / "report")],
+    )
+    assert result.exit_code == 1
+    assert (
+        f"synthetic class folder {out / 'AD'} is an unfinished `polypsynth generate` folder (3 of 6"
+        in result.output
+    )
+    assert f"complete it with: {command}" in result.output
+    result = CliRunner().invoke(
+        main,
+        ["sample", "--model", str(tiny_bundle), "--class", "AD", "--count", "2", "--steps", "1"]
+        + ["--out", str(out)],
+    )
+    assert result.exit_code == 1 and f"complete it with: {command}" in result.output
+    assert "pass --overwrite to replace it" in result.output
+
+    # The CLI records its own command line; running the completing command finishes the folder.
+    result = CliRunner().invoke(main, _generate_args(server, out, "--class", "AD", "--count", "6"))
+    assert result.exit_code == 0, result.output
+    assert not (out / "AD" / INCOMPLETE).exists() and (out / "AD" / MARKER).is_file()
+    rows = [json.loads(x) for x in (out / "AD" / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in rows) == list(range(6))
+
+
+def test_a_server_gone_mid_request_leaves_a_marked_folder(tiny_bundle, tmp_path):
+    from polypsynth.atomic import INCOMPLETE
+    from polypsynth.errors import PolypsynthError
+    from polypsynth.serve.client import SamplerClient
+    from polypsynth.serve.to_folder import write_folder
+
+    s = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_batch=2, max_wait_ms=5)).start()
+
+    seen = [0]
+
+    def stop_server(n):
+        seen[0] += n
+        if seen[0] == 2:
+            s.stop(grace=0)
+
+    try:
+        with SamplerClient(f"127.0.0.1:{s.port}") as client, pytest.raises(PolypsynthError) as err:
+            write_folder(client, tmp_path, "tiny", "NON_AD", 40, steps=2, progress=stop_server, retries=0)
+    finally:
+        s.stop(grace=0)
+    assert "the server gave up with" in str(err.value) and "UNAVAILABLE" in str(err.value)
+    marker = json.loads((tmp_path / "NON_AD" / INCOMPLETE).read_text())
+    assert 2 <= marker["have"] < 40 and marker["count"] == 40
+    assert marker["complete_with"].startswith(f"polypsynth generate --server 127.0.0.1:{s.port} --model tiny")
+    assert marker["have"] == len(list((tmp_path / "NON_AD").glob("*.png")))
+
+
+def test_two_writers_into_one_folder_are_refused(server, tmp_path):
+    from polypsynth.atomic import FolderLock
+
+    folder = tmp_path / "out" / "AD"
+    folder.mkdir(parents=True)
+    with FolderLock(folder):  # another process writing (the lock is per open file, as across processes)
+        result = CliRunner().invoke(
+            main, _generate_args(server, tmp_path / "out", "--class", "AD", "--count", "2")
+        )
+        assert result.exit_code == 1
+        assert (
+            f"output folder {folder} is being written by another polypsynth process (pid {os.getpid()})"
+            in (result.output)
+        )
+        assert not list(folder.glob("*.png"))
+    result = CliRunner().invoke(
+        main, _generate_args(server, tmp_path / "out", "--class", "AD", "--count", "2")
+    )
+    assert result.exit_code == 0, result.output  # the lock went with its holder

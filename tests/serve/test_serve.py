@@ -12,6 +12,7 @@ from polypsynth.sampling.loop import SamplingParams
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve.client import SamplerClient
 from polypsynth.serve.server import SamplerServer, ServeError, ServerOptions
+from polypsynth.serve.to_folder import write_folder
 
 STEPS = 2
 WAIT = 60  # seconds; reached only when something is broken
@@ -55,7 +56,7 @@ def test_models_are_listed_with_defaults_and_limits(client, server):
 
 
 def test_grpc_images_equal_local_sample_images(client, tiny_bundle, tmp_path):
-    remote = client.write_folder(tmp_path / "remote", "tiny", "AD", 5, seed=42, steps=STEPS, guidance=3.0)
+    remote = write_folder(client, tmp_path / "remote", "tiny", "AD", 5, seed=42, steps=STEPS, guidance=3.0)
     local = sample_to_folder(
         tiny_bundle, "onnxruntime", SamplingParams("AD", 5, 42, STEPS, 3.0, "dpm++"), tmp_path / "local"
     )

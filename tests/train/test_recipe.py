@@ -317,3 +317,28 @@ def test_uncached_v_prediction_min_snr_and_checkpointing_run(make_config, tmp_pa
         == "v_prediction"
     )
     assert list((out / "logs").rglob("events.out.tfevents.*"))  # TensorBoard logs through accelerate
+
+
+@pytest.mark.parametrize(
+    "damaged, message",
+    [
+        (
+            "trainable.safetensors",
+            "trainable.safetensors is damaged (incomplete metadata, file not fully covered)",
+        ),
+        ("optimizer.pt", "optimizer.pt is damaged (File is not a zip file)"),
+        ("state.json", "state.json is damaged (not valid JSON"),
+    ],
+)
+def test_resume_from_a_damaged_training_state_names_the_file(make_config, tmp_path, damaged, message):
+    config = make_config(stage__pretrain__steps=2, stage__finetune__steps=2)
+    out = tmp_path / "run"
+    args = ["train", "--config", str(config), "--out", str(out)]
+    assert CliRunner().invoke(main, [*args, "--set", "stage.finetune.steps=1"]).exit_code == 0
+    file = list_checkpoints(out)[-1] / "training_state" / damaged
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])  # a copy cut short
+    result = CliRunner().invoke(main, [*args, "--resume", "latest"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1].startswith(f"Error: {file}"), result.output
+    assert message in result.output
+    assert [p.name for p in list_checkpoints(out)] == ["step-000002", "step-000003"]  # nothing new

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 
 import click
@@ -9,9 +10,13 @@ import click
 from polypsynth import __version__
 from polypsynth.errors import PolypsynthError
 
+# A file system that refuses a write (permissions, read-only, full) is the user's to fix, not a bug.
+REFUSED_WRITES = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
 
 def user_errors(fn):
-    """Show PolypsynthError as a one-line error (exit status 1), not a traceback."""
+    """Show PolypsynthError, and a file system's refusal, as a one-line error (exit status 1)
+    naming the path, not a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -19,6 +24,10 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except PolypsynthError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            if exc.errno not in REFUSED_WRITES or not exc.filename:
+                raise
+            raise click.ClickException(f"{exc.filename}: {exc.strerror}") from exc
 
     return wrapper
 

@@ -178,13 +178,13 @@ def evaluate_command(
     import os
     from pathlib import Path
 
-    from polypsynth.atomic import ensure_empty_target
+    from polypsynth.atomic import prepare_target
     from polypsynth.evaluate.classify import ClassifierOptions
     from polypsynth.evaluate.job import evaluate_to_report, pool_images
     from polypsynth.evaluate.run import EvalOptions
     from polypsynth.evaluate.sets import reconstruction_set
 
-    ensure_empty_target(Path(out), overwrite, "report folder")
+    prepare_target(out, overwrite, "report folder")
     cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "polypsynth", "features")
     options = EvalOptions(
         features=tuple(f.strip() for f in features.split(",") if f.strip()),

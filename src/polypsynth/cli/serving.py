@@ -183,27 +183,49 @@ def generate_command(
     retries,
 ):
     """Pull images from a polypsynth server into an image folder (re-running resumes)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
     import grpc
     from tqdm import tqdm
 
+    from polypsynth.atomic import check_writable
+    from polypsynth.sampling.loop import MAX_SEED
     from polypsynth.serve.client import SamplerClient
     from polypsynth.serve.server import read_token
-    from polypsynth.serve.spread import write_folder_spread
+    from polypsynth.serve.to_folder import write_folder
 
     if count < 1:
         raise PolypsynthError(f"--count must be >= 1, got {count}")
+    if seed + count - 1 > MAX_SEED:
+        raise PolypsynthError(
+            f"--seed {seed} with --count {count}: image i uses seed + i, which must stay within 0 .. "
+            f"{MAX_SEED} (2^64 - 1); the largest seed for {count} images is {MAX_SEED - count + 1}"
+        )
     servers = split_servers(server)
+    check_writable(Path(out) / class_name)  # before asking any server
     token = read_token(token_file)
     clients = {
         a: SamplerClient(a, token, tls_ca, allow_plaintext_token=allow_plaintext_token) for a in servers
     }
+    again = shlex.join(["polypsynth", *sys.argv[1:]])  # the command that completes an unfinished folder
     try:
         with tqdm(total=count, desc=f"generate {class_name}", unit="img") as bar:
-            args = (out, model, class_name, count, seed, steps, guidance, scheduler, bar.update, retries)
-            if len(clients) == 1:
-                folder = next(iter(clients.values())).write_folder(*args)
-            else:
-                folder = write_folder_spread(clients, *args)
+            folder = write_folder(
+                clients,
+                out,
+                model,
+                class_name,
+                count,
+                seed,
+                steps,
+                guidance,
+                scheduler,
+                bar.update,
+                retries,
+                complete_with=again,
+            )
     except grpc.RpcError as exc:
         raise PolypsynthError(f"{exc.code().name}: {exc.details()}") from exc
     finally:

@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from polypsynth.atomic import atomic_dir
+from polypsynth.atomic import atomic_dir, prepare_target
 from polypsynth.evaluate.features import load_batch
-from polypsynth.models.loading import ModelLoadError, _has_weights
+from polypsynth.models.loading import ModelLoadError, _has_weights, check_weights
 from polypsynth.sampling.output import image_name
 
 
@@ -42,6 +42,7 @@ def load_vae(model: str | os.PathLike):
         raise ModelLoadError(
             f"model folder {folder} has no autoencoder: expected vae/config.json and vae/*.safetensors"
         )
+    check_weights(folder / "vae")
     vae = AutoencoderKL.from_pretrained(
         str(folder), subfolder="vae", use_safetensors=True, local_files_only=True
     )
@@ -80,6 +81,7 @@ def write_reconstructions(
     """Reconstruct every class's images through the model's VAE into OUT (written atomically)."""
     from polypsynth.models.loading import meta_resolution
 
+    prepare_target(out, overwrite, "reconstruction folder")
     vae = load_vae(model)
     size = meta_resolution(model, vae)  # the training resolution recorded with the checkpoint
     out = Path(out)

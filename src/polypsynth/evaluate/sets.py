@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from polypsynth.atomic import incomplete_text, lock_holder, read_incomplete
 from polypsynth.data.records import CLASSES, Record, list_images
 from polypsynth.errors import EvalError
 
@@ -148,6 +149,14 @@ def synthetic_checkpoints(root: str | Path) -> list[Checkpoint]:
             )
         ckpt = Checkpoint(folder.name, _step_of(folder.name))
         for c in CLASSES:
+            unfinished = read_incomplete(folder / c)
+            if unfinished is not None:
+                raise EvalError(f"synthetic class folder {incomplete_text(folder / c, unfinished)}")
+            writer = lock_holder(folder / c)
+            if writer is not None:
+                raise EvalError(
+                    f"synthetic class folder {folder / c} is being written by another polypsynth process ({writer})"
+                )
             images = list_images(folder / c)
             if not images:
                 raise EvalError(f"synthetic class folder {folder / c} holds no images")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from polypsynth.atomic import atomic_dir
+from polypsynth.atomic import atomic_dir, prepare_target
 from polypsynth.bundle_format import MANIFEST_VERSION, checkpoint_hash, file_sha256, load_manifest  # noqa: F401  (re-exported)
 from polypsynth.export.onnx import ExportError, export_onnx, parity, trace_device
 from polypsynth.export.ort_optimize import NEEDS_PROVIDER, OPTIMIZE, optimize_for_cuda
@@ -62,6 +62,7 @@ def export_bundle(
     if not batch_sizes or min(batch_sizes) < 1:
         raise ExportError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     optimize = _check_optimize(optimize, dtype, tensorrt)
+    prepare_target(out, overwrite, "bundle folder")
     checkpoint = Path(checkpoint).resolve()
     components = load_components(checkpoint)
     meta_file = checkpoint / "polypsynth.json"

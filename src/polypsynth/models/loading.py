@@ -67,6 +67,24 @@ def missing_files(folder: Path) -> list[str]:
     return missing
 
 
+def check_weights(*folders: Path) -> None:
+    """Every safetensors file in FOLDERS is whole: safetensors reads its header and checks that the
+    file holds every byte the header describes (a truncated or overwritten copy fails here with
+    the file named, not deep inside from_pretrained)."""
+    from safetensors import SafetensorError, safe_open
+
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.safetensors")):
+            try:
+                with safe_open(str(path), "pt"):
+                    pass
+            except (SafetensorError, OSError) as exc:
+                raise ModelLoadError(
+                    f"{path} is damaged ({str(exc).removeprefix('Error while deserializing header: ')}): "
+                    "the file is truncated or altered; copy it again or use another checkpoint"
+                ) from exc
+
+
 def _load_from(source: str, local_files_only: bool, pretrained_vae: bool) -> Components:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -101,6 +119,7 @@ def load_pretrained(path_or_id: str | os.PathLike) -> Components:
             raise ModelLoadError(
                 f"pretrained model folder {path} is incomplete: missing {', '.join(missing)}"
             )
+        check_weights(*(path / name for name in COMPONENT_FOLDERS))
         return _load_from(str(path), local_files_only=True, pretrained_vae=True)
     text = str(path_or_id)
     if text.startswith((".", "/")) or text.count("/") != 1:
@@ -144,6 +163,7 @@ def load_components(folder: str | os.PathLike) -> Components:
     missing = missing_files(folder)
     if missing:
         raise ModelLoadError(f"model folder {folder} is incomplete: missing {', '.join(missing)}")
+    check_weights(*(folder / name for name in COMPONENT_FOLDERS))
     meta = folder / "polypsynth.json"
     recorded = json.loads(meta.read_text()) if meta.is_file() else {}
     components = _load_from(

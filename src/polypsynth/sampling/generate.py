@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from polypsynth.atomic import atomic_dir
+from polypsynth.atomic import atomic_dir, prepare_target
 from polypsynth.sampling.loop import SamplingParams, image_batches
 from polypsynth.sampling.model import open_model
 from polypsynth.sampling.output import ImageFolderWriter, Provenance
@@ -34,9 +34,10 @@ def sample_to_folder(
     **options,
 ) -> Path:
     """Write OUT/<class>/ completely or not at all; returns the class folder."""
+    final = Path(out) / params.class_name
+    prepare_target(final, overwrite, "sample folder")
     model = model or open_model(model_path, backend, **options)
     params.validate(model.classes)
-    final = Path(out) / params.class_name
     with atomic_dir(final, overwrite=overwrite, what="sample folder") as tmp:
         writer = ImageFolderWriter(tmp, provenance_of(model, params), params.seed)
         for first, images in image_batches(model, params, batch_size):  # one batch in memory at a time

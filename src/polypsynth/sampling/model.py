@@ -57,6 +57,20 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
             manifest["resolution"],
             path,
         )
+    from polypsynth.models.loading import missing_files
+
+    if path.is_dir() and any(path.glob("*.onnx")):
+        raise SamplingError(
+            f"{path} holds ONNX graphs but no manifest.json: an incomplete or damaged bundle (the manifest "
+            "is written last); export it again with `polypsynth export --checkpoint CKPT --out "
+            f"{path} --overwrite`"
+        )
+    missing = missing_files(path) if path.is_dir() else ["(a folder)"]
+    if missing:
+        raise SamplingError(
+            f"{path} is neither a bundle (no manifest.json) nor a checkpoint folder (missing "
+            f"{', '.join(missing)})"
+        )
     if backend != "torch":
         raise SamplingError(
             f"backend {backend!r} needs an exported bundle; {path} is a checkpoint folder "

@@ -14,7 +14,16 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from polypsynth.atomic import atomic_write_bytes
+from polypsynth.atomic import (
+    INCOMPLETE,
+    MARKER,
+    FolderLock,
+    atomic_write_bytes,
+    atomic_write_text,
+    make_parents,
+    remove_empty,
+    write_marker,
+)
 from polypsynth.errors import PolypsynthError
 
 
@@ -114,3 +123,70 @@ class ImageFolderWriter:
         with open(self.folder / "samples.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
         return path
+
+
+class ResumableFolder:
+    """OUT/<class>/ as `polypsynth generate` writes it, image by image across runs: locked while
+    written (a second writer is refused), marked INCOMPLETE.json with the command that completes
+    it until images 0 .. count-1 are all there, then marked finished (.polypsynth). A folder this
+    writer created and never wrote an image into is removed when the request fails, with the
+    parent folders it created, so a refused request leaves nothing behind."""
+
+    def __init__(
+        self, folder: str | os.PathLike, provenance: Provenance, seed: int, count: int, complete_with: str
+    ):
+        self.folder = Path(folder)
+        self.provenance, self.seed, self.count = provenance, seed, count
+        self.complete_with = complete_with
+        self.created: Path | None = None
+        self.lock: FolderLock | None = None
+
+    def __enter__(self) -> ResumableFolder:
+        self.created = make_parents(self.folder, "output folder")
+        try:
+            self.lock = FolderLock(self.folder, "output folder").__enter__()
+            self.writer = ImageFolderWriter(self.folder, self.provenance, self.seed)
+            self.done = self.writer.done()
+            if self.missing():
+                (self.folder / MARKER).unlink(missing_ok=True)
+                self._mark()
+        except BaseException:
+            self._release(failed=True)
+            raise
+        return self
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.count) if i not in self.done]
+
+    def write(self, index: int, seed: int, png: bytes) -> bool:
+        """Write image `index` unless it is already there; True when written."""
+        if index in self.done:
+            return False
+        self.writer.write(index, seed, png=png)
+        self.done.add(index)
+        return True
+
+    def _mark(self) -> None:
+        have = self.count - len(self.missing())
+        marker = {"have": have, "count": self.count, "complete_with": self.complete_with}
+        atomic_write_text(self.folder / INCOMPLETE, json.dumps(marker, indent=2) + "\n")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._release(failed=exc_type is not None)
+
+    def _release(self, failed: bool) -> None:
+        try:
+            if hasattr(self, "done"):  # the folder was opened: say what state it is in
+                if not self.missing():
+                    (self.folder / INCOMPLETE).unlink(missing_ok=True)
+                    write_marker(self.folder, "generate folder")
+                elif self.created is not None and not self.done:  # made for nothing
+                    (self.folder / INCOMPLETE).unlink(missing_ok=True)
+                else:
+                    self._mark()
+        finally:
+            if self.lock is not None:
+                self.lock.__exit__(None, None, None)
+                self.lock = None
+            if failed:
+                remove_empty(self.folder, self.created)

@@ -1,30 +1,25 @@
-"""SamplerClient: iterate images from a server, or write them into an image folder with the same
-provenance as `polypsynth sample`. A `dns:///host:port` target with several replicas is balanced
-by gRPC's own round_robin policy. Writing a folder survives a server that goes away: it retries
-with exponential backoff and resumes from the images already on disk."""
+"""SamplerClient: the images of a request from a server, with their provenance. A
+`dns:///host:port` target with several replicas is balanced by gRPC's own round_robin policy.
+Writing them into a folder, with retries, is serve.to_folder's."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import queue
-import random
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 
 from polypsynth.errors import PolypsynthError
-from polypsynth.sampling.output import ImageFolderWriter, Provenance
+from polypsynth.sampling.output import Provenance
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
 
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)  # the server went away or is restarting
-log = logging.getLogger("polypsynth.serve")
 
 
 def target_hosts(target: str) -> list[str]:
@@ -114,6 +109,7 @@ class SamplerClient:
                     "pass the server's CA certificate (--tls-ca) or, on a network you trust, "
                     "--allow-plaintext-token"
                 )
+        self.target = target
         options = [
             ("grpc.service_config", SERVICE_CONFIG),
             ("grpc.max_receive_message_length", max_message_mb << 20),
@@ -187,9 +183,9 @@ class SamplerClient:
 
         return np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"))
 
-    def provenance(self, model: str, class_name: str, steps, guidance, scheduler: str) -> Provenance:
+    @staticmethod
+    def provenance_from(info: pb.ModelInfo, class_name: str, steps, guidance, scheduler: str) -> Provenance:
         """What the server will use for this request: the values given, else the model's defaults."""
-        info = self.get_model(model)
         return Provenance(
             info.model_hash,
             class_name,
@@ -198,77 +194,3 @@ class SamplerClient:
             float(guidance if guidance is not None else np.float32(info.defaults.guidance_scale)),
             info.backend,
         )
-
-    def write_folder(
-        self,
-        out: str | Path,
-        model: str,
-        class_name: str,
-        count: int,
-        seed: int = 0,
-        steps: int | None = None,
-        guidance: float | None = None,
-        scheduler: str = "",
-        progress: Callable[[int], None] | None = None,
-        retries: int = 5,
-        backoff: tuple[float, float] = (0.5, 10.0),
-    ) -> Path:
-        """Write OUT/<class>/ like `polypsynth sample`; a re-run with the same request skips the
-        images already on disk, and a folder of another model, class or seed is refused.
-
-        When the server is unavailable (down, restarting, unreachable) the call retries up to
-        `retries` times in a row, waiting backoff[0] · 2^attempt seconds (at most backoff[1], with
-        jitter), and resumes from the images on disk; an attempt that receives images resets the
-        count."""
-        attempt, state = 0, {"reported": False, "received": 0}
-        while True:
-            received = state["received"]
-            try:
-                return self._write_folder_once(
-                    out, model, class_name, count, seed, steps, guidance, scheduler, progress, state
-                )
-            except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or attempt >= retries:
-                    raise
-                if state["received"] > received:
-                    attempt = 0
-                wait = min(backoff[1], backoff[0] * 2**attempt) * random.uniform(0.5, 1.0)
-                attempt += 1
-                log.warning(
-                    "%s: %s; retry %d of %d in %.1f s", exc.code().name, exc.details(), attempt, retries, wait
-                )
-                time.sleep(wait)
-
-    def _write_folder_once(
-        self, out, model, class_name, count, seed, steps, guidance, scheduler, progress, state
-    ):
-        provenance = self.provenance(model, class_name, steps, guidance, scheduler)
-        writer = ImageFolderWriter(Path(out) / class_name, provenance, seed)
-        done = writer.done()
-        if progress and not state["reported"]:
-            progress(len(done))  # what an earlier run left on disk, once
-        state["reported"] = True
-        start = next((i for i in range(count) if i not in done), None)  # resume from the first gap
-        if start is None:
-            return writer.folder
-        stream = self.generate(
-            model, class_name, count - start, seed, steps, guidance, scheduler, first_index=start
-        )
-        for image in stream:
-            index = image.index
-            if image.model_hash != provenance.model_hash:
-                raise PolypsynthError(
-                    f"server answered with model {image.model_hash}, expected {provenance.model_hash}"
-                )
-            if index not in done:
-                writer.write(index, image.seed, png=image.data)
-                done.add(index)
-                state["received"] += 1
-                if progress:
-                    progress(1)
-        if len(done) < count:
-            first = next(i for i in range(count) if i not in done)
-            raise PolypsynthError(
-                f"the server ended the stream with {count - len(done)} of {count} images missing (first: {first})"
-            )
-        return writer.folder

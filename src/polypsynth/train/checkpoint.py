@@ -17,7 +17,9 @@ No RNG state is saved: every step reseeds from (seed, stage, step), so resuming 
 from __future__ import annotations
 
 import json
+import pickle
 import re
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from polypsynth.atomic import atomic_dir
 from polypsynth.errors import PolypsynthError
-from polypsynth.models.loading import missing_files, save_components
+from polypsynth.models.loading import ModelLoadError, check_weights, missing_files, save_components
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 STATE_FILES = ("state.json", "trainable.safetensors", "optimizer.pt", "lr_scheduler.pt")
@@ -120,33 +122,69 @@ def validate_checkpoint(path: Path) -> None:
         f"training_state/{f}" for f in STATE_FILES if not (path / "training_state" / f).is_file()
     ]
     if not missing:
-        state = json.loads((path / "training_state" / "state.json").read_text())
+        state = _read_json(path / "training_state" / "state.json")
         if state.get("ema") and not (path / "training_state" / "ema.safetensors").is_file():
             missing.append("training_state/ema.safetensors")
     if missing:
         raise CheckpointError(
             f"checkpoint {path} is incomplete or half-written: missing {', '.join(missing)}"
         )
+    try:
+        check_weights(path / "training_state")
+    except ModelLoadError as exc:
+        raise CheckpointError(str(exc)) from exc
+    for file in sorted((path / "training_state").glob("*.pt")):  # torch.save writes zip archives
+        try:
+            zipfile.ZipFile(file).close()  # reads the central directory, at the very end of the file
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointError(
+                f"{file} is damaged ({exc}): the file is truncated or altered; resume from another checkpoint"
+            ) from exc
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is damaged (not valid JSON: {exc}); use another checkpoint") from exc
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} is damaged: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _torch_state(path: Path) -> dict:
+    """A state dict saved with torch.save, loaded with weights_only=True; a damaged file is named."""
+    try:
+        return torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        reason = str(exc).split(". ")[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is damaged ({reason}): the file is truncated or altered; resume from another checkpoint"
+        ) from exc
 
 
 def read_state(path: Path) -> TrainState:
-    return TrainState(**json.loads((Path(path) / "training_state" / "state.json").read_text()))
+    file = Path(path) / "training_state" / "state.json"
+    try:
+        return TrainState(**_read_json(file))
+    except TypeError as exc:
+        raise CheckpointError(f"{file} is damaged: {exc}") from exc
 
 
 def load_training_state(path: Path, trainable, optimizer, lr_scheduler, ema=None, scaler=None) -> None:
     ts = Path(path) / "training_state"
     trainable.load_state_dict(load_file(ts / "trainable.safetensors"))
-    optimizer.load_state_dict(torch.load(ts / "optimizer.pt", weights_only=True))
-    lr_scheduler.load_state_dict(torch.load(ts / "lr_scheduler.pt", weights_only=True))
+    optimizer.load_state_dict(_torch_state(ts / "optimizer.pt"))
+    lr_scheduler.load_state_dict(_torch_state(ts / "lr_scheduler.pt"))
     if scaler is not None:
         if not (ts / "scaler.pt").is_file():
             raise CheckpointError(
                 f"checkpoint {path} has no fp16 GradScaler state (training_state/scaler.pt): it was "
                 "trained without fp16 mixed precision; resume it with the same train.mixed_precision"
             )
-        scaler.load_state_dict(torch.load(ts / "scaler.pt", weights_only=True))
+        scaler.load_state_dict(_torch_state(ts / "scaler.pt"))
     if ema is not None:
         shadow = load_file(ts / "ema.safetensors")
         ema.shadow_params = [shadow[f"shadow.{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
-        meta = json.loads((ts / "ema.json").read_text())
+        meta = _read_json(ts / "ema.json")
         ema.optimization_step = meta["optimization_step"]

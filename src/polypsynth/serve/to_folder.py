@@ -1,0 +1,277 @@
+"""`polypsynth generate`: the images of one request pulled from one or several servers into
+OUT/<class>/, the same folder `polypsynth sample` writes (image i is drawn from seed + i whichever
+server draws it). The folder is resumable: a re-run skips the images on disk. It is locked while
+written, and marked incomplete, with the command that completes it, until every image is there
+(sampling.output.ResumableFolder).
+
+The images still missing are cut into ranges of consecutive indices (of at most `CHUNK` with
+several servers), and one worker per server pulls ranges from a shared queue and asks its server
+for them (`first_index`, `count`). A server that goes away mid-range hands the indices it did not
+deliver back to the queue, and is tried again with exponential backoff up to `retries` times in a
+row (an attempt that delivers images resets the count); the other servers take the work meanwhile.
+The request fails only when every server has given up, or one answers with an error that is not
+about availability (a bad request is bad on every server). Every server must serve the same model
+(hash, backend, defaults) before anything is asked: a folder holds one model's images."""
+
+from __future__ import annotations
+
+import logging
+import random
+import shlex
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+
+from polypsynth.errors import PolypsynthError
+from polypsynth.sampling.output import Provenance, ResumableFolder
+from polypsynth.serve.client import RETRYABLE, SamplerClient
+
+CHUNK = 32  # indices per request: small enough to rebalance, large enough to fill a server's batches
+log = logging.getLogger("polypsynth.serve")
+
+
+def _ranges(indices: Sequence[int], chunk: int) -> list[tuple[int, int]]:
+    """Sorted indices as [start, stop) ranges of at most `chunk` consecutive indices."""
+    out: list[tuple[int, int]] = []
+    for i in indices:
+        if out and out[-1][1] == i and i - out[-1][0] < chunk:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+class _Work:
+    """The ranges still to draw, shared by the workers."""
+
+    def __init__(self, ranges: list[tuple[int, int]]):
+        self.pending = deque(ranges)
+        self.in_flight = 0
+        self.fatal: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def take(self) -> tuple[int, int] | None:
+        with self.cond:
+            while not self.pending and self.in_flight and self.fatal is None:
+                self.cond.wait()
+            if not self.pending or self.fatal is not None:
+                return None
+            self.in_flight += 1
+            return self.pending.popleft()
+
+    def finish(self, back: list[tuple[int, int]]) -> None:
+        with self.cond:
+            self.in_flight -= 1
+            self.pending.extendleft(reversed(back))  # the earliest indices first
+            self.cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.cond:
+            self.fatal = self.fatal or exc
+            self.cond.notify_all()
+
+
+def complete_command(out, servers, model, class_name, count, seed, steps, guidance, scheduler) -> str:
+    """The `polypsynth generate` command line that completes this request's folder."""
+    args = ["polypsynth", "generate", "--server", ",".join(servers), "--model", model]
+    args += ["--class", class_name, "--count", str(count), "--seed", str(seed)]
+    for flag, value in (("--steps", steps), ("--guidance", guidance), ("--scheduler", scheduler or None)):
+        if value is not None:
+            args += [flag, str(value)]
+    return shlex.join([*args, "--out", str(out)])
+
+
+def _with_retries(fn: Callable, address: str, retries: int, backoff: tuple[float, float]):
+    """fn() retried while the server is unavailable, with exponential backoff and jitter."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRYABLE or attempt == retries:
+                raise
+            wait = min(backoff[1], backoff[0] * 2**attempt) * random.uniform(0.5, 1.0)
+            log.warning(
+                "%s: %s; retry %d of %d in %.1f s", address, exc.code().name, attempt + 1, retries, wait
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _provenance(
+    clients: dict[str, SamplerClient], model, class_name, steps, guidance, scheduler, retries, backoff
+) -> Provenance:
+    """The provenance every server would give this request; refused before anything is written
+    when a server does not answer, does not serve the class, or serves another model."""
+    provenances, classes = {}, {}
+    for address, client in clients.items():
+        try:
+            info = _with_retries(lambda c=client: c.get_model(model), address, retries, backoff)
+        except grpc.RpcError as exc:
+            every = " (every server of --server must answer before a request is spread over them)"
+            raise PolypsynthError(
+                f"server {address}: {exc.code().name}: {exc.details()}" + (every if len(clients) > 1 else "")
+            ) from exc
+        provenances[address] = SamplerClient.provenance_from(info, class_name, steps, guidance, scheduler)
+        classes[address] = list(info.classes)
+    for address, names in classes.items():
+        if class_name not in names:
+            raise PolypsynthError(
+                f"--class {class_name!r}: model {model!r} on {address} has classes {', '.join(names)}"
+            )
+    first = next(iter(provenances.values()))
+    if any(p != first for p in provenances.values()):
+        shown = "; ".join(
+            f"{a}: model {p.model_hash[:12]}, backend {p.backend}" for a, p in provenances.items()
+        )
+        raise PolypsynthError(
+            f"the servers do not serve the same model {model!r} ({shown}); one folder holds one model's images"
+        )
+    return first
+
+
+def write_folder(
+    clients: SamplerClient | dict[str, SamplerClient],
+    out: str | Path,
+    model: str,
+    class_name: str,
+    count: int,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    scheduler: str = "",
+    progress: Callable[[int], None] | None = None,
+    retries: int = 5,
+    backoff: tuple[float, float] = (0.5, 10.0),
+    chunk: int | None = None,
+    complete_with: str | None = None,
+) -> Path:
+    """Write images 0 .. count-1 of the request into OUT/<class>/ from every server in `clients`
+    (one client, or address -> client); returns the class folder. `complete_with` is the command
+    line the incomplete marker shows (default: one built from the arguments)."""
+    if isinstance(clients, SamplerClient):
+        clients = {clients.target: clients}
+    if chunk is None:
+        chunk = CHUNK if len(clients) > 1 else max(count, 1)  # one server: one request per gap
+    folder = Path(out) / class_name
+    provenance = _provenance(clients, model, class_name, steps, guidance, scheduler, retries, backoff)
+    command = complete_with or complete_command(
+        out, list(clients), model, class_name, count, seed, steps, guidance, scheduler
+    )
+    with ResumableFolder(folder, provenance, seed, count, command) as target:
+        if progress:
+            progress(count - len(target.missing()))  # what an earlier run left on disk
+        _pull(
+            clients,
+            target,
+            provenance,
+            model,
+            class_name,
+            seed,
+            steps,
+            guidance,
+            scheduler,
+            progress,
+            retries,
+            backoff,
+            chunk,
+        )
+    return folder
+
+
+def _pull(
+    clients,
+    target,
+    provenance,
+    model,
+    class_name,
+    seed,
+    steps,
+    guidance,
+    scheduler,
+    progress,
+    retries,
+    backoff,
+    chunk,
+) -> None:
+    """The workers, one per server, until every index of `target` is there or all gave up."""
+    work = _Work(_ranges(target.missing(), chunk))
+    lock = threading.Lock()
+    gave_up: dict[str, str] = {}
+
+    def deliver(image) -> None:
+        if image.model_hash != provenance.model_hash:
+            raise PolypsynthError(
+                f"server answered with model {image.model_hash}, expected {provenance.model_hash}"
+            )
+        with lock:
+            written = target.write(image.index, image.seed, image.data)
+        if written and progress:
+            progress(1)
+
+    def undelivered(start: int, stop: int) -> list[tuple[int, int]]:
+        with lock:
+            return _ranges([i for i in range(start, stop) if i not in target.done], chunk)
+
+    def worker(address: str, client: SamplerClient) -> None:
+        failures = 0
+        while (span := work.take()) is not None:
+            start, stop = span
+            try:
+                stream = client.generate(
+                    model, class_name, stop - start, seed, steps, guidance, scheduler, first_index=start
+                )
+                for image in stream:
+                    deliver(image)
+                    failures = 0
+                left = undelivered(start, stop)
+                work.finish(left)
+                if left:  # ended without error and without every image: not a fault to retry
+                    n = sum(b - a for a, b in left)
+                    work.fail(
+                        PolypsynthError(
+                            f"server {address} ended the stream with {n} of {stop - start} images missing "
+                            f"(first: {left[0][0]})"
+                        )
+                    )
+                    return
+            except grpc.RpcError as exc:
+                work.finish(undelivered(start, stop))
+                if exc.code() not in RETRYABLE:
+                    work.fail(PolypsynthError(f"server {address}: {exc.code().name}: {exc.details()}"))
+                    return
+                failures += 1
+                if failures > retries:
+                    gave_up[address] = f"{exc.code().name}: {exc.details()}"
+                    log.warning("%s: giving up after %d attempts in a row", address, failures)
+                    return
+                wait = min(backoff[1], backoff[0] * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "%s: %s; retry %d of %d in %.1f s", address, exc.code().name, failures, retries, wait
+                )
+                time.sleep(wait)
+            except BaseException as exc:  # a local fault (disk full, bad image): stop everyone
+                work.finish([])
+                work.fail(exc)
+                return
+
+    threads = [
+        threading.Thread(target=worker, args=(a, c), name=f"generate {a}", daemon=True)
+        for a, c in clients.items()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if work.fatal is not None:
+        raise work.fatal
+    missing = target.missing()
+    if missing:
+        reasons = "; ".join(f"{a}: {why}" for a, why in gave_up.items())
+        who = "the server gave up" if len(clients) == 1 else "every server gave up"
+        raise PolypsynthError(
+            f"{who} with {len(missing)} of {target.count} images missing (first: {missing[0]}): {reasons}"
+        )
