@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 ENV_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(ENV_HASH)
 PYTEST_ARGS ?=
+PROFILE ?= full
+DEMO_OUT := runs/demo$(if $(filter-out full,$(PROFILE)),-$(PROFILE))
 
 .PHONY: env test lint format demo bench proto clean gpu-wheels gpu-check
 
@@ -30,8 +32,10 @@ format: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# make demo: the full profile (about 15 min on 2 cores) into runs/demo; make demo PROFILE=quick:
+# every step at toy size (about 1.5 min) into runs/demo-quick.
 demo: $(STAMP)
-	$(BIN)/polypsynth demo --out runs/demo
+	$(BIN)/polypsynth demo --out $(DEMO_OUT) --profile $(PROFILE)
 
 # CPU benchmarks: writes benchmarks/results/*.json and prints the tables of benchmarks/README.md.
 # The GPU table comes from `make gpu-check` on a GPU machine; where torch sees a GPU, this target

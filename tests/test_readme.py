@@ -340,3 +340,16 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
     finally:
         runner.stop()
     assert ran.count("polypsynth") >= 15 and "grpcurl" in ran and "accelerate" in ran
+
+
+def test_make_demo_has_a_quick_profile():
+    """`make demo PROFILE=quick`, as the README says, runs the quick profile into its own folder."""
+    assert "`make demo PROFILE=quick`" in README.read_text()
+    for extra, expected in (
+        ([], "polypsynth demo --out runs/demo --profile full"),
+        (["PROFILE=quick"], "polypsynth demo --out runs/demo-quick --profile quick"),
+    ):
+        recipe = subprocess.run(
+            ["make", "-n", "-C", str(ROOT), "demo", *extra], capture_output=True, text=True
+        )
+        assert recipe.returncode == 0 and expected in recipe.stdout, recipe.stdout + recipe.stderr

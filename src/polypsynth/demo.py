@@ -46,7 +46,7 @@ class Profile:
 
 
 PROFILES = {
-    # Run by the test suite: every step for real, sized to end in under 4 minutes on 2 cores.
+    # Run by the test suite: every step for real, at toy size; about 1.5 minutes on 2 cores (README).
     "quick": Profile(
         phantom={"size": 64, "stage1": 160, "train": 90, "test": 45, "unlabelled": 30},
         autoencoder_steps=40,
@@ -148,10 +148,12 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     # 3. Export every finetune checkpoint, then sample each class through the gRPC service.
     t = time.perf_counter()
     _step(f"3/5 export {len(checkpoints)} checkpoints and sample over gRPC")
+    from tqdm import tqdm
+
     from polypsynth.export.bundle import export_bundle
 
     bundles = {}
-    for ckpt in checkpoints:
+    for ckpt in tqdm(checkpoints, desc="export", unit="checkpoint"):
         bundle = out / "bundles" / ckpt.name
         if not (bundle / "manifest.json").is_file():
             export_bundle(ckpt, bundle, overwrite=True)
@@ -193,7 +195,10 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
         pools = {
             f"phantom {sub}": [r.path for r in load_phantom(phantom, sub)] for sub in ("stage1", "unlabelled")
         }
-        evaluate_to_report(real, out / "samples", options, report, recon, pools, overwrite=True)
+        sources = {"real": str(phantom), "reconstructions": str(out / "reconstructions")}
+        evaluate_to_report(
+            real, out / "samples", options, report, recon, pools, overwrite=True, sources=sources
+        )
     results = json.loads((report / "results.json").read_text())
     timings["evaluate"] = time.perf_counter() - t
 

@@ -61,6 +61,10 @@ def test_quick_demo_end_to_end(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Normal output: polypsynth's own progress (a counter over checkpoints and classifier runs),
+    # no third-party warnings or per-model loading bars between them.
+    assert "Warning" not in result.stderr and "Loading weights" not in result.stderr, result.stderr[-3000:]
+    assert "export: 100%" in result.stderr and "classifier 7 of 7" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["lines"]) == 6 and summary["lines"][0].startswith("report: ")
     for line in summary["lines"]:

@@ -1,11 +1,18 @@
+import base64
+import io
 import json
+import re
 import shutil
+import subprocess
+import sys
 
+import html5lib
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from polypsynth import __version__
 from polypsynth.cli import main
 from polypsynth.errors import EvalError
 from polypsynth.evaluate import features as features_mod
@@ -74,9 +81,16 @@ def test_end_to_end_report(eval_data, tmp_path):
     identity = tmp_path / "identity"
     for c in ("AD", "NON_AD"):
         shutil.copytree(eval_data / "real" / "classif" / "test" / c, identity / c)
-    result = CliRunner().invoke(main, _args(eval_data, out, "--reconstructions", str(identity)))
-    assert result.exit_code == 0, result.output
-    assert "the rule the study warns against, would pick step-00" in result.output
+    # As a user runs it: a fresh interpreter with Python's default warning filters (pytest's hide
+    # FutureWarnings), so a third-party warning in the output fails here.
+    result = subprocess.run(
+        [sys.executable, "-m", "polypsynth.cli", *_args(eval_data, out, "--reconstructions", str(identity))],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the rule the study warns against, would pick step-00" in result.stdout
+    assert "Warning" not in result.stderr and "warn(" not in result.stderr, result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
         ".polypsynth",
         "fidelity_augmentation.png",
@@ -168,11 +182,46 @@ def test_end_to_end_report(eval_data, tmp_path):
     assert "held-out positive control 12+10" in md and "It is not a clinical validation." in md
     assert "| real test images after the autoencoder | 1.00 of 10 |" in md
     assert "ceiling" not in md
+    # The header: what made the report, when, from which inputs, with every set's image counts.
+    header = md.splitlines()[2]
+    assert re.fullmatch(
+        rf"polypsynth {re.escape(__version__)}, \d{{4}}-\d\d-\d\d \d\d:\d\d UTC: real data "
+        rf"{re.escape(str(eval_data / 'real'))} against synthetic images {re.escape(str(eval_data / 'samples'))}\.",
+        header,
+    ), header
+    assert results["provenance"]["reconstructions"] == str(identity)
+    for ck in results["checkpoints"]:
+        n = ck["images"]
+        row = f"| synthetic {ck['name']} | {eval_data / 'samples'}/{ck['name']} | {n['AD']} AD + {n['NON_AD']} NON_AD |"
+        assert row in md
+    assert "| held-out real (positive control) | taken from the train split | 12 AD + 10 NON_AD |" in md
     page = (out / "index.html").read_text()
+    check_page(page, sections=len(SECTIONS) + 1)  # Table 2 once per feature space
     assert page.count("data:image/png;base64,") == 4 and "<h2>Table 1" in page
-    assert "- " not in page.split("<body>")[1].replace(" - ", "")  # no Markdown bullets in the HTML
     for png in ("kid_curves.png", "tsne_grid.png", "samples_grid.png"):
         assert Image.open(out / png).size[0] > 300
+
+
+def check_page(page: str, sections: int) -> None:
+    """The report page as a browser reads it: parsed by html5lib (the WHATWG parsing algorithm
+    browsers implement) in strict mode, which raises on any parse error, then its structure: one
+    title, every section a heading, every table regular, every image a PNG with its alt text, and
+    no Markdown left in the text."""
+    doc = html5lib.HTMLParser(strict=True, namespaceHTMLElements=False).parse(page)
+    assert [h.text for h in doc.iter("h1")] == ["polypsynth evaluation report"]
+    assert len(doc.findall(".//h2")) == sections
+    assert doc.find(".//p[@class='header']").text.startswith("polypsynth ")
+    for table in doc.iter("table"):
+        width = len(table.findall("./thead/tr/th"))
+        assert width >= 2 and all(len(tr.findall("td")) == width for tr in table.findall("./tbody/tr"))
+    images = list(doc.iter("img"))
+    assert images and all(img.get("alt") for img in images)
+    for img in images:
+        kind, data = img.get("src").split(",", 1)
+        assert kind == "data:image/png;base64"
+        assert Image.open(io.BytesIO(base64.b64decode(data))).format == "PNG"
+    text = " ".join(doc.find("body").itertext())
+    assert not re.search(r"(^|\n)\s*- |\*\*|^#|\]\(", text, re.M)  # no bullets, bold, headings, links
 
 
 def test_inception_features_are_2048_d_and_cached(eval_data, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 
 import click
 
@@ -79,3 +80,6 @@ set_option = click.option(
 def main() -> None:
     """Synthetic AD / NON_AD colonoscopy polyp images from a fine-tuned latent diffusion model,
     and the clinical evaluation that says whether they help."""
+    # transformers and huggingface_hub draw a bar for every model they load or save ("Loading
+    # weights", "Writing model shards"), between polypsynth's own; read at their import, later.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -210,7 +210,14 @@ def evaluate_command(
     real_set = load_real_set(real, real_kind)
     recon = reconstruction_set(reconstructions) if reconstructions else None
     results = evaluate_to_report(
-        real_set, synthetic, options, out, recon, pool_images(list(train_pools)), overwrite=overwrite
+        real_set,
+        synthetic,
+        options,
+        out,
+        recon,
+        pool_images(list(train_pools)),
+        overwrite=overwrite,
+        sources={"real": real, "reconstructions": reconstructions},
     )
     click.echo(results["selection"]["verdict"])
     click.echo(f"report: {Path(out) / 'index.html'}")

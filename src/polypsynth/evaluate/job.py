@@ -3,8 +3,10 @@ samples folder, every number (run.evaluate), then the report folder (report.writ
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
+from polypsynth import __version__
 from polypsynth.data.records import list_images
 from polypsynth.evaluate.report import write_report
 from polypsynth.evaluate.run import EvalOptions, evaluate
@@ -32,10 +34,21 @@ def evaluate_to_report(
     reconstructions: dict[str, list[Path]] | None = None,
     train_pools: dict[str, list[Path]] | None = None,
     overwrite: bool = False,
+    sources: dict[str, str] | None = None,
 ) -> dict:
     """Evaluate every checkpoint under `synthetic` against `real` and write the report to `out`;
-    returns the results (also in out/results.json)."""
+    returns the results (also in out/results.json). `sources` names where the real data and the
+    reconstructions came from (paths as given), for the report's header."""
     checkpoints = synthetic_checkpoints(synthetic)
     results = evaluate(real, checkpoints, options, reconstructions=reconstructions, train_pools=train_pools)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    results["provenance"] = {
+        "polypsynth": __version__,
+        "date": stamp,
+        "real": (sources or {}).get("real", "given in code"),
+        "synthetic": str(synthetic),
+        "reconstructions": (sources or {}).get("reconstructions") if reconstructions else None,
+        "train_pools": list(train_pools or {}),
+    }
     write_report(results, checkpoints, Path(out), overwrite=overwrite)
     return results

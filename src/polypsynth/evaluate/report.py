@@ -181,6 +181,7 @@ FIDELITY_NOTE = (
 )
 SECTIONS = (
     "Verdict",
+    "Inputs",
     "Table 2",
     "KID curves",
     "t-SNE",
@@ -234,6 +235,63 @@ def inputs_text(results: dict) -> str:
     )
 
 
+def header_text(results: dict) -> str:
+    """The line under the title: what made the report, when, and from what."""
+    p = results.get("provenance")
+    if not p:
+        return "Written by polypsynth (inputs not recorded)."
+    return f"polypsynth {p['polypsynth']}, {p['date']}: real data {p['real']} against synthetic images {p['synthetic']}."
+
+
+def _counts(images: dict) -> str:
+    return " + ".join(f"{images[c]} {c}" for c in CLASSES)
+
+
+def inputs_rows(results: dict) -> list[list[str]]:
+    """Every input with its image counts, and the settings a reader needs to repeat the run."""
+    p = results.get("provenance", {})
+    opts, real = results["options"], results["real"]
+    rows = [["Input", "What", "Images"]]
+    rows.append(["real data, train split", str(p.get("real", "—")), _counts(real["train"])])
+    rows.append(["real data, test split", str(p.get("real", "—")), _counts(real["test"])])
+    rows.append(
+        [
+            "held-out real (positive control)",
+            "taken from the train split",
+            _counts(results["control"]["images"]),
+        ]
+    )
+    for ck in results["checkpoints"]:
+        rows.append(
+            [f"synthetic {ck['name']}", f"{p.get('synthetic', '—')}/{ck['name']}", _counts(ck["images"])]
+        )
+    recon = results.get("fidelity_reconstructed")
+    if recon:
+        rows.append(
+            [
+                "real test images after the autoencoder",
+                str(p.get("reconstructions") or "—"),
+                _counts(recon["images"]),
+            ]
+        )
+    for pool in p.get("train_pools", []):
+        rows.append(
+            ["training pool searched for copies", pool, str(results["leakage"]["pools"].get(pool, "—"))]
+        )
+    clf = opts["classifier"]
+    rows.append(
+        [
+            "settings",
+            f"resolution {results['resolution']} px; features {', '.join(opts['features'])}; classifier "
+            f"{results['selection'].get('gains_by', 'EfficientNet')}, {clf['image_size']} px, {clf['epochs']} epochs, "
+            f"{opts['classify_seeds']} seed(s), synthetic share {opts['synthetic_share']}; margin {opts['margin']}; "
+            f"seed {opts['seed']}; device {opts['device']}",
+            "",
+        ]
+    )
+    return rows
+
+
 Section = tuple[str, list[str], list[list[list[str]]], str | None]  # title, paragraphs, tables, plot
 
 
@@ -250,7 +308,8 @@ def _sections(results: dict) -> list[Section]:
         else "labelled split or control; not the --train-pool images: --no-pool-features",
     )
     sections: list[Section] = [
-        ("Verdict", [results["selection"]["verdict"], MEANING, inputs_text(results)], [], None)
+        ("Verdict", [results["selection"]["verdict"], MEANING], [], None),
+        ("Inputs", [inputs_text(results)], [inputs_rows(results)], None),
     ]
     for space in results["kid"]:
         sections.append(
@@ -278,8 +337,8 @@ def _sections(results: dict) -> list[Section]:
     return sections
 
 
-def _markdown(sections) -> str:
-    parts = ["# polypsynth evaluation report"]
+def _markdown(sections, header: str) -> str:
+    parts = ["# polypsynth evaluation report", header]
     for title, paragraphs, tables, plot in sections:
         body = [*paragraphs, *[_md_table(t) for t in tables]]
         if plot:
@@ -288,12 +347,13 @@ def _markdown(sections) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _html(sections, folder: Path) -> str:
+def _html(sections, folder: Path, header: str) -> str:
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>polypsynth evaluation</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:13px}"
         "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}.verdict{font-size:17px;background:#f4f4f4;padding:1em}</style></head><body>",
         "<h1>polypsynth evaluation report</h1>",
+        f"<p class='header'>{html.escape(header)}</p>",
     ]
     for title, paragraphs, tables, plot in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>")
@@ -316,6 +376,7 @@ def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) 
         plot_fidelity_and_augmentation(results, tmp / PLOTS["Class fidelity"])
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=float))
         sections = _sections(results)
-        (tmp / "report.md").write_text(_markdown(sections))
-        (tmp / "index.html").write_text(_html(sections, tmp))
+        header = header_text(results)
+        (tmp / "report.md").write_text(_markdown(sections, header))
+        (tmp / "index.html").write_text(_html(sections, tmp, header))
     return out

@@ -110,7 +110,11 @@ def plot_grid(maps: dict[str, TsneMap], path, separations: dict | None = None) -
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes.ravel()[0].legend(fontsize=7, loc="best", markerscale=1.5)
-    fig.tight_layout()
+        ax.set_xlabel("t-SNE 1 (no unit)", fontsize=7)
+        ax.set_ylabel("t-SNE 2 (no unit)", fontsize=7)
+    # One legend for every panel (same four groups, same colours), below them all.
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(GROUPS), fontsize=8, markerscale=1.5)
+    fig.tight_layout(rect=(0, 0.07 / rows, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
