@@ -2,7 +2,7 @@
 
 
 class PolypsynthError(Exception):
-    """Base class; the CLI prints these without a traceback and exits with status 2."""
+    """Base class; the CLI prints these as one line, without a traceback, and exits with status 1."""
 
 
 class ConfigError(PolypsynthError):

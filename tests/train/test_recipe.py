@@ -268,12 +268,15 @@ def test_frozen_prefix_that_matches_nothing(make_config, tmp_path):
         match=r"stage.finetune.freeze: prefix 'down_block.0' matches no U-Net parameter; valid prefixes: conv_in, time_proj, time_embedding, down_blocks, down_blocks.0",
     ):
         train(cfg, tmp_path / "run", progress=False)
+    # Refused at the finetune stage: the pretrain checkpoint before it stays, to resume from.
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-000006"]
 
 
 def test_stage_without_data(make_config, tmp_path):
     cfg = load_config(make_config(stage__pretrain__data=[]))
     with pytest.raises(ConfigError, match="stage.pretrain.data is empty: the stage has nothing to train on"):
         train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before any checkpoint: the folder is taken back
     cfg = load_config(make_config())
     cfg.stage.pretrain.data[0].labels = ["AD"]  # stage-1 frames hold no AD
     with pytest.raises(PolypsynthError, match=r"holds no images of split=None labels=\['AD'\]"):

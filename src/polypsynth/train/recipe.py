@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from polypsynth.models import Components, build_tiny, load_components, load_pret
 from polypsynth.train.cache import build_latent_cache, encode_prompts
 from polypsynth.train.checkpoint import (
     TrainState,
+    list_checkpoints,
     load_training_state,
     read_state,
     resolve_resume,
@@ -104,10 +106,23 @@ def _fit_scaling_factor(vae, dataset, device, n: int = 256) -> float:
 def train(
     cfg: PolypsynthConfig, out: str | Path, resume: str | None = None, progress: bool = True
 ) -> dict[str, StageResult]:
-    """Run the recipe; returns per stage its losses and the checkpoints written."""
+    """Run the recipe; returns per stage its losses and the checkpoints written. A run refused or
+    failed before its first checkpoint takes back the --out folder it created."""
+    out = Path(out)
+    fresh = not out.exists()
+    try:
+        return _train(cfg, out, resume, progress)
+    except BaseException:
+        from accelerate import PartialState
+
+        if fresh and not list_checkpoints(out) and PartialState(cpu=on_cpu()).is_main_process:
+            shutil.rmtree(out, ignore_errors=True)  # run.json and empty logs: nothing to resume
+        raise
+
+
+def _train(cfg: PolypsynthConfig, out: Path, resume: str | None, progress: bool) -> dict[str, StageResult]:
     from accelerate import Accelerator
 
-    out = Path(out)
     prepare_out(out, cfg, resume)
     ckpt = resolve_resume(out, resume) if resume else None
     state = read_state(ckpt) if ckpt else None
