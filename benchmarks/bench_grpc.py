@@ -96,8 +96,9 @@ def main() -> None:
     from polypsynth.config import load_config
     from polypsynth.export.bundle import export_bundle
     from polypsynth.models import build_tiny, save_components
-    from polypsynth.sampling.loop import SamplingParams, sample_images
+    from polypsynth.sampling.loop import sample_images
     from polypsynth.sampling.model import open_model
+    from polypsynth.sampling.request import SamplingParams
     from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
     from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
     from polypsynth.serve.client import SamplerClient

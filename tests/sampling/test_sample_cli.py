@@ -5,9 +5,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from polypsynth.cli import main
-from polypsynth.sampling.loop import SamplingParams, sample_images
+from polypsynth.sampling.loop import sample_images
 from polypsynth.sampling.model import open_model
 from polypsynth.sampling.output import read_provenance
+from polypsynth.sampling.request import SamplingParams
 
 
 def test_sample_writes_images_with_provenance(tiny_bundle, tmp_path):
@@ -52,7 +53,7 @@ def test_sample_bad_input_is_reported(tiny_bundle, tmp_path):
     result = CliRunner().invoke(main, [*base, "--class", "SSL"])
     assert result.exit_code == 1 and "unknown class 'SSL'; the model's classes: AD, NON_AD" in result.output
     result = CliRunner().invoke(main, [*base, "--class", "AD", "--guidance", "-2"])
-    assert result.exit_code == 1 and "guidance must be a finite number >= 0, got -2.0" in result.output
+    assert result.exit_code == 1 and "guidance: must be a finite number >= 0, got -2.0" in result.output
     assert not (tmp_path / "s" / "AD").exists()
 
 

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from polypsynth.errors import SamplingError
 from polypsynth.sampling.conditioning import Conditioning
-from polypsynth.sampling.loop import SamplingParams, sample_batch, sample_images
+from polypsynth.sampling.loop import sample_batch, sample_images
 from polypsynth.sampling.model import open_model
-from polypsynth.sampling.schedulers import SCHEDULERS, SamplingError
+from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.schedulers import SCHEDULERS
 from polypsynth.sampling.seeds import initial_noise
 
 # Tolerance between backends and batch packings: float32 kernels differ in the last bits, which can
@@ -97,23 +99,23 @@ def test_same_request_same_images(ort_model):
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        (SamplingParams("SSL", 1), r"unknown class 'SSL'; the model's classes: AD, NON_AD"),
-        (SamplingParams("AD", 0), "count must be between 1 and 100000, got 0"),
-        (SamplingParams("AD", 100_001), "count must be between 1 and 100000, got 100001"),
-        (SamplingParams("AD", 1, steps=0), "steps must be between 1 and 500, got 0"),
-        (SamplingParams("AD", 1, steps=501), "steps must be between 1 and 500, got 501"),
+        (SamplingParams("SSL", 1), r"class_name: unknown class 'SSL'; the model's classes: AD, NON_AD"),
+        (SamplingParams("AD", 0), "count: must be between 1 and 100000, got 0"),
+        (SamplingParams("AD", 100_001), "count: must be between 1 and 100000, got 100001"),
+        (SamplingParams("AD", 1, steps=0), "steps: must be between 1 and 500, got 0"),
+        (SamplingParams("AD", 1, steps=501), "steps: must be between 1 and 500, got 501"),
         (
             SamplingParams("AD", 2, seed=2**64 - 1),
             re.escape(
-                "image i uses seed + i, so seed + count - 1 must be at most 18446744073709551615 (torch "
+                "seed: image i uses seed + i, so seed + count - 1 must be at most 18446744073709551615 (torch "
                 "generators); got seed 18446744073709551615 with count 2"
             ),
         ),
-        (SamplingParams("AD", 1, guidance=-1.0), "guidance must be a finite number >= 0, got -1.0"),
-        (SamplingParams("AD", 1, guidance=math.nan), "guidance must be a finite number >= 0, got nan"),
+        (SamplingParams("AD", 1, guidance=-1.0), "guidance: must be a finite number >= 0, got -1.0"),
+        (SamplingParams("AD", 1, guidance=math.nan), "guidance: must be a finite number >= 0, got nan"),
         (
             SamplingParams("AD", 1, scheduler="lms"),
-            "unknown scheduler 'lms'; valid schedulers: ddim, dpm\\+\\+, euler, pndm",
+            "scheduler: unknown scheduler 'lms'; valid schedulers: ddim, dpm\\+\\+, euler, pndm",
         ),
     ],
 )
@@ -169,7 +171,7 @@ def test_every_scheduler_runs_the_largest_step_count_allowed(tiny_bundle, schedu
 
     import torch
 
-    from polypsynth.sampling.loop import MAX_STEPS
+    from polypsynth.sampling.request import MAX_STEPS
     from polypsynth.sampling.schedulers import make_scheduler
 
     config = json.loads((tiny_bundle / "manifest.json").read_text())["scheduler_config"]

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from polypsynth.sampling.request import SamplingParams
 from polypsynth.serve.batcher import Batcher, Job, QueueFull
 
 WAIT = 30  # seconds; only reached when something is broken
@@ -37,7 +38,7 @@ class FakeSampler:
 
 
 def job(count, seed=0, cls="AD", steps=2):
-    return Job(cls, count, seed, steps, 3.0, "dpm++")
+    return Job(SamplingParams(cls, count, seed, steps, 3.0, "dpm++"))
 
 
 def drain(j):

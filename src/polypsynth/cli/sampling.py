@@ -132,15 +132,16 @@ def backend_flags(fn):
 @click.option("--class", "class_name", required=True, help="Class to generate, e.g. AD or NON_AD.")
 @click.option("--count", default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Image i uses seed + i.")
-@click.option("--steps", default=25, show_default=True)
+@click.option("--steps", type=int, help="Denoising steps. Default: the model's (25 unless its bundle says).")
 @click.option(
     "--guidance",
-    default=3.0,
-    show_default=True,
-    help="Classifier-free guidance scale: higher shows the class more strongly and varies less; the demo "
-    "uses 7.5, Stable Diffusion's own default (README: sampling).",
+    type=float,
+    help="Classifier-free guidance scale; higher shows the class more strongly and varies less. Default: "
+    "the model's (3.0 unless its bundle says; the demo uses 7.5, Stable Diffusion's own; README: sampling).",
 )
-@click.option("--scheduler", default="dpm++", show_default=True, help="ddim, dpm++, euler or pndm.")
+@click.option(
+    "--scheduler", help="ddim, dpm++, euler or pndm. Default: the model's (dpm++ unless its bundle says)."
+)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<class>/.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT/<class>/ folder.")
@@ -164,12 +165,16 @@ def sample_command(
 
     from tqdm import tqdm
 
+    from polypsynth.atomic import prepare_target
     from polypsynth.sampling.generate import sample_to_folder
-    from polypsynth.sampling.loop import SamplingParams
+    from polypsynth.sampling.model import open_model
+    from polypsynth.sampling.request import SamplingParams
 
-    params = SamplingParams(class_name, count, seed, steps, guidance, scheduler)
+    prepare_target(Path(out) / class_name, overwrite, "sample folder")  # before loading the model
+    model = open_model(model_path, backend, **backend_options)
+    params = SamplingParams.with_defaults(model.defaults, class_name, count, seed, steps, guidance, scheduler)
     with tqdm(total=count, desc=f"sample {class_name}", unit="img") as bar:
         folder = sample_to_folder(
-            model_path, backend, params, Path(out), batch_size, overwrite, bar.update, **backend_options
+            model_path, backend, params, Path(out), batch_size, overwrite, bar.update, model=model
         )
     click.echo(f"wrote {count} images to {folder}")

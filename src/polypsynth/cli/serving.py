@@ -191,7 +191,7 @@ def generate_command(
     from tqdm import tqdm
 
     from polypsynth.atomic import check_writable
-    from polypsynth.sampling.loop import MAX_SEED
+    from polypsynth.sampling.request import MAX_SEED
     from polypsynth.serve.client import SamplerClient
     from polypsynth.serve.server import read_token
     from polypsynth.serve.to_folder import write_folder

@@ -14,6 +14,7 @@ from polypsynth.bundle_format import MANIFEST_VERSION, checkpoint_hash, file_sha
 from polypsynth.export.onnx import ExportError, export_onnx, parity, trace_device
 from polypsynth.export.ort_optimize import NEEDS_PROVIDER, OPTIMIZE, optimize_for_cuda
 from polypsynth.export.spec import UNetExport, VaeDecoderExport, unet_spec, vae_decoder_spec
+from polypsynth.sampling.request import Defaults
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max relative error of ONNX Runtime against PyTorch fp32
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -48,6 +49,7 @@ def export_bundle(
     overwrite: bool = False,
     tolerance: float | None = None,
     optimize: str | None = None,
+    defaults: Defaults | None = None,
 ) -> dict:
     """Export a checkpoint folder into a bundle (atomically); returns the manifest. `optimize`:
     "cuda" rewrites both graphs with ONNX Runtime's transformer optimizer (ort_optimize.py; the
@@ -110,6 +112,7 @@ def export_bundle(
                 k: v for k, v in components.scheduler.config.items() if not k.startswith("_")
             },
             "classes": conditioning.prompts,
+            "defaults": (defaults or Defaults()).to_dict(),  # what a request leaves out (GetModel)
             "text_shape": [int(tokens), int(dim)],
             "dtype": dtype,
             "opset": opset,

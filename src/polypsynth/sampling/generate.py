@@ -6,9 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from polypsynth.atomic import atomic_dir, prepare_target
-from polypsynth.sampling.loop import SamplingParams, image_batches
+from polypsynth.sampling.loop import image_batches
 from polypsynth.sampling.model import open_model
 from polypsynth.sampling.output import ImageFolderWriter, Provenance
+from polypsynth.sampling.request import SamplingParams
 
 
 def provenance_of(model, params: SamplingParams) -> Provenance:

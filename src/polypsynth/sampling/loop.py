@@ -3,58 +3,15 @@ denoiser). A backend only provides `denoise(latents, timesteps, context)` and `d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from polypsynth.sampling.schedulers import SCHEDULERS, SamplingError, make_scheduler
+from polypsynth.errors import SamplingError
+from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.schedulers import make_scheduler
 from polypsynth.sampling.seeds import image_seeds, initial_noise
-
-MAX_COUNT = 100_000
-MAX_SEED = 2**64 - 1  # torch generators take seeds up to 2**64 - 1
-# At the model's 1000 training timesteps diffusers' DDIM, DPM-Solver++ and PNDM index past their
-# tables, and DPM-Solver++ turns NaN at 999: the limit keeps well clear of both (every scheduler
-# here converges in 20-100 steps; tested at the limit).
-MAX_STEPS = 500
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    class_name: str
-    count: int
-    seed: int = 0
-    steps: int = 25
-    guidance: float = 3.0
-    scheduler: str = "dpm++"
-
-    def validate(self, classes: Sequence[str], max_count: int = MAX_COUNT) -> SamplingParams:
-        if self.class_name not in classes:
-            raise SamplingError(
-                f"unknown class {self.class_name!r}; the model's classes: {', '.join(classes)}"
-            )
-        if not 0 < self.count <= max_count:
-            raise SamplingError(f"count must be between 1 and {max_count}, got {self.count}")
-        if not 0 < self.steps <= MAX_STEPS:
-            raise SamplingError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
-        if not (
-            isinstance(self.guidance, int | float) and math.isfinite(self.guidance) and self.guidance >= 0
-        ):
-            raise SamplingError(f"guidance must be a finite number >= 0, got {self.guidance}")
-        if self.scheduler not in SCHEDULERS:
-            raise SamplingError(
-                f"unknown scheduler {self.scheduler!r}; valid schedulers: {', '.join(SCHEDULERS)}"
-            )
-        if self.seed < 0:
-            raise SamplingError(f"seed must be >= 0, got {self.seed}")
-        if self.seed + self.count - 1 > MAX_SEED:
-            raise SamplingError(
-                f"image i uses seed + i, so seed + count - 1 must be at most {MAX_SEED} (torch generators); "
-                f"got seed {self.seed} with count {self.count}"
-            )
-        return self
 
 
 def to_uint8_images(decoded: torch.Tensor) -> np.ndarray:

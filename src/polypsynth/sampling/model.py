@@ -13,6 +13,7 @@ from polypsynth.backends.protocol import Backend
 from polypsynth.bundle_format import checkpoint_hash, file_sha256, is_bundle, load_manifest  # noqa: F401  (file_sha256 re-exported)
 from polypsynth.errors import SamplingError
 from polypsynth.sampling.conditioning import Conditioning, compute_conditioning
+from polypsynth.sampling.request import Defaults
 
 
 @dataclass
@@ -25,6 +26,7 @@ class SamplerModel:
     model_hash: str
     resolution: int
     source: Path
+    defaults: Defaults = Defaults()  # the bundle's recorded defaults, else the request's own
 
     @property
     def classes(self) -> list[str]:
@@ -56,6 +58,7 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
             manifest["source_hash"],
             manifest["resolution"],
             path,
+            Defaults.from_manifest(manifest),
         )
     from polypsynth.models.loading import missing_files
 

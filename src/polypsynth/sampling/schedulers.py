@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from polypsynth.errors import SamplingError
 
-__all__ = ["SCHEDULERS", "SamplingError", "make_scheduler"]  # SamplingError: re-exported for old imports
-
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "dpm++": "DPMSolverMultistepScheduler",

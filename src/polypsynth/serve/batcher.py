@@ -33,6 +33,7 @@ from typing import Any
 
 from polypsynth.errors import PolypsynthError
 from polypsynth.sampling.loop import sample_batch
+from polypsynth.sampling.request import SamplingParams
 
 log = logging.getLogger("polypsynth.serve")
 _DONE = object()
@@ -44,14 +45,10 @@ class QueueFull(PolypsynthError):
 
 @dataclass(eq=False)
 class Job:
-    """One request's images, consumed by the batcher; results arrive through `stream()`."""
+    """One request (validated, its seed that of the first image it streams) and its scheduling
+    state in the batcher; results arrive through `stream()`."""
 
-    class_name: str
-    count: int
-    seed: int
-    steps: int
-    guidance: float
-    scheduler: str
+    params: SamplingParams
     next_index: int = 0  # images taken into batches so far
     consumed: int = 0  # images handed to the stream so far
     window: int = 0  # most images taken and not yet received (set by the batcher)
@@ -64,8 +61,21 @@ class Job:
     on_consumed: Callable[[], None] = lambda: None
 
     @property
+    def count(self) -> int:
+        return self.params.count
+
+    @property
+    def seed(self) -> int:
+        return self.params.seed
+
+    @property
+    def class_name(self) -> str:
+        return self.params.class_name
+
+    @property
     def key(self) -> tuple:
-        return (self.steps, float(self.guidance), self.scheduler)
+        """Requests with the same key share batches (classes may mix)."""
+        return (self.params.steps, float(self.params.guidance), self.params.scheduler)
 
     @property
     def pending(self) -> int:
@@ -279,9 +289,7 @@ class Batcher:
                 self.model,
                 seeds,
                 [job.class_name for job, _ in items],
-                job0.steps,
-                job0.guidance,
-                job0.scheduler,
+                *job0.key,
             )
 
         try:

@@ -184,6 +184,18 @@ class SamplerClient:
         return np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"))
 
     @staticmethod
+    def provenance_of(image: pb.GeneratedImage) -> Provenance:
+        """The settings the server drew this image with, as it reports them."""
+        return Provenance(
+            image.model_hash,
+            image.class_name,
+            image.scheduler,
+            image.steps,
+            image.guidance_scale,
+            image.backend,
+        )
+
+    @staticmethod
     def provenance_from(info: pb.ModelInfo, class_name: str, steps, guidance, scheduler: str) -> Provenance:
         """What the server will use for this request: the values given, else the model's defaults."""
         return Provenance(
@@ -191,6 +203,6 @@ class SamplerClient:
             class_name,
             scheduler or info.defaults.scheduler,
             steps if steps is not None else info.defaults.steps,
-            float(guidance if guidance is not None else np.float32(info.defaults.guidance_scale)),
+            float(guidance if guidance is not None else info.defaults.guidance_scale),
             info.backend,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
@@ -11,9 +10,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from polypsynth.sampling.loop import MAX_SEED, MAX_STEPS
 from polypsynth.sampling.model import SamplerModel
 from polypsynth.sampling.output import Provenance, encode_png
+from polypsynth.sampling.request import MAX_SEED, MAX_STEPS, RequestError, SamplingParams
 from polypsynth.sampling.schedulers import SCHEDULERS
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
@@ -23,6 +22,7 @@ from polypsynth.serve.metrics import ServiceMetrics
 log = logging.getLogger("polypsynth.serve")
 MAX_INDEX = 2**32 - 1  # GeneratedImage.index is uint32
 MAX_REQUEST_ID = 128
+PROTO_FIELDS = {"guidance": "guidance_scale"}  # SamplingParams field -> GenerateRequest field
 
 
 @dataclass
@@ -31,9 +31,6 @@ class ServedModel:
     model: SamplerModel
     batcher: Batcher
     max_count: int = 10_000
-    default_steps: int = 25
-    default_guidance: float = 3.0
-    default_scheduler: str = "dpm++"
 
     def info(self) -> pb.ModelInfo:
         return pb.ModelInfo(
@@ -43,9 +40,9 @@ class ServedModel:
             backend=self.model.backend_name,
             model_hash=self.model.model_hash,
             defaults=pb.Defaults(
-                steps=self.default_steps,
-                guidance_scale=self.default_guidance,
-                scheduler=self.default_scheduler,
+                steps=self.model.defaults.steps,
+                guidance_scale=self.model.defaults.guidance,
+                scheduler=self.model.defaults.scheduler,
             ),
             limits=pb.Limits(
                 max_count=self.max_count,
@@ -77,35 +74,20 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
         return self._model(request.name, context).info()
 
     def _validate(self, request, served: ServedModel, abort) -> Job:
+        """The request as SamplingParams (validated once, there), plus what only the wire has."""
+
         def bad(field, message):
             abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}")
 
-        classes = served.model.classes
-        if request.class_name not in classes:
-            bad(
-                "class_name",
-                f"unknown class {request.class_name!r}; the model's classes: {', '.join(classes)}",
-            )
-        if not 0 < request.count <= served.max_count:
-            bad("count", f"must be between 1 and {served.max_count}, got {request.count}")
         last = request.first_index + request.count - 1
-        if last > MAX_INDEX:
+        if request.count and last > MAX_INDEX:
             bad("first_index", f"first_index + count - 1 must be at most {MAX_INDEX}, got {last}")
-        if request.seed + last > MAX_SEED:
+        if request.count and request.seed + last > MAX_SEED:
             bad(
                 "seed",
                 f"image i uses seed + i, so seed + first_index + count - 1 must be at most {MAX_SEED}; "
                 f"got seed {request.seed} with first_index {request.first_index} and count {request.count}",
             )
-        steps = request.steps if request.HasField("steps") else served.default_steps
-        if not 0 < steps <= MAX_STEPS:
-            bad("steps", f"must be between 1 and {MAX_STEPS}, got {steps}")
-        guidance = request.guidance_scale if request.HasField("guidance_scale") else served.default_guidance
-        if not math.isfinite(guidance) or guidance < 0:
-            bad("guidance_scale", f"must be a finite number >= 0, got {guidance}")
-        scheduler = request.scheduler or served.default_scheduler
-        if scheduler not in SCHEDULERS:
-            bad("scheduler", f"unknown scheduler {scheduler!r}; valid schedulers: {', '.join(SCHEDULERS)}")
         if request.encoding not in (pb.ENCODING_UNSPECIFIED, pb.ENCODING_PNG, pb.ENCODING_RGB8):
             bad("encoding", f"unknown encoding {request.encoding}; valid: ENCODING_PNG, ENCODING_RGB8")
         if len(request.request_id) > MAX_REQUEST_ID or not request.request_id.isprintable():
@@ -114,8 +96,20 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
                 f"must be at most {MAX_REQUEST_ID} printable characters, got {len(request.request_id)}",
             )
         # The batcher sees images 0 .. count-1 seeded from the request's first image on.
-        seed = request.seed + request.first_index
-        return Job(request.class_name, request.count, seed, steps, float(guidance), scheduler)
+        params = SamplingParams.with_defaults(
+            served.model.defaults,
+            request.class_name,
+            request.count,
+            request.seed + request.first_index,
+            request.steps if request.HasField("steps") else None,
+            request.guidance_scale if request.HasField("guidance_scale") else None,
+            request.scheduler,
+        )
+        try:
+            params.validate(served.model.classes, served.max_count)
+        except RequestError as exc:
+            bad(PROTO_FIELDS.get(exc.field, exc.field), exc.message)
+        return Job(params)
 
     def Generate(self, request, context):
         yield from self._generate(request, context)
@@ -167,12 +161,13 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
                     target=self._read_credits, args=(credits, job, served), name="credits", daemon=True
                 ).start()
             encoding = pb.ENCODING_RGB8 if request.encoding == pb.ENCODING_RGB8 else pb.ENCODING_PNG
+            params = job.params
             provenance = Provenance(
                 served.model.model_hash,
-                job.class_name,
-                job.scheduler,
-                job.steps,
-                job.guidance,
+                params.class_name,
+                params.scheduler,
+                params.steps,
+                params.guidance,
                 served.model.backend_name,
             )
             try:
@@ -194,6 +189,10 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
                         data=data,
                         model_hash=served.model.model_hash,
                         request_id=request_id,
+                        steps=params.steps,
+                        guidance_scale=params.guidance,
+                        scheduler=params.scheduler,
+                        backend=served.model.backend_name,
                     )
                     sent += 1
             except QueueFull as exc:  # the server stopped under the request

@@ -203,10 +203,14 @@ def _pull(
     gave_up: dict[str, str] = {}
 
     def deliver(image) -> None:
-        if image.model_hash != provenance.model_hash:
-            raise PolypsynthError(
-                f"server answered with model {image.model_hash}, expected {provenance.model_hash}"
+        drawn = SamplerClient.provenance_of(image)
+        if drawn != provenance:  # the folder's samples.jsonl records `provenance` for every image
+            differ = ", ".join(
+                f"{k} {getattr(drawn, k)!r} (expected {getattr(provenance, k)!r})"
+                for k in vars(provenance)
+                if getattr(drawn, k) != getattr(provenance, k)
             )
+            raise PolypsynthError(f"server answered image {image.index} with {differ}")
         with lock:
             written = target.write(image.index, image.seed, image.data)
         if written and progress:

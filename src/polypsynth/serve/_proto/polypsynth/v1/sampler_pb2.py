@@ -24,33 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpolypsynth/v1/sampler.proto\x12\rpolypsynth.v1\"\x86\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x12\n\x05steps\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\tscheduler\x18\x07 \x01(\t\x12)\n\x08\x65ncoding\x18\x08 \x01(\x0e\x32\x17.polypsynth.v1.Encoding\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x13\n\x0b\x66irst_index\x18\n \x01(\rB\x08\n\x06_stepsB\x11\n\x0f_guidance_scale\"_\n\x0eGenerateCredit\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32\x1e.polypsynth.v1.GenerateRequestH\x00\x12\x12\n\x08received\x18\x02 \x01(\rH\x00\x42\x06\n\x04kind\"\xc1\x01\n\x0eGeneratedImage\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12)\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x17.polypsynth.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x12\n\nmodel_hash\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.polypsynth.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x08\x44\x65\x66\x61ults\x12\r\n\x05steps\x18\x01 \x01(\r\x12\x16\n\x0eguidance_scale\x18\x02 \x01(\x02\x12\x11\n\tscheduler\x18\x03 \x01(\t\"s\n\x06Limits\x12\x11\n\tmax_count\x18\x01 \x01(\r\x12\x11\n\tmax_steps\x18\x02 \x01(\r\x12\x11\n\tmax_batch\x18\x03 \x01(\r\x12\x19\n\x11max_queued_images\x18\x04 \x01(\r\x12\x15\n\rstream_window\x18\x05 \x01(\r\"\xc9\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x02 \x03(\t\x12\x12\n\nresolution\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x12\n\nmodel_hash\x18\x05 \x01(\t\x12)\n\x08\x64\x65\x66\x61ults\x18\x06 \x01(\x0b\x32\x17.polypsynth.v1.Defaults\x12%\n\x06limits\x18\x07 \x01(\x0b\x32\x15.polypsynth.v1.Limits\x12\x12\n\nschedulers\x18\x08 \x03(\t*I\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x45NCODING_PNG\x10\x01\x12\x11\n\rENCODING_RGB8\x10\x02\x32\xce\x02\n\x0eSamplerService\x12K\n\x08Generate\x12\x1e.polypsynth.v1.GenerateRequest\x1a\x1d.polypsynth.v1.GeneratedImage0\x01\x12V\n\x12GenerateWithCredit\x12\x1d.polypsynth.v1.GenerateCredit\x1a\x1d.polypsynth.v1.GeneratedImage(\x01\x30\x01\x12Q\n\nListModels\x12 .polypsynth.v1.ListModelsRequest\x1a!.polypsynth.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12\x1e.polypsynth.v1.GetModelRequest\x1a\x18.polypsynth.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpolypsynth/v1/sampler.proto\x12\rpolypsynth.v1\"\x8c\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x12\n\x05steps\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x11\n\tscheduler\x18\x07 \x01(\t\x12)\n\x08\x65ncoding\x18\x08 \x01(\x0e\x32\x17.polypsynth.v1.Encoding\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x13\n\x0b\x66irst_index\x18\n \x01(\r\x12\x1b\n\x0eguidance_scale\x18\x0b \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleJ\x04\x08\x06\x10\x07\"_\n\x0eGenerateCredit\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32\x1e.polypsynth.v1.GenerateRequestH\x00\x12\x12\n\x08received\x18\x02 \x01(\rH\x00\x42\x06\n\x04kind\"\x8c\x02\n\x0eGeneratedImage\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12)\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x17.polypsynth.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x12\n\nmodel_hash\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\r\n\x05steps\x18\n \x01(\r\x12\x16\n\x0eguidance_scale\x18\x0b \x01(\x01\x12\x11\n\tscheduler\x18\x0c \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\r \x01(\t\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.polypsynth.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x08\x44\x65\x66\x61ults\x12\r\n\x05steps\x18\x01 \x01(\r\x12\x11\n\tscheduler\x18\x03 \x01(\t\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x01J\x04\x08\x02\x10\x03\"s\n\x06Limits\x12\x11\n\tmax_count\x18\x01 \x01(\r\x12\x11\n\tmax_steps\x18\x02 \x01(\r\x12\x11\n\tmax_batch\x18\x03 \x01(\r\x12\x19\n\x11max_queued_images\x18\x04 \x01(\r\x12\x15\n\rstream_window\x18\x05 \x01(\r\"\xc9\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x02 \x03(\t\x12\x12\n\nresolution\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x12\n\nmodel_hash\x18\x05 \x01(\t\x12)\n\x08\x64\x65\x66\x61ults\x18\x06 \x01(\x0b\x32\x17.polypsynth.v1.Defaults\x12%\n\x06limits\x18\x07 \x01(\x0b\x32\x15.polypsynth.v1.Limits\x12\x12\n\nschedulers\x18\x08 \x03(\t*I\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x45NCODING_PNG\x10\x01\x12\x11\n\rENCODING_RGB8\x10\x02\x32\xce\x02\n\x0eSamplerService\x12K\n\x08Generate\x12\x1e.polypsynth.v1.GenerateRequest\x1a\x1d.polypsynth.v1.GeneratedImage0\x01\x12V\n\x12GenerateWithCredit\x12\x1d.polypsynth.v1.GenerateCredit\x1a\x1d.polypsynth.v1.GeneratedImage(\x01\x30\x01\x12Q\n\nListModels\x12 .polypsynth.v1.ListModelsRequest\x1a!.polypsynth.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12\x1e.polypsynth.v1.GetModelRequest\x1a\x18.polypsynth.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polypsynth.v1.sampler_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENCODING']._serialized_start=1113
-  _globals['_ENCODING']._serialized_end=1186
+  _globals['_ENCODING']._serialized_start=1200
+  _globals['_ENCODING']._serialized_end=1273
   _globals['_GENERATEREQUEST']._serialized_start=47
-  _globals['_GENERATEREQUEST']._serialized_end=309
-  _globals['_GENERATECREDIT']._serialized_start=311
-  _globals['_GENERATECREDIT']._serialized_end=406
-  _globals['_GENERATEDIMAGE']._serialized_start=409
-  _globals['_GENERATEDIMAGE']._serialized_end=602
-  _globals['_LISTMODELSREQUEST']._serialized_start=604
-  _globals['_LISTMODELSREQUEST']._serialized_end=623
-  _globals['_LISTMODELSRESPONSE']._serialized_start=625
-  _globals['_LISTMODELSRESPONSE']._serialized_end=687
-  _globals['_GETMODELREQUEST']._serialized_start=689
-  _globals['_GETMODELREQUEST']._serialized_end=720
-  _globals['_DEFAULTS']._serialized_start=722
-  _globals['_DEFAULTS']._serialized_end=790
-  _globals['_LIMITS']._serialized_start=792
-  _globals['_LIMITS']._serialized_end=907
-  _globals['_MODELINFO']._serialized_start=910
-  _globals['_MODELINFO']._serialized_end=1111
-  _globals['_SAMPLERSERVICE']._serialized_start=1189
-  _globals['_SAMPLERSERVICE']._serialized_end=1523
+  _globals['_GENERATEREQUEST']._serialized_end=315
+  _globals['_GENERATECREDIT']._serialized_start=317
+  _globals['_GENERATECREDIT']._serialized_end=412
+  _globals['_GENERATEDIMAGE']._serialized_start=415
+  _globals['_GENERATEDIMAGE']._serialized_end=683
+  _globals['_LISTMODELSREQUEST']._serialized_start=685
+  _globals['_LISTMODELSREQUEST']._serialized_end=704
+  _globals['_LISTMODELSRESPONSE']._serialized_start=706
+  _globals['_LISTMODELSRESPONSE']._serialized_end=768
+  _globals['_GETMODELREQUEST']._serialized_start=770
+  _globals['_GETMODELREQUEST']._serialized_end=801
+  _globals['_DEFAULTS']._serialized_start=803
+  _globals['_DEFAULTS']._serialized_end=877
+  _globals['_LIMITS']._serialized_start=879
+  _globals['_LIMITS']._serialized_end=994
+  _globals['_MODELINFO']._serialized_start=997
+  _globals['_MODELINFO']._serialized_end=1198
+  _globals['_SAMPLERSERVICE']._serialized_start=1276
+  _globals['_SAMPLERSERVICE']._serialized_end=1610
 # @@protoc_insertion_point(module_scope)

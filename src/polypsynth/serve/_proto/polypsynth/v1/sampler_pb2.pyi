@@ -17,28 +17,28 @@ ENCODING_PNG: Encoding
 ENCODING_RGB8: Encoding
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "class_name", "count", "seed", "steps", "guidance_scale", "scheduler", "encoding", "request_id", "first_index")
+    __slots__ = ("model", "class_name", "count", "seed", "steps", "scheduler", "encoding", "request_id", "first_index", "guidance_scale")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
-    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     model: str
     class_name: str
     count: int
     seed: int
     steps: int
-    guidance_scale: float
     scheduler: str
     encoding: Encoding
     request_id: str
     first_index: int
-    def __init__(self, model: _Optional[str] = ..., class_name: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., request_id: _Optional[str] = ..., first_index: _Optional[int] = ...) -> None: ...
+    guidance_scale: float
+    def __init__(self, model: _Optional[str] = ..., class_name: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., scheduler: _Optional[str] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., request_id: _Optional[str] = ..., first_index: _Optional[int] = ..., guidance_scale: _Optional[float] = ...) -> None: ...
 
 class GenerateCredit(_message.Message):
     __slots__ = ("request", "received")
@@ -49,7 +49,7 @@ class GenerateCredit(_message.Message):
     def __init__(self, request: _Optional[_Union[GenerateRequest, _Mapping]] = ..., received: _Optional[int] = ...) -> None: ...
 
 class GeneratedImage(_message.Message):
-    __slots__ = ("index", "seed", "class_name", "width", "height", "encoding", "data", "model_hash", "request_id")
+    __slots__ = ("index", "seed", "class_name", "width", "height", "encoding", "data", "model_hash", "request_id", "steps", "guidance_scale", "scheduler", "backend")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,10 @@ class GeneratedImage(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     index: int
     seed: int
     class_name: str
@@ -68,7 +72,11 @@ class GeneratedImage(_message.Message):
     data: bytes
     model_hash: str
     request_id: str
-    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., class_name: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., data: _Optional[bytes] = ..., model_hash: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    steps: int
+    guidance_scale: float
+    scheduler: str
+    backend: str
+    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., class_name: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., data: _Optional[bytes] = ..., model_hash: _Optional[str] = ..., request_id: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -87,14 +95,14 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class Defaults(_message.Message):
-    __slots__ = ("steps", "guidance_scale", "scheduler")
+    __slots__ = ("steps", "scheduler", "guidance_scale")
     STEPS_FIELD_NUMBER: _ClassVar[int]
-    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     steps: int
-    guidance_scale: float
     scheduler: str
-    def __init__(self, steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ...) -> None: ...
+    guidance_scale: float
+    def __init__(self, steps: _Optional[int] = ..., scheduler: _Optional[str] = ..., guidance_scale: _Optional[float] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_count", "max_steps", "max_batch", "max_queued_images", "stream_window")
