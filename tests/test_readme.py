@@ -278,6 +278,7 @@ class Runner:
             assert replies[0].status == 1  # SERVING
 
 
+@pytest.mark.slow
 def test_every_readme_command_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -20,8 +20,6 @@ import yaml
 
 from polypsynth.errors import ConfigError
 
-SOURCE_KINDS = ("phantom", "image_folder", "csv", "sun", "cvc_classif", "cvc_segment")
-
 
 @dataclass
 class DataSource:
@@ -271,14 +269,13 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue  # the next type may fit; none fitting is one error naming them all
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in args:

@@ -23,6 +23,25 @@ from pathlib import Path
 import click
 
 from polypsynth.atomic import MARKER, atomic_write_text
+from polypsynth.bundle_format import load_manifest
+from polypsynth.config import load_config
+from polypsynth.data.phantom import PhantomPlan, generate_phantom
+from polypsynth.data.records import CLASSES
+from polypsynth.data.sources import load_phantom
+from polypsynth.errors import PolypsynthError
+from polypsynth.evaluate.classify import ClassifierOptions
+from polypsynth.evaluate.job import evaluate_to_report
+from polypsynth.evaluate.reconstruct import write_reconstructions
+from polypsynth.evaluate.run import EvalOptions
+from polypsynth.evaluate.sets import real_data
+from polypsynth.evaluate.tables import experiments
+from polypsynth.evaluate.uncertainty import describe
+from polypsynth.export.bundle import export_bundle
+from polypsynth.serve.client import SamplerClient
+from polypsynth.serve.server import SamplerServer, ServerOptions
+from polypsynth.serve.to_folder import write_folder
+from polypsynth.train.checkpoint import list_checkpoints, read_state
+from polypsynth.train.recipe import train
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "phantom-tiny.yaml"  # package data: works from a wheel
 
@@ -86,7 +105,6 @@ def _step(name: str) -> None:
 
 
 def training_config(profile: Profile, phantom: Path, seed: int):
-    from polypsynth.config import load_config
 
     cfg = load_config(CONFIG)
     for stage in (cfg.stage.autoencoder, cfg.stage.pretrain, cfg.stage.finetune):
@@ -102,13 +120,11 @@ def training_config(profile: Profile, phantom: Path, seed: int):
 
 
 def finetune_checkpoints(train_dir: Path) -> list[Path]:
-    from polypsynth.train.checkpoint import list_checkpoints, read_state
 
     return [c for c in list_checkpoints(train_dir) if read_state(c).stage == "finetune"]
 
 
 def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, seed: int = 0) -> dict:
-    from polypsynth.errors import PolypsynthError
 
     if profile_name not in PROFILES:
         raise PolypsynthError(f"unknown profile {profile_name!r}; expected one of {', '.join(PROFILES)}")
@@ -125,8 +141,6 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     phantom = out / "phantom"
     _step("1/5 phantom data")
     if not (phantom / "manifest.csv").is_file():
-        from polypsynth.data.phantom import PhantomPlan, generate_phantom
-
         generate_phantom(phantom, seed=seed, plan=PhantomPlan(**profile.phantom))
     timings["phantom"] = time.perf_counter() - t
 
@@ -136,9 +150,6 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     train_dir = out / "train"
     done = train_dir / "done.json"
     if not done.is_file():
-        from polypsynth.train.checkpoint import list_checkpoints
-        from polypsynth.train.recipe import train
-
         cfg = training_config(profile, phantom, seed)
         train(cfg, train_dir, resume="latest" if list_checkpoints(train_dir) else None)
         atomic_write_text(done, json.dumps({"finished": True}))
@@ -149,8 +160,6 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     t = time.perf_counter()
     _step(f"3/5 export {len(checkpoints)} checkpoints and sample over gRPC")
     from tqdm import tqdm
-
-    from polypsynth.export.bundle import export_bundle
 
     bundles = {}
     for ckpt in tqdm(checkpoints, desc="export", unit="checkpoint"):
@@ -166,13 +175,6 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     _step("4/5 evaluation: KID x4, t-SNE, class fidelity, augmented classification")
     report = out / "report"
     if not (report / "results.json").is_file():
-        from polypsynth.bundle_format import load_manifest
-        from polypsynth.data.sources import load_phantom
-        from polypsynth.evaluate.classify import ClassifierOptions
-        from polypsynth.evaluate.job import evaluate_to_report
-        from polypsynth.evaluate.run import EvalOptions
-        from polypsynth.evaluate.sets import real_data
-
         resolutions = {load_manifest(b, verify_hashes=False)["resolution"] for b in bundles.values()}
         options = EvalOptions(
             resolution=int(resolutions.pop()) if len(resolutions) == 1 else None,
@@ -185,7 +187,6 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
             # EfficientNet features would add about 100 s on 2 cores, over the demo's time budget.
             pool_features=False,
         )
-        from polypsynth.evaluate.reconstruct import write_reconstructions
 
         real = real_data(load_phantom(phantom, "classif"))
         # The VAE is trained in the autoencoder stage only: every checkpoint shares it.
@@ -214,11 +215,6 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
 def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile) -> None:
     """The path a user takes: a SamplerServer in this process, pulled by SamplerClient."""
     from tqdm import tqdm
-
-    from polypsynth.data.records import CLASSES
-    from polypsynth.serve.client import SamplerClient
-    from polypsynth.serve.server import SamplerServer, ServerOptions
-    from polypsynth.serve.to_folder import write_folder
 
     todo = [
         (name, c)
@@ -249,8 +245,6 @@ def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile)
 
 
 def summarise(results: dict, report: Path, seconds: float, timings: dict, profile: str) -> dict:
-    from polypsynth.evaluate.tables import experiments
-    from polypsynth.evaluate.uncertainty import describe
 
     sel = results["selection"]
     names = [c["name"] for c in results["checkpoints"]]

@@ -106,6 +106,7 @@ def _colour_texture_features(path):
     return np.concatenate([hist.ravel() / hist.sum(), extra])
 
 
+@pytest.mark.slow
 def test_classes_overlap_but_are_separable(tmp_path):
     """Logistic regression on simple colour/texture features lands in [0.70, 0.97] balanced accuracy:
     cues are real, yet a share of images is ambiguous, so augmentation effects stay measurable."""

@@ -8,9 +8,9 @@ import tracemalloc
 
 import pytest
 
-from polypsynth.sampling.generate import sample_to_folder
 from polypsynth.sampling.model import open_model
 from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.to_folder import sample_to_folder
 
 BATCH = 8
 IMAGE = 32 * 32 * 3

@@ -14,8 +14,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from polypsynth.sampling.generate import sample_to_folder
 from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.to_folder import sample_to_folder
 from polypsynth.serve.client import SamplerClient
 from polypsynth.serve.server import SamplerServer, ServerOptions
 from polypsynth.serve.to_folder import write_folder

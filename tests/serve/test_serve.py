@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from polypsynth.sampling.generate import sample_to_folder
 from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.to_folder import sample_to_folder
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve.client import SamplerClient
 from polypsynth.serve.server import SamplerServer, ServeError, ServerOptions

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from polypsynth.backends.onnxruntime_backend import OnnxRuntimeBackend
 from polypsynth.backends.protocol import Backend, Decoder, Denoiser
+from polypsynth.backends.tensorrt_backend import TensorRTBackend
+from polypsynth.backends.torch_backend import TorchBackend
 from polypsynth.errors import SamplingError
+from polypsynth.models import load_components
 
 __all__ = ["BACKENDS", "Backend", "Decoder", "Denoiser", "backend_options", "load_backend"]
 
@@ -52,9 +56,6 @@ def load_backend(name: str, path, manifest=None, **options) -> Backend:
 
 def _load(name: str, path, manifest=None, **options) -> Backend:
     if name == "torch":
-        from polypsynth.backends.torch_backend import TorchBackend
-        from polypsynth.models import load_components
-
         source = manifest.get("source_checkpoint") if manifest else None
         if not source or not Path(source).is_dir():
             raise SamplingError(
@@ -63,11 +64,7 @@ def _load(name: str, path, manifest=None, **options) -> Backend:
             )
         return TorchBackend(load_components(source), **options)
     if name == "onnxruntime":
-        from polypsynth.backends.onnxruntime_backend import OnnxRuntimeBackend
-
         return OnnxRuntimeBackend(path, manifest, **options)
     if name == "tensorrt":
-        from polypsynth.backends.tensorrt_backend import TensorRTBackend
-
         return TensorRTBackend(path, manifest, **options)
     raise SamplingError(f"unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}")

@@ -12,7 +12,6 @@ from polypsynth.errors import DataError
 AD, NON_AD, POLYP, NON_POLYP = "AD", "NON_AD", "polyp", "non_polyp"
 LABELS = (AD, NON_AD, POLYP, NON_POLYP)
 CLASSES = (AD, NON_AD)  # the pathologies the generator is conditioned on
-SPLITS = ("train", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MANIFEST_COLUMNS = ("path", "label", "split", "quality", "source", "seed")
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from polypsynth.bundle_format import file_sha256
 from polypsynth.data.dataset import open_rgb, square_transform
 from polypsynth.errors import EvalError
+from polypsynth.evaluate.backbone import build_backbone, lite0_weights_path, normalise
 
 # How an image becomes a square network input; part of every feature cache key.
 PREPROCESSING = "short side resized (bilinear, antialiased) then centre-cropped square"
@@ -175,7 +176,6 @@ class EfficientNetExtractor:
         return load_batch(paths, self.size, view)
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "cpu"):
-        from polypsynth.evaluate.backbone import build_backbone, lite0_weights_path
 
         self.model = build_backbone(2, str(weights) if weights else None).eval().to(device)
         self.device, self.dim = device, self.model.num_features
@@ -183,7 +183,6 @@ class EfficientNetExtractor:
 
     @torch.no_grad()
     def __call__(self, images01: torch.Tensor) -> torch.Tensor:
-        from polypsynth.evaluate.backbone import normalise
 
         x = normalise(self.model, images01.to(self.device))
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True).float().cpu()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from polypsynth import __version__
 from polypsynth.data.records import list_images
+from polypsynth.data.sources import load_csv_manifest
 from polypsynth.evaluate.report import write_report
 from polypsynth.evaluate.run import EvalOptions, evaluate
 from polypsynth.evaluate.sets import RealData, synthetic_checkpoints
@@ -16,7 +17,6 @@ from polypsynth.evaluate.sets import RealData, synthetic_checkpoints
 def pool_images(pools: list[str | Path]) -> dict[str, list[Path]]:
     """Images a model may have trained on, by pool: every image under a folder, or every row of a
     CSV manifest (no labels needed), for the leakage check."""
-    from polypsynth.data.sources import load_csv_manifest
 
     return {
         str(pool): [r.path for r in load_csv_manifest(Path(pool))]

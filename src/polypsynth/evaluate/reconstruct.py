@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from polypsynth.atomic import atomic_dir, prepare_target
 from polypsynth.evaluate.features import load_batch
-from polypsynth.models.loading import ModelLoadError, _has_weights, check_weights
+from polypsynth.models.loading import ModelLoadError, _has_weights, check_weights, meta_resolution
 from polypsynth.sampling.output import image_name
 
 
@@ -56,7 +56,6 @@ def reconstruct(
     """uint8 (N, R, R, 3): each image brought to the model's training resolution `size` (default:
     the VAE config's) as training does (short side resized, centre square; features.load_batch),
     encoded, decoded."""
-    from polypsynth.models.loading import meta_resolution
 
     size = size or meta_resolution(None, vae)
     vae = vae.to(device)
@@ -79,7 +78,6 @@ def write_reconstructions(
     progress: bool = True,
 ) -> dict[str, list[Path]]:
     """Reconstruct every class's images through the model's VAE into OUT (written atomically)."""
-    from polypsynth.models.loading import meta_resolution
 
     prepare_target(out, overwrite, "reconstruction folder")
     vae = load_vae(model)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polypsynth.data.inspect import FLIPS
+from polypsynth.data.inspect import FLIPS, hash_flips, leakage
 from polypsynth.data.records import CLASSES
 from polypsynth.errors import EvalError
 from polypsynth.evaluate import (
@@ -228,7 +228,6 @@ def _leakage(
     """Test images that are near-duplicates of a training image: within `max_hash_distance` bits
     (perceptual hash, as `data inspect` finds them: re-encoded, resized, mirrored) or within
     `max_pixel_distance` in pixel space (also crops down to 80%). One entry per (test, pool image)."""
-    from polypsynth.data.inspect import hash_flips, leakage
 
     searched = _pools(real, pools)
     test = _paths(real.test)

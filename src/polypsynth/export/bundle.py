@@ -9,11 +9,18 @@ from pathlib import Path
 
 import torch
 
+from polypsynth import __version__
 from polypsynth.atomic import atomic_dir, prepare_target
-from polypsynth.bundle_format import MANIFEST_VERSION, checkpoint_hash, file_sha256, load_manifest  # noqa: F401  (re-exported)
+from polypsynth.backends.onnxruntime_backend import import_onnxruntime
+from polypsynth.bundle_format import MANIFEST_VERSION, checkpoint_hash, file_sha256
 from polypsynth.export.onnx import ExportError, export_onnx, parity, trace_device
 from polypsynth.export.ort_optimize import NEEDS_PROVIDER, OPTIMIZE, optimize_for_cuda
 from polypsynth.export.spec import UNetExport, VaeDecoderExport, unet_spec, vae_decoder_spec
+from polypsynth.export.tensorrt import build_engines
+from polypsynth.models import load_components
+from polypsynth.models.loading import class_prompts, resolution_of
+from polypsynth.models.loading import latent_shape as latent_shape_of
+from polypsynth.sampling.conditioning import compute_conditioning
 from polypsynth.sampling.request import Defaults
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max relative error of ONNX Runtime against PyTorch fp32
@@ -23,9 +30,6 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 def _versions() -> dict[str, str]:
     import diffusers
     import onnx
-
-    from polypsynth import __version__
-    from polypsynth.backends.onnxruntime_backend import import_onnxruntime
 
     onnxruntime = import_onnxruntime()
 
@@ -55,9 +59,6 @@ def export_bundle(
     "cuda" rewrites both graphs with ONNX Runtime's transformer optimizer (ort_optimize.py; the
     bundle then needs the CUDA provider), "none" keeps the portable graphs; by default "cuda" for
     an fp16 export where onnxruntime has the CUDA provider, else "none"."""
-    from polypsynth.models import load_components
-    from polypsynth.models.loading import resolution_of
-    from polypsynth.sampling.conditioning import compute_conditioning
 
     if dtype not in _DTYPES:
         raise ExportError(f"unknown dtype {dtype!r}; expected fp32 or fp16")
@@ -67,13 +68,10 @@ def export_bundle(
     prepare_target(out, overwrite, "bundle folder")
     checkpoint = Path(checkpoint).resolve()
     components = load_components(checkpoint)
-    meta_file = checkpoint / "polypsynth.json"
-    prompts = json.loads(meta_file.read_text()).get("class_prompts") if meta_file.is_file() else None
-    conditioning = compute_conditioning(components, prompts)
+    conditioning = compute_conditioning(components, class_prompts(checkpoint))
     vae, unet = components.vae.eval(), components.unet.eval()
-    down = 2 ** (len(vae.config.block_out_channels) - 1)
     resolution = resolution_of(components)
-    latent_shape = [int(vae.config.latent_channels), resolution // down, resolution // down]
+    latent_shape = list(latent_shape_of(components))
     tokens, dim = conditioning.embeddings.shape[1:]
     specs = {
         "unet": (unet_spec(latent_shape, tokens, dim), UNetExport(unet)),
@@ -128,8 +126,6 @@ def export_bundle(
             "engines": None,
         }
         if tensorrt:
-            from polypsynth.export.tensorrt import build_engines
-
             manifest["engines"] = build_engines(tmp, {n: s for n, (s, _) in specs.items()}, batch_sizes)
         manifest["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -138,7 +134,6 @@ def export_bundle(
 
 def _check_optimize(optimize: str | None, dtype: str, tensorrt: bool) -> str:
     """The optimisation to apply: as asked (checked), or the default for this machine."""
-    from polypsynth.backends.onnxruntime_backend import import_onnxruntime
 
     available = import_onnxruntime().get_available_providers()
     if optimize is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polypsynth.backends.onnxruntime_backend import import_onnxruntime
 from polypsynth.errors import PolypsynthError
 from polypsynth.export.spec import ComponentSpec
 
@@ -143,7 +144,6 @@ def parity(
 ) -> dict[str, float]:
     """Max absolute and relative error of ONNX Runtime (`provider`, CPU by default) against
     PyTorch fp32 on fresh inputs."""
-    from polypsynth.backends.onnxruntime_backend import import_onnxruntime
 
     ort = import_onnxruntime()
     inputs = spec.sample_inputs(batch, torch.float32, seed=seed)

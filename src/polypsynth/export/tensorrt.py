@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from polypsynth.backends.tensorrt_backend import import_tensorrt
 from polypsynth.errors import SamplingError
 from polypsynth.export.onnx import ExportError
 
 
 def build_engines(bundle: Path, specs: dict, batch_sizes: Sequence[int]) -> dict:
-    from polypsynth.backends.tensorrt_backend import import_tensorrt
 
     try:
         trt = import_tensorrt()

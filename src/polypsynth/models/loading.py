@@ -155,6 +155,41 @@ def meta_resolution(folder: str | os.PathLike | None, vae) -> int:
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
+def latent_shape(components: Components) -> tuple[int, int, int]:
+    """(channels, height, width) of the latents the model samples at its resolution."""
+    vae = components.vae
+    down = 2 ** (len(vae.config.block_out_channels) - 1)
+    resolution = resolution_of(components)
+    return (int(vae.config.latent_channels), resolution // down, resolution // down)
+
+
+def class_prompts(folder: str | os.PathLike) -> dict[str, str] | None:
+    """The class -> prompt map a checkpoint was trained with (FOLDER/polypsynth.json), if recorded."""
+    meta = Path(folder) / "polypsynth.json"
+    return json.loads(meta.read_text()).get("class_prompts") if meta.is_file() else None
+
+
+def encode_texts(components: Components, texts: list[str], device=None, chunk: int = 64):
+    """The text encoder's last hidden states (len(texts), tokens, dim), float32 on the CPU: the
+    conditioning of training and of sampling alike, each prompt padded to the tokenizer's length."""
+    import torch
+
+    tok = components.tokenizer(
+        texts,
+        padding="max_length",
+        max_length=components.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    encoder = components.text_encoder if device is None else components.text_encoder.to(device)
+    with torch.no_grad():
+        hidden = [
+            encoder(tok.input_ids[i : i + chunk].to(encoder.device))[0].float().cpu()
+            for i in range(0, len(texts), chunk)
+        ]
+    return torch.cat(hidden)
+
+
 def load_components(folder: str | os.PathLike) -> Components:
     """A model folder written by `save_components` (a checkpoint) or any local diffusers folder."""
     folder = Path(folder)

@@ -12,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from polypsynth.data.prompts import CLASS_PROMPTS, UNCONDITIONAL_PROMPT
+from polypsynth.models.loading import encode_texts
 
 
 @dataclass
@@ -41,17 +42,7 @@ class Conditioning:
             return cls(prompts, fh.get_tensor("embeddings"), fh.get_tensor("unconditional"))
 
 
-@torch.no_grad()
 def compute_conditioning(components, prompts: dict[str, str] | None = None) -> Conditioning:
     prompts = dict(prompts or CLASS_PROMPTS)
-    texts = [*prompts.values(), UNCONDITIONAL_PROMPT]
-    tok = components.tokenizer(
-        texts,
-        padding="max_length",
-        max_length=components.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    encoder = components.text_encoder
-    hidden = encoder(tok.input_ids.to(encoder.device))[0].float().cpu()
+    hidden = encode_texts(components, [*prompts.values(), UNCONDITIONAL_PROMPT])
     return Conditioning(prompts, hidden[:-1].contiguous(), hidden[-1].contiguous())

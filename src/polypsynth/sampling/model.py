@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from polypsynth.backends import BACKENDS, load_backend
 from polypsynth.backends.protocol import Backend
-from polypsynth.bundle_format import checkpoint_hash, file_sha256, is_bundle, load_manifest  # noqa: F401  (file_sha256 re-exported)
+from polypsynth.backends.torch_backend import TorchBackend
+from polypsynth.bundle_format import checkpoint_hash, is_bundle, load_manifest
 from polypsynth.errors import SamplingError
+from polypsynth.models import load_components
+from polypsynth.models.loading import class_prompts, latent_shape, missing_files, resolution_of
 from polypsynth.sampling.conditioning import Conditioning, compute_conditioning
 from polypsynth.sampling.request import Defaults
 
@@ -38,7 +41,6 @@ class SamplerModel:
 
 
 def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerModel:
-    from polypsynth.backends import BACKENDS, load_backend
 
     path = Path(path)
     if backend not in BACKENDS:
@@ -60,7 +62,6 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
             path,
             Defaults.from_manifest(manifest),
         )
-    from polypsynth.models.loading import missing_files
 
     if path.is_dir() and any(path.glob("*.onnx")):
         raise SamplingError(
@@ -79,30 +80,21 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
             f"backend {backend!r} needs an exported bundle; {path} is a checkpoint folder "
             f"(run `polypsynth export --checkpoint {path} --out BUNDLE`, or use --backend torch)"
         )
-    from polypsynth.models import load_components
 
     components = load_components(path)
-    meta_file = path / "polypsynth.json"
-    prompts = json.loads(meta_file.read_text()).get("class_prompts") if meta_file.is_file() else None
-    conditioning = compute_conditioning(components, prompts)
+    conditioning = compute_conditioning(components, class_prompts(path))
     return model_from_components(components, conditioning, checkpoint_hash(path), path, **options)
 
 
 def model_from_components(components, conditioning, model_hash: str, source: Path, **options) -> SamplerModel:
-    from polypsynth.backends.torch_backend import TorchBackend
-    from polypsynth.models.loading import resolution_of
 
-    vae = components.vae
-    down = 2 ** (len(vae.config.block_out_channels) - 1)
-    resolution = resolution_of(components)
-    latent_shape = (int(vae.config.latent_channels), resolution // down, resolution // down)
     return SamplerModel(
         TorchBackend(components, **options),
         conditioning,
-        latent_shape,
-        float(vae.config.scaling_factor),
+        latent_shape(components),
+        float(components.vae.config.scaling_factor),
         dict(components.scheduler.config),
         model_hash,
-        resolution,
+        resolution_of(components),
         Path(source),
     )

@@ -16,7 +16,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from polypsynth.bundle_format import load_manifest
 from polypsynth.errors import PolypsynthError
+from polypsynth.sampling.model import open_model
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
 from polypsynth.serve.batcher import Batcher
@@ -95,7 +97,6 @@ def read_token(path: str | None) -> str | None:
 def check_engines_cover(bundle: str | Path, max_batch: int) -> None:
     """A server whose batches outgrow its TensorRT engines would fail requests at run time; refuse
     to start instead."""
-    from polypsynth.bundle_format import load_manifest
 
     engines = load_manifest(bundle, verify_hashes=False).get("engines") or {}
     sizes = engines.get("batch_sizes")
@@ -115,7 +116,6 @@ class SamplerServer:
         options: ServerOptions | None = None,
         loaded: dict | None = None,
     ):
-        from polypsynth.sampling.model import open_model
 
         self.options = o = options or ServerOptions()
         if not models and not loaded:

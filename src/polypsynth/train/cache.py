@@ -10,23 +10,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from polypsynth.data.prompts import UNCONDITIONAL_PROMPT
+from polypsynth.models.loading import encode_texts
 
-@torch.no_grad()
+
 def encode_prompts(components, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
-    """Text-encoder hidden states per unique prompt (the unconditional "" included)."""
-    unique = sorted(set(prompts) | {""})
-    tok = components.tokenizer(
-        unique,
-        padding="max_length",
-        max_length=components.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    encoder = components.text_encoder.to(device)
-    chunks = []
-    for i in range(0, len(unique), 64):
-        chunks.append(encoder(tok.input_ids[i : i + 64].to(device))[0].float().cpu())
-    hidden = torch.cat(chunks)
+    """Text-encoder hidden states per unique prompt, the unconditional one included (the prompt
+    dropped for classifier-free guidance: the same one sampling uses)."""
+    unique = sorted(set(prompts) | {UNCONDITIONAL_PROMPT})
+    hidden = encode_texts(components, unique, device)
     return {p: hidden[i] for i, p in enumerate(unique)}
 
 

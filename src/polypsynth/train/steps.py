@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 
+from polypsynth.data.prompts import UNCONDITIONAL_PROMPT
+
 
 def _randn(shape, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(shape, generator=gen).to(like.device, like.dtype)
@@ -62,9 +64,8 @@ def text_context(
     """Prompt embeddings, each replaced by the unconditional one with probability `dropout`
     (classifier-free guidance needs the model to know both)."""
     drop = torch.rand(len(prompts), generator=gen) < dropout
-    return torch.stack([embeddings["" if d else p] for p, d in zip(prompts, drop.tolist(), strict=True)]).to(
-        device
-    )
+    chosen = [UNCONDITIONAL_PROMPT if d else p for p, d in zip(prompts, drop.tolist(), strict=True)]
+    return torch.stack([embeddings[p] for p in chosen]).to(device)
 
 
 def diffusion_loss(unet, scheduler, latents, context, gen: torch.Generator, min_snr_gamma: float | None):

@@ -21,10 +21,10 @@ from polypsynth.export.bundle import export_bundle
 from polypsynth.export.onnx import ExportError
 from polypsynth.export.spec import unet_spec, vae_decoder_spec
 from polypsynth.models import load_components, save_components
-from polypsynth.sampling.generate import sample_to_folder
 from polypsynth.sampling.loop import sample_batch
 from polypsynth.sampling.model import open_model
 from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.to_folder import sample_to_folder
 from polypsynth.serve.server import SamplerServer, ServeError, ServerOptions
 
 

@@ -1,4 +1,4 @@
-"""Local generation into an image folder (the `polypsynth sample` command)."""
+"""Local generation into an image folder (the `polypsynth sample` command; `generate`, its gRPC twin, is serve/to_folder.py)."""
 
 from __future__ import annotations
 
