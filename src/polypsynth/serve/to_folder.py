@@ -164,40 +164,23 @@ def write_folder(
     with ResumableFolder(folder, provenance, seed, count, command) as target:
         if progress:
             progress(count - len(target.missing()))  # what an earlier run left on disk
-        _pull(
-            clients,
-            target,
-            provenance,
-            model,
-            class_name,
-            seed,
-            steps,
-            guidance,
-            scheduler,
-            progress,
-            retries,
-            backoff,
-            chunk,
-        )
+        _pull(clients, model, target, progress, retries, backoff, chunk)
     return folder
 
 
 def _pull(
-    clients,
-    target,
-    provenance,
-    model,
-    class_name,
-    seed,
-    steps,
-    guidance,
-    scheduler,
-    progress,
-    retries,
-    backoff,
-    chunk,
+    clients: dict[str, SamplerClient],
+    model: str,
+    target: ResumableFolder,
+    progress: Callable[[int], None] | None,
+    retries: int,
+    backoff: tuple[float, float],
+    chunk: int,
 ) -> None:
-    """The workers, one per server, until every index of `target` is there or all gave up."""
+    """The workers, one per server, until every index of `target` is there or all gave up. Every
+    range is asked with the settings the folder records (the request's, else the model's
+    defaults as GetModel reported them), so no server falls back on defaults of its own."""
+    provenance, seed = target.provenance, target.seed
     work = _Work(_ranges(target.missing(), chunk))
     lock = threading.Lock()
     gave_up: dict[str, str] = {}
@@ -226,7 +209,14 @@ def _pull(
             start, stop = span
             try:
                 stream = client.generate(
-                    model, class_name, stop - start, seed, steps, guidance, scheduler, first_index=start
+                    model,
+                    provenance.class_name,
+                    stop - start,
+                    seed,
+                    provenance.steps,
+                    provenance.guidance,
+                    provenance.scheduler,
+                    first_index=start,
                 )
                 for image in stream:
                     deliver(image)
