@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from polypsynth.errors import SamplingError
 
@@ -47,7 +49,75 @@ def is_bundle(path: Path) -> bool:
     return (Path(path) / "manifest.json").is_file()
 
 
-def load_manifest(bundle: str | Path, verify_hashes: bool = True) -> dict:
+REQUIRED = (
+    "source_hash",
+    "resolution",
+    "latent_shape",
+    "scaling_factor",
+    "scheduler_config",
+    "classes",
+    "dtype",
+    "files",
+)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """BUNDLE/manifest.json, typed. This module alone reads and writes the file; every other part
+    sees these fields. The optional ones are absent from bundles written before they existed."""
+
+    source_hash: str
+    resolution: int
+    latent_shape: tuple[int, int, int]
+    scaling_factor: float
+    scheduler_config: dict[str, Any]
+    classes: dict[str, str]  # class -> prompt
+    dtype: str  # fp32 | fp16
+    files: dict[str, str]  # file name -> sha256
+    format_version: int = MANIFEST_VERSION
+    source_checkpoint: str | None = None
+    channels: int = 3
+    defaults: dict[str, Any] = field(
+        default_factory=dict
+    )  # steps, guidance, scheduler where a request gives none
+    text_shape: tuple[int, int] | None = None
+    opset: int | None = None
+    exporter: str | None = None
+    traced_on: str | None = None  # fp16 graphs are traced in fp16 on CUDA, or in fp32 on a CPU and converted
+    fp16_by: str | None = None  # None (fp32), "conversion", "tracing" or "optimizer"
+    optimized_for: str | None = None  # "cuda": fused with ONNX Runtime's transformer optimizer
+    needs_provider: str | None = None  # the onnxruntime provider the fused graphs need
+    fused_nodes: dict[str, dict[str, int]] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    parity: dict[str, dict[str, float]] = field(default_factory=dict)  # component -> max_abs, max_rel
+    engines: dict[str, Any] | None = None  # TensorRT: component -> plan file, batch_sizes
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "manifest.json") -> Manifest:
+        missing = [k for k in REQUIRED if k not in data]
+        if missing:
+            raise SamplingError(f"{where} lacks {', '.join(missing)}")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["latent_shape"] = tuple(values["latent_shape"])
+        if values.get("text_shape") is not None:
+            values["text_shape"] = tuple(values["text_shape"])
+        values["defaults"] = values.get("defaults") or {}
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["latent_shape"] = list(self.latent_shape)
+        out["text_shape"] = list(self.text_shape) if self.text_shape is not None else None
+        return out
+
+
+def write_manifest(bundle: Path, manifest: Manifest) -> None:
+    """Written last into a bundle being assembled (atomic_dir renames the whole folder after)."""
+    (Path(bundle) / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2))
+
+
+def load_manifest(bundle: str | Path, verify_hashes: bool = True) -> Manifest:
     """Read and validate a bundle's manifest: version, required keys, files present and unaltered."""
     bundle = Path(bundle)
     path = bundle / "manifest.json"
@@ -57,32 +127,22 @@ def load_manifest(bundle: str | Path, verify_hashes: bool = True) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise SamplingError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise SamplingError(f"{path} is not a manifest: expected a JSON object")
     version = manifest.get("format_version")
     if version != MANIFEST_VERSION:
         raise SamplingError(
             f"bundle {bundle} has manifest format_version {version!r}; this polypsynth reads version "
             f"{MANIFEST_VERSION} (re-export the checkpoint)"
         )
-    required = (
-        "source_hash",
-        "resolution",
-        "latent_shape",
-        "scaling_factor",
-        "scheduler_config",
-        "classes",
-        "dtype",
-        "files",
-    )
-    missing = [k for k in required if k not in manifest]
-    if missing:
-        raise SamplingError(f"bundle {bundle}: manifest.json lacks {', '.join(missing)}")
+    typed = Manifest.from_dict(manifest, f"bundle {bundle}: manifest.json")
     for name in ("unet.onnx", "vae_decoder.onnx", "conditioning.safetensors"):
-        if name not in manifest["files"]:
+        if name not in typed.files:
             raise SamplingError(f"bundle {bundle}: manifest.json lists no {name}")
-    for name, digest in manifest["files"].items():
+    for name, digest in typed.files.items():
         f = bundle / name
         if not f.is_file():
             raise SamplingError(f"bundle {bundle} is missing {name}")
         if verify_hashes and file_sha256(f) != digest:
             raise SamplingError(f"bundle {bundle}: {name} was altered (sha256 differs from manifest.json)")
-    return manifest
+    return typed

@@ -175,7 +175,7 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     _step("4/5 evaluation: KID x4, t-SNE, class fidelity, augmented classification")
     report = out / "report"
     if not (report / "results.json").is_file():
-        resolutions = {load_manifest(b, verify_hashes=False)["resolution"] for b in bundles.values()}
+        resolutions = {load_manifest(b, verify_hashes=False).resolution for b in bundles.values()}
         options = EvalOptions(
             resolution=int(resolutions.pop()) if len(resolutions) == 1 else None,
             features=profile.features,

@@ -87,8 +87,8 @@ def test_fp16_export_by_conversion_keeps_the_manifest_types(tiny_checkpoint, tmp
     import onnx
 
     m = export_bundle(tiny_checkpoint, tmp_path / "b16", dtype="fp16")
-    assert m["dtype"] == "fp16" and m["traced_on"] == "cpu" and m["fp16_by"] == "conversion"
-    assert m["parity"]["unet"]["max_rel"] < 2e-2 and m["parity"]["vae_decoder"]["max_rel"] < 2e-2
+    assert m.dtype == "fp16" and m.traced_on == "cpu" and m.fp16_by == "conversion"
+    assert m.parity["unet"]["max_rel"] < 2e-2 and m.parity["vae_decoder"]["max_rel"] < 2e-2
     f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     graph = onnx.load(str(tmp_path / "b16" / "unet.onnx")).graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]}
@@ -97,7 +97,7 @@ def test_fp16_export_by_conversion_keeps_the_manifest_types(tiny_checkpoint, tmp
     assert weights and all(t == f16 for t in weights)  # the convolution kernels are fp16
     # The fp16 bundle samples the same images as the fp32 one, within fp16's precision.
     fp32 = export_bundle(tiny_checkpoint, tmp_path / "b32")
-    assert fp32["fp16_by"] is None
+    assert fp32.fp16_by is None
     a = sample_batch(open_model(tmp_path / "b16", "onnxruntime"), [1, 2], ["AD", "AD"], 3, 3.0, "ddim")
     b = sample_batch(open_model(tmp_path / "b32", "onnxruntime"), [1, 2], ["AD", "AD"], 3, 3.0, "ddim")
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0

@@ -17,13 +17,13 @@ def test_manifest_contents(tiny_bundle, tiny_checkpoint):
     import onnx
 
     m = load_manifest(tiny_bundle)
-    assert m["format_version"] == MANIFEST_VERSION
-    assert m["source_hash"] == checkpoint_hash(tiny_checkpoint)
-    assert m["resolution"] == 32 and m["latent_shape"] == [4, 8, 8] and m["scaling_factor"] == 0.5
-    assert m["classes"] == {"AD": "an adenoma", "NON_AD": "a hyperplastic polyp"}
-    assert m["scheduler_config"]["prediction_type"] == "epsilon"
-    assert m["dtype"] == "fp32" and m["opset"] == 17
-    assert set(m["versions"]) >= {"torch", "onnx", "onnxruntime"}
+    assert m.format_version == MANIFEST_VERSION
+    assert m.source_hash == checkpoint_hash(tiny_checkpoint)
+    assert m.resolution == 32 and m.latent_shape == (4, 8, 8) and m.scaling_factor == 0.5
+    assert m.classes == {"AD": "an adenoma", "NON_AD": "a hyperplastic polyp"}
+    assert m.scheduler_config["prediction_type"] == "epsilon"
+    assert m.dtype == "fp32" and m.opset == 17
+    assert set(m.versions) >= {"torch", "onnx", "onnxruntime"}
     for name in ("unet.onnx", "vae_decoder.onnx"):
         onnx.checker.check_model(str(tiny_bundle / name))
         graph = onnx.load(str(tiny_bundle / name)).graph
@@ -34,10 +34,10 @@ def test_manifest_contents(tiny_bundle, tiny_checkpoint):
 
 def test_parity_figures_are_real(tiny_bundle, tiny_checkpoint):
     m = load_manifest(tiny_bundle)
-    fig = m["parity"]["unet"]
+    fig = m.parity["unet"]
     assert 0 < fig["max_abs"] < 1e-3
     components = load_components(tiny_checkpoint)
-    spec = unet_spec(m["latent_shape"], *m["text_shape"])
+    spec = unet_spec(m.latent_shape, *m.text_shape)
     again = parity(
         UNetExport(components.unet), spec, tiny_bundle / "unet.onnx", batch=fig["batch"], seed=fig["seed"]
     )
@@ -134,7 +134,7 @@ def test_the_dynamo_exporter_gives_the_same_images(tiny_checkpoint, tiny_bundle,
     )
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
-    assert manifest["exporter"] == "dynamo" and all(f["max_rel"] < 1e-3 for f in manifest["parity"].values())
+    assert manifest.exporter == "dynamo" and all(f["max_rel"] < 1e-3 for f in manifest.parity.values())
     params = SamplingParams("AD", 2, seed=3, steps=3)
     dynamo = sample_images(open_model(out, "onnxruntime"), params)
     torchscript = sample_images(open_model(tiny_bundle, "onnxruntime"), params)

@@ -130,15 +130,13 @@ def test_an_optimised_bundle_records_its_kernels_and_refuses_the_cpu(tiny_checkp
     monkeypatch.setattr(bundle_mod, "parity", parity_on_cpu)
     manifest = export_bundle(tiny_checkpoint, tmp_path / "b", "fp16")
     assert asked == ["CUDAExecutionProvider"] * 2
-    assert manifest["optimized_for"] == "cuda" and manifest["needs_provider"] == "CUDAExecutionProvider"
-    assert manifest["fp16_by"] == "optimizer"
+    assert manifest.optimized_for == "cuda" and manifest.needs_provider == "CUDAExecutionProvider"
+    assert manifest.fp16_by == "optimizer"
     assert (
-        manifest["fused_nodes"]["unet"]["MultiHeadAttention"]
+        manifest.fused_nodes["unet"]["MultiHeadAttention"]
         == _ops(tmp_path / "b" / "unet.onnx")["MultiHeadAttention"]
     )
-    assert (
-        json.loads((tmp_path / "b" / "manifest.json").read_text())["fused_nodes"] == manifest["fused_nodes"]
-    )
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["fused_nodes"] == manifest.fused_nodes
     result = CliRunner().invoke(
         main,
         [
@@ -163,5 +161,5 @@ def test_an_optimised_bundle_records_its_kernels_and_refuses_the_cpu(tiny_checkp
 
 def test_the_default_on_a_cpu_is_the_portable_graph(tiny_checkpoint, tmp_path):
     manifest = export_bundle(tiny_checkpoint, tmp_path / "b", "fp16")
-    assert manifest["optimized_for"] is None and manifest["needs_provider"] is None
-    assert manifest["fused_nodes"] is None and manifest["fp16_by"] == "conversion"
+    assert manifest.optimized_for is None and manifest.needs_provider is None
+    assert manifest.fused_nodes is None and manifest.fp16_by == "conversion"

@@ -13,6 +13,7 @@ from polypsynth.backends.onnxruntime_backend import OnnxRuntimeBackend
 from polypsynth.backends.protocol import Backend, Decoder, Denoiser
 from polypsynth.backends.tensorrt_backend import TensorRTBackend
 from polypsynth.backends.torch_backend import TorchBackend
+from polypsynth.bundle_format import Manifest
 from polypsynth.errors import SamplingError
 from polypsynth.models import load_components
 
@@ -47,16 +48,16 @@ def _flag(option: str) -> str:
     return "--provider" if option == "providers" else "--" + option.replace("_", "-")
 
 
-def load_backend(name: str, path, manifest=None, **options) -> Backend:
+def load_backend(name: str, path, manifest: Manifest, **options) -> Backend:
     backend = _load(name, path, manifest, **options)
     if not isinstance(backend, Backend):  # a runtime check of the Protocol's members
         raise SamplingError(f"the {name} backend does not satisfy the Backend protocol")
     return backend
 
 
-def _load(name: str, path, manifest=None, **options) -> Backend:
+def _load(name: str, path, manifest: Manifest, **options) -> Backend:
     if name == "torch":
-        source = manifest.get("source_checkpoint") if manifest else None
+        source = manifest.source_checkpoint
         if not source or not Path(source).is_dir():
             raise SamplingError(
                 f"the torch backend needs the bundle's source checkpoint, which is not found: {source}; "

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polypsynth.bundle_format import Manifest
 from polypsynth.errors import SamplingError
 
 PROVIDERS = {
@@ -97,7 +98,7 @@ class OnnxRuntimeBackend:
     def __init__(
         self,
         bundle: Path,
-        manifest: dict,
+        manifest: Manifest,
         providers=("cpu",),
         threads: int | None = None,
         cuda_graphs: bool = False,
@@ -113,7 +114,7 @@ class OnnxRuntimeBackend:
         self._graphs: dict[
             tuple[str, int], tuple
         ] = {}  # (component, batch) -> binding, inputs, output, run options
-        needs = manifest.get("needs_provider")
+        needs = manifest.needs_provider
         if needs and self.providers[0] != needs:
             raise SamplingError(
                 f"bundle {bundle} is optimised for onnxruntime's {needs} (fused operators that exist only "
@@ -125,16 +126,16 @@ class OnnxRuntimeBackend:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        self.dtype_name = manifest["dtype"]
-        self.np_dtype = _NP[manifest["dtype"]]
-        self.torch_dtype = _TORCH[manifest["dtype"]]
+        self.dtype_name = manifest.dtype
+        self.np_dtype = _NP[manifest.dtype]
+        self.torch_dtype = _TORCH[manifest.dtype]
         self.on_cuda = self.providers[0] in _GPU_PROVIDERS
         self.device = torch.device("cuda" if self.on_cuda else "cpu")
         # ORT computes on this stream wherever a GPU provider is asked for (see _provider_options)
         self.stream = torch.cuda.Stream() if any(p in _GPU_PROVIDERS for p in self.providers) else None
         provider_options = [self._provider_options(p) for p in self.providers]
-        c, h, w = manifest["latent_shape"]
-        res = manifest["resolution"]
+        c, h, w = manifest.latent_shape
+        res = manifest.resolution
         self.sessions = {}
         for name in ("unet", "vae_decoder"):
             session = ort.InferenceSession(

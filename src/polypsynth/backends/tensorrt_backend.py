@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from polypsynth.bundle_format import Manifest
 from polypsynth.errors import SamplingError
 
 
@@ -133,15 +134,15 @@ class _Engine:
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self, bundle: Path, manifest: dict, cuda_graphs: bool = False):
+    def __init__(self, bundle: Path, manifest: Manifest, cuda_graphs: bool = False):
         trt = import_tensorrt()
-        engines = manifest.get("engines") or {}
+        engines = manifest.engines or {}
         if "unet" not in engines or "vae_decoder" not in engines:
             raise SamplingError(
                 f"bundle {bundle} has no TensorRT engines; export it with --tensorrt on a GPU machine"
             )
         self.device = torch.device("cuda")
-        self.dtype_name = manifest["dtype"]
+        self.dtype_name = manifest.dtype
         self.unet = _Engine(trt, bundle / engines["unet"], cuda_graphs)
         self.decoder = _Engine(trt, bundle / engines["vae_decoder"], cuda_graphs)
 

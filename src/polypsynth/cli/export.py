@@ -57,8 +57,8 @@ def export_command(checkpoint, out, dtype, opset, exporter, optimize, tensorrt, 
         overwrite=overwrite,
         optimize=optimize,
     )
-    for name, fused in (manifest["fused_nodes"] or {}).items():
+    for name, fused in (manifest.fused_nodes or {}).items():
         click.echo(f"{name}: fused for CUDA: " + ", ".join(f"{n} {op}" for op, n in fused.items()))
-    for name, fig in manifest["parity"].items():
+    for name, fig in manifest.parity.items():
         click.echo(f"{name}: parity max_abs={fig['max_abs']:.2e} max_rel={fig['max_rel']:.2e}")
-    click.echo(f"bundle written to {out} (classes: {', '.join(manifest['classes'])})")
+    click.echo(f"bundle written to {out} (classes: {', '.join(manifest.classes)})")

@@ -3,7 +3,6 @@ conditioning and a manifest; the format and its validation on load live in bundl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 from polypsynth import __version__
 from polypsynth.atomic import atomic_dir, prepare_target
 from polypsynth.backends.onnxruntime_backend import import_onnxruntime
-from polypsynth.bundle_format import MANIFEST_VERSION, checkpoint_hash, file_sha256
+from polypsynth.bundle_format import Manifest, checkpoint_hash, file_sha256, write_manifest
 from polypsynth.export.onnx import ExportError, export_onnx, parity, trace_device
 from polypsynth.export.ort_optimize import NEEDS_PROVIDER, OPTIMIZE, optimize_for_cuda
 from polypsynth.export.spec import UNetExport, VaeDecoderExport, unet_spec, vae_decoder_spec
@@ -54,7 +53,7 @@ def export_bundle(
     tolerance: float | None = None,
     optimize: str | None = None,
     defaults: Defaults | None = None,
-) -> dict:
+) -> Manifest:
     """Export a checkpoint folder into a bundle (atomically); returns the manifest. `optimize`:
     "cuda" rewrites both graphs with ONNX Runtime's transformer optimizer (ort_optimize.py; the
     bundle then needs the CUDA provider), "none" keeps the portable graphs; by default "cuda" for
@@ -71,7 +70,7 @@ def export_bundle(
     conditioning = compute_conditioning(components, class_prompts(checkpoint))
     vae, unet = components.vae.eval(), components.unet.eval()
     resolution = resolution_of(components)
-    latent_shape = list(latent_shape_of(components))
+    latent_shape = latent_shape_of(components)
     tokens, dim = conditioning.embeddings.shape[1:]
     specs = {
         "unet": (unet_spec(latent_shape, tokens, dim), UNetExport(unet)),
@@ -98,37 +97,31 @@ def export_bundle(
                     f"max_rel={figures[name]['max_rel']:.3g} (tolerance {limit:g} for {dtype}); bundle not written"
                 )
         conditioning.save(tmp / "conditioning.safetensors")
-        manifest = {
-            "format_version": MANIFEST_VERSION,
-            "source_checkpoint": str(checkpoint),
-            "source_hash": checkpoint_hash(checkpoint),
-            "resolution": resolution,
-            "latent_shape": latent_shape,
-            "channels": 3,
-            "scaling_factor": float(vae.config.scaling_factor),
-            "scheduler_config": {
-                k: v for k, v in components.scheduler.config.items() if not k.startswith("_")
-            },
-            "classes": conditioning.prompts,
-            "defaults": (defaults or Defaults()).to_dict(),  # what a request leaves out (GetModel)
-            "text_shape": [int(tokens), int(dim)],
-            "dtype": dtype,
-            "opset": opset,
-            "exporter": exporter,
-            # fp16 graphs are traced in fp16 on CUDA, or traced in fp32 on a CPU and converted.
-            "traced_on": device.type,
-            "fp16_by": _fp16_by(dtype, optimize, device),
-            "optimized_for": None if optimize == "none" else optimize,
-            "needs_provider": NEEDS_PROVIDER if optimize == "cuda" else None,
-            "fused_nodes": fused or None,
-            "versions": _versions(),
-            "parity": figures,
-            "engines": None,
-        }
-        if tensorrt:
-            manifest["engines"] = build_engines(tmp, {n: s for n, (s, _) in specs.items()}, batch_sizes)
-        manifest["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        engines = build_engines(tmp, {n: s for n, (s, _) in specs.items()}, batch_sizes) if tensorrt else None
+        manifest = Manifest(
+            source_checkpoint=str(checkpoint),
+            source_hash=checkpoint_hash(checkpoint),
+            resolution=resolution,
+            latent_shape=latent_shape,
+            scaling_factor=float(vae.config.scaling_factor),
+            scheduler_config={k: v for k, v in components.scheduler.config.items() if not k.startswith("_")},
+            classes=conditioning.prompts,
+            defaults=(defaults or Defaults()).to_dict(),  # what a request leaves out (GetModel)
+            text_shape=(int(tokens), int(dim)),
+            dtype=dtype,
+            opset=opset,
+            exporter=exporter,
+            traced_on=device.type,
+            fp16_by=_fp16_by(dtype, optimize, device),
+            optimized_for=None if optimize == "none" else optimize,
+            needs_provider=NEEDS_PROVIDER if optimize == "cuda" else None,
+            fused_nodes=fused or None,
+            versions=_versions(),
+            parity=figures,
+            engines=engines,
+            files={p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
+        )
+        write_manifest(tmp, manifest)
     return manifest
 
 

@@ -54,13 +54,13 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
         return SamplerModel(
             instance,
             conditioning,
-            tuple(manifest["latent_shape"]),
-            manifest["scaling_factor"],
-            manifest["scheduler_config"],
-            manifest["source_hash"],
-            manifest["resolution"],
+            manifest.latent_shape,
+            manifest.scaling_factor,
+            manifest.scheduler_config,
+            manifest.source_hash,
+            manifest.resolution,
             path,
-            Defaults.from_manifest(manifest),
+            Defaults.from_dict(manifest.defaults),
         )
 
     if path.is_dir() and any(path.glob("*.onnx")):

@@ -38,9 +38,8 @@ class Defaults:
     scheduler: str = "dpm++"
 
     @classmethod
-    def from_manifest(cls, manifest: dict) -> Defaults:
-        """A bundle's recorded defaults; a bundle written before they were recorded has these."""
-        given = manifest.get("defaults") or {}
+    def from_dict(cls, given: dict) -> Defaults:
+        """A bundle's recorded defaults (Manifest.defaults); one written before they were recorded has these."""
         return cls(**{k: given[k] for k in ("steps", "guidance", "scheduler") if k in given})
 
     def to_dict(self) -> dict:

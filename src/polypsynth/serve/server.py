@@ -98,7 +98,7 @@ def check_engines_cover(bundle: str | Path, max_batch: int) -> None:
     """A server whose batches outgrow its TensorRT engines would fail requests at run time; refuse
     to start instead."""
 
-    engines = load_manifest(bundle, verify_hashes=False).get("engines") or {}
+    engines = load_manifest(bundle, verify_hashes=False).engines or {}
     sizes = engines.get("batch_sizes")
     if sizes and max(sizes) < max_batch:
         raise ServeError(
