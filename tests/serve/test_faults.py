@@ -74,7 +74,8 @@ def test_generate_survives_a_killed_and_restarted_server(tiny_bundle, tmp_path):
                 retries=30,
                 backoff=(0.2, 1.0),
             )
-        assert restarted.is_set() and servers[0].returncode == -signal.SIGKILL
+        # The folder can be complete, from the new server, before the restart thread has seen it healthy.
+        assert restarted.wait(WAIT) and servers[0].returncode == -signal.SIGKILL
     finally:
         for proc in servers:
             if proc is not None and proc.poll() is None:
