@@ -68,7 +68,8 @@ def evaluate_run(workdir: Path) -> dict:
 
     from polypsynth.data.phantom import PhantomPlan, generate_phantom
     from polypsynth.data.sources import load_phantom
-    from polypsynth.evaluate.run import EvalOptions, evaluate
+    from polypsynth.evaluate.options import EvalOptions
+    from polypsynth.evaluate.run import evaluate
     from polypsynth.evaluate.sets import real_data, synthetic_checkpoints
 
     generate_phantom(
@@ -84,7 +85,7 @@ def evaluate_run(workdir: Path) -> dict:
     checkpoints = synthetic_checkpoints(workdir / "samples")
     options = EvalOptions(cache_dir=str(workdir / "cache"))
     start = time.perf_counter()
-    results = evaluate(real, checkpoints, options, progress=False)
+    results = evaluate(real, checkpoints, options, progress=False).to_dict()
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
@@ -173,7 +174,7 @@ def main() -> None:
     import torch
 
     from polypsynth.evaluate.features import EfficientNetExtractor, InceptionExtractor
-    from polypsynth.evaluate.kid import COMPARISONS, four_comparisons, kid_table
+    from polypsynth.evaluate.kid import COMPARISONS, kid_table
     from polypsynth.evaluate.tsne import GROUPS, embed
 
     rng = np.random.default_rng(0)
@@ -197,8 +198,8 @@ def main() -> None:
             },
         }
         if n > 4096:  # the U-statistic over every pair: what both estimators approximate
-            exact = four_comparisons(real, syn, block_size=n)
-            row["all_pairs_s"] = _time(lambda: four_comparisons(real, syn, block_size=n))  # noqa: B023
+            exact = kid_table(real, syn, block_size=n)
+            row["all_pairs_s"] = _time(lambda: kid_table(real, syn, block_size=n))  # noqa: B023
             for k in theirs:
                 row["estimates"][k]["all_pairs"] = exact[k].mean
             row["max_diff_from_all_pairs_in_se"] = {

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from polypsynth.atomic import MARKER, atomic_write_text
 from polypsynth.bundle_format import load_manifest
@@ -31,8 +32,8 @@ from polypsynth.data.sources import load_phantom
 from polypsynth.errors import PolypsynthError
 from polypsynth.evaluate.classify import ClassifierOptions
 from polypsynth.evaluate.job import evaluate_to_report
+from polypsynth.evaluate.options import EvalOptions
 from polypsynth.evaluate.reconstruct import write_reconstructions
-from polypsynth.evaluate.run import EvalOptions
 from polypsynth.evaluate.sets import real_data
 from polypsynth.evaluate.tables import experiments
 from polypsynth.evaluate.uncertainty import describe
@@ -125,7 +126,7 @@ def finetune_checkpoints(train_dir: Path) -> list[Path]:
 
 
 def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, seed: int = 0) -> dict:
-
+    """The five steps, each resumed from what an earlier run left in `out`; the summary."""
     if profile_name not in PROFILES:
         raise PolypsynthError(f"unknown profile {profile_name!r}; expected one of {', '.join(PROFILES)}")
     profile = PROFILES[profile_name]
@@ -136,74 +137,32 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     start = time.perf_counter()
     timings = {}
 
-    # 1. Phantom data.
     t = time.perf_counter()
-    phantom = out / "phantom"
     _step("1/5 phantom data")
+    phantom = out / "phantom"
     if not (phantom / "manifest.csv").is_file():
         generate_phantom(phantom, seed=seed, plan=PhantomPlan(**profile.phantom))
     timings["phantom"] = time.perf_counter() - t
 
-    # 2. Training (resumes a stopped run).
     t = time.perf_counter()
     _step("2/5 training: autoencoder, pretrain, finetune")
-    train_dir = out / "train"
-    done = train_dir / "done.json"
-    if not done.is_file():
-        cfg = training_config(profile, phantom, seed)
-        train(cfg, train_dir, resume="latest" if list_checkpoints(train_dir) else None)
-        atomic_write_text(done, json.dumps({"finished": True}))
-    checkpoints = finetune_checkpoints(train_dir)
+    checkpoints = _train_once(out / "train", profile, phantom, seed)
     timings["train"] = time.perf_counter() - t
 
-    # 3. Export every finetune checkpoint, then sample each class through the gRPC service.
     t = time.perf_counter()
     _step(f"3/5 export {len(checkpoints)} checkpoints and sample over gRPC")
-    from tqdm import tqdm
-
-    bundles = {}
-    for ckpt in tqdm(checkpoints, desc="export", unit="checkpoint"):
-        bundle = out / "bundles" / ckpt.name
-        if not (bundle / "manifest.json").is_file():
-            export_bundle(ckpt, bundle, overwrite=True)
-        bundles[ckpt.name] = bundle
+    bundles = _export_all(checkpoints, out / "bundles")
     _sample_over_grpc(bundles, out / "samples", profile)
     timings["export_and_sample"] = time.perf_counter() - t
 
-    # 4. Evaluation.
     t = time.perf_counter()
     _step("4/5 evaluation: KID x4, t-SNE, class fidelity, augmented classification")
     report = out / "report"
     if not (report / "results.json").is_file():
-        resolutions = {load_manifest(b, verify_hashes=False).resolution for b in bundles.values()}
-        options = EvalOptions(
-            resolution=int(resolutions.pop()) if len(resolutions) == 1 else None,
-            features=profile.features,
-            classifier=ClassifierOptions(image_size=profile.classify_size, epochs=profile.classify_epochs),
-            classify_seeds=profile.classify_seeds,
-            seed=seed,
-            cache_dir=str(out / "feature-cache"),
-            # The 720 pool images are searched for copies in pixel space (about 2 s); their Inception and
-            # EfficientNet features would add about 100 s on 2 cores, over the demo's time budget.
-            pool_features=False,
-        )
-
-        real = real_data(load_phantom(phantom, "classif"))
-        # The VAE is trained in the autoencoder stage only: every checkpoint shares it.
-        recon = write_reconstructions(checkpoints[-1], real.test, out / "reconstructions", overwrite=True)
-        # Every other image the model trained on is searched for near-duplicates of the test split
-        # and for copies among the samples.
-        pools = {
-            f"phantom {sub}": [r.path for r in load_phantom(phantom, sub)] for sub in ("stage1", "unlabelled")
-        }
-        sources = {"real": str(phantom), "reconstructions": str(out / "reconstructions")}
-        evaluate_to_report(
-            real, out / "samples", options, report, recon, pools, overwrite=True, sources=sources
-        )
+        _evaluate(out, report, profile, phantom, checkpoints, bundles, seed)
     results = json.loads((report / "results.json").read_text())
     timings["evaluate"] = time.perf_counter() - t
 
-    # 5. Summary.
     _step("5/5 summary")
     summary = summarise(results, report, time.perf_counter() - start, timings, profile_name)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
@@ -212,10 +171,55 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     return summary
 
 
+def _train_once(train_dir: Path, profile: Profile, phantom: Path, seed: int) -> list[Path]:
+    """The recipe on the phantom (resuming a stopped run); its finetune checkpoints."""
+    done = train_dir / "done.json"
+    if not done.is_file():
+        cfg = training_config(profile, phantom, seed)
+        train(cfg, train_dir, resume="latest" if list_checkpoints(train_dir) else None)
+        atomic_write_text(done, json.dumps({"finished": True}))
+    return finetune_checkpoints(train_dir)
+
+
+def _export_all(checkpoints: list[Path], bundles_dir: Path) -> dict[str, Path]:
+    bundles = {}
+    for ckpt in tqdm(checkpoints, desc="export", unit="checkpoint"):
+        bundle = bundles_dir / ckpt.name
+        if not (bundle / "manifest.json").is_file():
+            export_bundle(ckpt, bundle, overwrite=True)
+        bundles[ckpt.name] = bundle
+    return bundles
+
+
+def _evaluate(
+    out: Path, report: Path, profile: Profile, phantom: Path, checkpoints: list[Path], bundles, seed: int
+) -> None:
+    resolutions = {load_manifest(b, verify_hashes=False).resolution for b in bundles.values()}
+    options = EvalOptions(
+        resolution=int(resolutions.pop()) if len(resolutions) == 1 else None,
+        features=profile.features,
+        classifier=ClassifierOptions(image_size=profile.classify_size, epochs=profile.classify_epochs),
+        classify_seeds=profile.classify_seeds,
+        seed=seed,
+        cache_dir=str(out / "feature-cache"),
+        # The 720 pool images are searched for copies in pixel space (about 2 s); their Inception and
+        # EfficientNet features would add about 100 s on 2 cores, over the demo's time budget.
+        pool_features=False,
+    )
+    real = real_data(load_phantom(phantom, "classif"))
+    # The VAE is trained in the autoencoder stage only: every checkpoint shares it.
+    recon = write_reconstructions(checkpoints[-1], real.test, out / "reconstructions", overwrite=True)
+    # Every other image the model trained on is searched for near-duplicates of the test split
+    # and for copies among the samples.
+    pools = {
+        f"phantom {sub}": [r.path for r in load_phantom(phantom, sub)] for sub in ("stage1", "unlabelled")
+    }
+    sources = {"real": str(phantom), "reconstructions": str(out / "reconstructions")}
+    evaluate_to_report(real, out / "samples", options, report, recon, pools, overwrite=True, sources=sources)
+
+
 def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile) -> None:
     """The path a user takes: a SamplerServer in this process, pulled by SamplerClient."""
-    from tqdm import tqdm
-
     todo = [
         (name, c)
         for name in bundles

@@ -87,8 +87,8 @@ def test_fixed_scale_makes_kid_independent_of_the_feature_scale():
         r = {c: a * v + b for c, v in real.items()}
         s = {c: a * v + b for c, v in syn.items()}
         scale = FeatureScale(np.concatenate(list(r.values())))
-        fixed = kid.four_comparisons({c: scale(v) for c, v in r.items()}, {c: scale(v) for c, v in s.items()})
-        raw = kid.four_comparisons(r, s)
+        fixed = kid.kid_table({c: scale(v) for c, v in r.items()}, {c: scale(v) for c, v in s.items()})
+        raw = kid.kid_table(r, s)
         return {k: v.mean for k, v in fixed.items()}, {k: v.mean for k, v in raw.items()}
 
     fixed1, raw1 = kids(1.0, 0.0)

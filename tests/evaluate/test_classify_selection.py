@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from polypsynth.evaluate.classify import classification_metrics, summarise
+from polypsynth.evaluate.kid import KidResult, KidTable, MarginResult
 from polypsynth.evaluate.selection import fidelity_test, select
 from polypsynth.evaluate.uncertainty import gain_interval
 
@@ -43,12 +44,15 @@ def test_summary_and_paired_gain():
     assert one["balanced_accuracy"]["std"] is None and one["AD"]["recall"]["std"] is None
 
 
-def _kids(same_ad, cross_ad, same_non, cross_non, se=0.002):
+def _kids(same_ad, cross_ad, same_non, cross_non, se=0.002) -> KidTable:
+    def k(mean):  # the KID of two sets of 48 images, one block
+        return KidResult(mean, se, "jackknife", 48, 1, 48, 48)
+
     return {
-        "syn_AD_vs_real_AD": {"mean": same_ad, "se": se},
-        "syn_AD_vs_real_NON_AD": {"mean": cross_ad, "se": se},
-        "syn_NON_AD_vs_real_NON_AD": {"mean": same_non, "se": se},
-        "syn_NON_AD_vs_real_AD": {"mean": cross_non, "se": se},
+        "syn_AD_vs_real_AD": k(same_ad),
+        "syn_AD_vs_real_NON_AD": k(cross_ad),
+        "syn_NON_AD_vs_real_NON_AD": k(same_non),
+        "syn_NON_AD_vs_real_AD": k(cross_non),
     }
 
 
@@ -217,8 +221,8 @@ def test_margins_within_their_uncertainty_cannot_decide():
 
 def test_jointly_measured_margins_are_used_when_present():
     kids = {"a": _kids(0.050, 0.051, 0.050, 0.051, se=0.003)}
-    kids["a"]["margin_AD"] = {"mean": 0.001, "se": 0.0002}  # from kid.kid_table
-    kids["a"]["margin_NON_AD"] = {"mean": 0.001, "se": 0.0002}
+    kids["a"]["margin_AD"] = MarginResult(0.001, 0.0002, "jackknife")  # from kid.kid_table
+    kids["a"]["margin_NON_AD"] = MarginResult(0.001, 0.0002, "jackknife")
     out = _select(kids, {"a": {"AD": 0.9, "NON_AD": 0.5}})
     assert out["clinical"]["table"]["a"]["margin_AD_se"] == 0.0002
     assert out["clinical"]["pick"] == "a"

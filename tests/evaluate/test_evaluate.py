@@ -431,7 +431,8 @@ def test_a_test_image_in_a_training_pool_stops_the_evaluation(eval_data, tmp_pat
 
     from polypsynth.data.sources import load_any
     from polypsynth.evaluate.features import GeneratorView
-    from polypsynth.evaluate.run import EvalOptions, _copy_search, _leakage
+    from polypsynth.evaluate.options import EvalOptions
+    from polypsynth.evaluate.run import _copy_search, _leakage
     from polypsynth.evaluate.sets import control_checkpoint, hold_out_control, real_data
 
     pool = tmp_path / "stage1" / "polyp"
@@ -471,11 +472,12 @@ def test_a_test_image_in_a_training_pool_stops_the_evaluation(eval_data, tmp_pat
     found = _leakage(
         real, pools, _copy_search(real, pools, judged, view, False), EvalOptions(allow_leakage=True), False
     )
-    assert found["pairs"] == 1 and found["examples"][0]["pool"] == "stage1"
-    assert found["examples"][0]["space"] == "pixel distance" and found["examples"][0]["distance"] <= 0.25
-    assert found["pools"] == {"real train split": 38, "held-out real": 22, "stage1": 1}
+    assert len(found.pairs) == 1 and found.pairs[0]["pool"] == "stage1"
+    assert found.pairs[0]["space"] == "pixel distance" and found.pairs[0]["distance"] <= 0.25
+    assert found.pools == {"real train split": 38, "held-out real": 22, "stage1": 1}
+    assert found.to_dict()["pairs"] == 1 and found.to_dict()["examples"] == found.pairs
     clean = _leakage(real, {}, _copy_search(real, {}, judged, view, False), EvalOptions(), False)
-    assert clean["pairs"] == 0
+    assert clean.pairs == []
 
 
 def test_holm_correction_matches_its_definition():

@@ -3,7 +3,30 @@ import pytest
 import torch
 
 from polypsynth.errors import EvalError
-from polypsynth.evaluate.kid import _mmd2_from_kernels, four_comparisons, kid
+from polypsynth.evaluate import kid as kid_mod
+from polypsynth.evaluate.kid import (
+    BLOCK_SIZE,
+    COMPARISONS,
+    KidResult,
+    MarginResult,
+    _mmd2_from_kernels,
+    kid_table,
+)
+
+
+def kid(a, b, block_size=BLOCK_SIZE, seed=0, names=("set a", "set b")) -> KidResult:
+    """One KID through the estimator behind kid_table (its one-pair case)."""
+    kids, _ = kid_mod._table({names[0]: a}, {names[1]: b}, [names], [], block_size, seed, {})
+    return kids[names]
+
+
+def kid_margin(syn, other, same, block_size=BLOCK_SIZE, seed=0) -> MarginResult:
+    """One cross-class margin through the estimator behind kid_table."""
+    names = ("synthetic", "real other", "real same")
+    _, margins = kid_mod._table(
+        {names[0]: syn}, {names[1]: other, names[2]: same}, [], [names], block_size, seed, {}
+    )
+    return margins[names]
 
 
 def _draw(seed, n=200, d=64, shift=0.0):
@@ -37,8 +60,6 @@ def test_equals_torchmetrics_on_the_same_features():
 
 def test_jackknife_leave_one_out_values_equal_brute_force():
     """The closed-form leave-one-out estimates equal recomputing the estimate without each image."""
-    from polypsynth.evaluate import kid as kid_mod
-
     a, b = _draw(10, n=14, d=8), _draw(11, n=12, d=8, shift=0.3)
 
     def kernel(x, y):
@@ -115,8 +136,6 @@ def test_float32_features_give_the_float64_estimate():
 def test_table_equals_the_single_comparisons():
     """kid_table shares kernel sums across its comparisons; each value equals the KID or margin
     computed alone."""
-    from polypsynth.evaluate.kid import kid_margin, kid_table
-
     real = {"AD": _draw(30, n=40, d=16), "NON_AD": _draw(31, n=30, d=16, shift=0.4)}
     syn = {"AD": _draw(32, n=35, d=16, shift=0.1), "NON_AD": _draw(33, n=25, d=16, shift=0.3)}
     table = kid_table(real, syn)
@@ -127,14 +146,12 @@ def test_table_equals_the_single_comparisons():
     assert (table["margin_NON_AD"].mean, table["margin_NON_AD"].se) == pytest.approx(
         (m.mean, m.se), rel=1e-12
     )
-    assert set(four_comparisons(real, syn)) == {k for k in table if not k.startswith("margin")}
+    assert set(table) == {key for key, *_ in COMPARISONS} | {"margin_AD", "margin_NON_AD"}
 
 
 def test_bad_input_names_the_set_or_the_option():
     with pytest.raises(EvalError, match="synthetic AD has 4 images; a meaningful KID needs at least 10"):
-        four_comparisons(
-            {"AD": _draw(1, 20), "NON_AD": _draw(2, 20)}, {"AD": _draw(3, 4), "NON_AD": _draw(4, 20)}
-        )
+        kid_table({"AD": _draw(1, 20), "NON_AD": _draw(2, 20)}, {"AD": _draw(3, 4), "NON_AD": _draw(4, 20)})
     with pytest.raises(EvalError, match="KID block size must be >= 10, got 5"):
         kid(_draw(1, 20), _draw(2, 20), block_size=5)
     with pytest.raises(EvalError, match=r"same d, got set a \(20, 64\), set b \(20, 8\)"):
@@ -142,8 +159,6 @@ def test_bad_input_names_the_set_or_the_option():
 
 
 def test_margin_jackknife_equals_brute_force_leave_one_out():
-    from polypsynth.evaluate.kid import kid_margin
-
     s, o, r = _draw(20, n=13, d=6, shift=0.2), _draw(21, n=12, d=6, shift=0.8), _draw(22, n=11, d=6)
 
     def margin(s, o, r):
@@ -164,17 +179,15 @@ def test_margin_jackknife_equals_brute_force_leave_one_out():
 
 @pytest.mark.parametrize("block_size", [4096, 20])
 def test_margin_error_matches_fresh_draws(block_size):
-    from polypsynth.evaluate import kid as kid_mod
-
     rng = np.random.default_rng(1)
 
     def sets():  # synthetic between the two real classes, nearer its own
         return rng.normal(0.2, 1, (80, 16)), rng.normal(0.6, 1, (80, 16)), rng.normal(0, 1, (80, 16))
 
-    fresh = [kid_mod.kid_margin(*sets(), block_size=block_size).mean for _ in range(300)]
+    fresh = [kid_margin(*sets(), block_size=block_size).mean for _ in range(300)]
     joint = []
     for seed in range(60):
-        m = kid_mod.kid_margin(*sets(), block_size=block_size, seed=seed)
+        m = kid_margin(*sets(), block_size=block_size, seed=seed)
         assert m.method == ("jackknife" if block_size > 80 else "jackknife over 4 disjoint blocks")
         joint.append(m.se)
     assert np.mean(joint) == pytest.approx(np.std(fresh), rel=0.25)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from polypsynth.evaluate import memorisation, separation
+from polypsynth.evaluate.kid import KidResult
 from polypsynth.evaluate.selection import select
 
 
@@ -34,10 +35,10 @@ def test_a_checkpoint_that_copies_training_images_is_caught():
     # The clinical rule refuses the copying checkpoint though its margins and fidelity are perfect.
     kids = {
         n: {
-            "syn_AD_vs_real_AD": {"mean": 0.01, "se": 0.001},
-            "syn_AD_vs_real_NON_AD": {"mean": 0.2, "se": 0.001},
-            "syn_NON_AD_vs_real_NON_AD": {"mean": 0.01, "se": 0.001},
-            "syn_NON_AD_vs_real_AD": {"mean": 0.2, "se": 0.001},
+            "syn_AD_vs_real_AD": KidResult(0.01, 0.001, "jackknife", 50, 1, 50, 50),
+            "syn_AD_vs_real_NON_AD": KidResult(0.2, 0.001, "jackknife", 50, 1, 50, 50),
+            "syn_NON_AD_vs_real_NON_AD": KidResult(0.01, 0.001, "jackknife", 50, 1, 50, 50),
+            "syn_NON_AD_vs_real_AD": KidResult(0.2, 0.001, "jackknife", 50, 1, 50, 50),
         }
         for n in ("fresh", "copied")
     }

@@ -11,7 +11,8 @@ from polypsynth.data.sources import load_any
 from polypsynth.evaluate import kid
 from polypsynth.evaluate.classify import ClassifierOptions
 from polypsynth.evaluate.features import GeneratorView, InceptionExtractor, extract
-from polypsynth.evaluate.run import EvalOptions, evaluate
+from polypsynth.evaluate.options import EvalOptions
+from polypsynth.evaluate.run import evaluate
 from polypsynth.evaluate.sets import real_data, synthetic_checkpoints
 
 NATIVE, GENERATOR = 96, 32
@@ -45,12 +46,12 @@ def test_a_second_draw_at_the_generators_resolution_is_indistinguishable(faithfu
         cache_dir=str(tmp_path / "cache"),
     )
     results = evaluate(real, synthetic_checkpoints(faithful / "samples"), options, progress=False)
-    assert results["resolution"] == GENERATOR
+    assert results.resolution == GENERATOR
     for space in ("inception", "efficientnet"):
-        k = results["kid"][space]["step-000001"]
+        k = results.kid[space]["step-000001"]
         for same in ("syn_AD_vs_real_AD", "syn_NON_AD_vs_real_NON_AD"):
-            assert abs(k[same]["mean"]) <= 2 * k[same]["se"], (space, same, k[same])
-    gap = results["separation"]["step-000001"]["real_vs_synthetic"]
+            assert abs(k[same].mean) <= 2 * k[same].se, (space, same, k[same])
+    gap = results.separation["step-000001"]["real_vs_synthetic"]
     assert gap["ci95"][0] <= 0.5 <= gap["ci95"][1], gap
 
     # The same comparison with the real frames at their native size (the path before the view):

@@ -5,7 +5,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from polypsynth.evaluate import probe
-from polypsynth.evaluate.run import EvalOptions, _probe_experiments
+from polypsynth.evaluate.options import EvalOptions
+from polypsynth.evaluate.run import _probe_experiments
 from polypsynth.evaluate.sets import Checkpoint
 
 

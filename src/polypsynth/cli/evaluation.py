@@ -181,7 +181,7 @@ def evaluate_command(
     from polypsynth.atomic import prepare_target
     from polypsynth.evaluate.classify import ClassifierOptions
     from polypsynth.evaluate.job import evaluate_to_report, pool_images
-    from polypsynth.evaluate.run import EvalOptions
+    from polypsynth.evaluate.options import EvalOptions
     from polypsynth.evaluate.sets import reconstruction_set
 
     prepare_target(out, overwrite, "report folder")
@@ -209,7 +209,7 @@ def evaluate_command(
     ).validate()
     real_set = load_real_set(real, real_kind)
     recon = reconstruction_set(reconstructions) if reconstructions else None
-    results = evaluate_to_report(
+    evaluation = evaluate_to_report(
         real_set,
         synthetic,
         options,
@@ -219,5 +219,5 @@ def evaluate_command(
         overwrite=overwrite,
         sources={"real": real, "reconstructions": reconstructions},
     )
-    click.echo(results["selection"]["verdict"])
+    click.echo(evaluation.selection["verdict"])
     click.echo(f"report: {Path(out) / 'index.html'}")

@@ -188,6 +188,9 @@ class EfficientNetExtractor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True).float().cpu()
 
 
+Extractor = InceptionExtractor | EfficientNetExtractor
+
+
 class FeatureScale:
     """Centring and one scale factor fixed once on the real reference features: afterwards the
     reference's mean squared coordinate is 1, so the cubic KID kernel (gamma = 1/d) sees inputs of

@@ -9,8 +9,10 @@ from pathlib import Path
 from polypsynth import __version__
 from polypsynth.data.records import list_images
 from polypsynth.data.sources import load_csv_manifest
+from polypsynth.evaluate.options import EvalOptions
 from polypsynth.evaluate.report import write_report
-from polypsynth.evaluate.run import EvalOptions, evaluate
+from polypsynth.evaluate.results import Evaluation
+from polypsynth.evaluate.run import evaluate
 from polypsynth.evaluate.sets import RealData, synthetic_checkpoints
 
 
@@ -35,14 +37,16 @@ def evaluate_to_report(
     train_pools: dict[str, list[Path]] | None = None,
     overwrite: bool = False,
     sources: dict[str, str] | None = None,
-) -> dict:
+) -> Evaluation:
     """Evaluate every checkpoint under `synthetic` against `real` and write the report to `out`;
-    returns the results (also in out/results.json). `sources` names where the real data and the
-    reconstructions came from (paths as given), for the report's header."""
+    returns the evaluation (its numbers also in out/results.json). `sources` names where the real
+    data and the reconstructions came from (paths as given), for the report's header."""
     checkpoints = synthetic_checkpoints(synthetic)
-    results = evaluate(real, checkpoints, options, reconstructions=reconstructions, train_pools=train_pools)
+    evaluation = evaluate(
+        real, checkpoints, options, reconstructions=reconstructions, train_pools=train_pools
+    )
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    results["provenance"] = {
+    evaluation.provenance = {
         "polypsynth": __version__,
         "date": stamp,
         "real": (sources or {}).get("real", "given in code"),
@@ -50,5 +54,5 @@ def evaluate_to_report(
         "reconstructions": (sources or {}).get("reconstructions") if reconstructions else None,
         "train_pools": list(train_pools or {}),
     }
-    write_report(results, checkpoints, Path(out), overwrite=overwrite)
-    return results
+    write_report(evaluation, Path(out), overwrite=overwrite)
+    return evaluation

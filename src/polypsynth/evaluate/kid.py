@@ -62,6 +62,8 @@ class MarginResult:
         return asdict(self)
 
 
+KidTable = dict[str, KidResult | MarginResult]  # kid_table of one set: its comparisons and margins
+
 COMPARISONS = (
     # key, synthetic class, real class, better when
     ("syn_AD_vs_real_AD", "AD", "AD", "lower"),
@@ -211,53 +213,9 @@ def _table(
     return kids, {m: MarginResult(*_combine(v)) for m, v in per_margin.items()}
 
 
-def kid(
-    a: np.ndarray,
-    b: np.ndarray,
-    block_size: int = BLOCK_SIZE,
-    seed: int = 0,
-    degree: int = 3,
-    gamma: float | None = None,
-    coef: float = 1.0,
-    names: tuple[str, str] = ("set a", "set b"),
-) -> KidResult:
-    """KID of two feature sets (`seed`: which images share a block when the sets are split)."""
-    kids, _ = _table(
-        {names[0]: a},
-        {names[1]: b},
-        [(names[0], names[1])],
-        [],
-        block_size,
-        seed,
-        {"degree": degree, "gamma": gamma, "coef": coef},
-    )
-    return kids[names]
-
-
-def kid_margin(
-    syn: np.ndarray,
-    real_other: np.ndarray,
-    real_same: np.ndarray,
-    block_size: int = BLOCK_SIZE,
-    seed: int = 0,
-    names: tuple[str, str, str] = ("synthetic", "real other", "real same"),
-) -> MarginResult:
-    """The cross-class margin with its three-sample jackknife error (per block)."""
-    _, margins = _table(
-        {names[0]: syn},
-        {names[1]: real_other, names[2]: real_same},
-        [],
-        [names],
-        block_size,
-        seed,
-        {},
-    )
-    return margins[names]
-
-
 def kid_table(
     real: dict[str, np.ndarray], synthetic: dict[str, np.ndarray], block_size: int = BLOCK_SIZE, seed: int = 0
-) -> dict[str, KidResult | MarginResult]:
+) -> KidTable:
     """One checkpoint's Table 2 (the study's four comparisons, keys of COMPARISONS) and the clinical
     rule's two margins (`margin_AD`, `margin_NON_AD`), each with its own error."""
     syn = {f"synthetic {c}": synthetic[c] for c in CLASSES}
@@ -266,16 +224,6 @@ def kid_table(
     pairs = [(f"synthetic {s}", f"real {r}") for _, s, r, _ in COMPARISONS]
     margins = [(f"synthetic {c}", f"real {other[c]}", f"real {c}") for c in CLASSES]
     kids, margin = _table(syn, ref, pairs, margins, block_size, seed, {})
-    out: dict[str, KidResult | MarginResult] = {
-        key: kids[p] for (key, *_), p in zip(COMPARISONS, pairs, strict=True)
-    }
+    out: KidTable = {key: kids[p] for (key, *_), p in zip(COMPARISONS, pairs, strict=True)}
     out.update({f"margin_{c}": margin[m] for c, m in zip(CLASSES, margins, strict=True)})
     return out
-
-
-def four_comparisons(
-    real: dict[str, np.ndarray], synthetic: dict[str, np.ndarray], **kw
-) -> dict[str, KidResult]:
-    """The study's Table 2 for one checkpoint (the KIDs of `kid_table`)."""
-    table = kid_table(real, synthetic, **kw)
-    return {key: table[key] for key, *_ in COMPARISONS}  # type: ignore[misc]

@@ -1,5 +1,7 @@
 """The report: index.html (self-contained, images embedded), report.md, results.json and the PNG
-plots beside them, written completely or not at all."""
+plots beside them, written completely or not at all. Every table and figure but the t-SNE maps and
+the sample grid is drawn from results.json's dict (Evaluation.to_dict), the form a reader of the
+report folder also has."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from polypsynth.atomic import atomic_dir
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate import tsne
 from polypsynth.evaluate.kid import COMPARISONS
+from polypsynth.evaluate.results import Evaluation
 from polypsynth.evaluate.selection import MEANING
 from polypsynth.evaluate.tables import (
     TITLES,
@@ -367,12 +370,14 @@ def _html(sections, folder: Path, header: str) -> str:
     return "\n".join(parts) + "</body></html>"
 
 
-def write_report(results: dict, checkpoints, out: Path, overwrite: bool = True) -> Path:
-    maps = results.pop("_maps")
+def write_report(evaluation: Evaluation, out: Path, overwrite: bool = True) -> Path:
+    """The report folder: results.json (Evaluation.to_dict), report.md, index.html and the plots,
+    all drawn from that dict except the t-SNE maps and the sample grid (points and images)."""
+    results = evaluation.to_dict()
     with atomic_dir(out, overwrite=overwrite, what="report folder") as tmp:
         plot_kid_curves(results, tmp / PLOTS["KID curves"])
-        tsne.plot_grid(maps, tmp / PLOTS["t-SNE"], results.get("separation"))
-        sample_grid(checkpoints, tmp / PLOTS["Samples"])
+        tsne.plot_grid(evaluation.maps, tmp / PLOTS["t-SNE"], results["separation"])
+        sample_grid(evaluation.checkpoints, tmp / PLOTS["Samples"])
         plot_fidelity_and_augmentation(results, tmp / PLOTS["Class fidelity"])
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=float))
         sections = _sections(results)

@@ -1,13 +1,14 @@
 """`polypsynth evaluate`: every checkpoint's synthetic images against the real data.
 
-Phases: the generator's resolution and view (every image goes through it), the positive control
-held out of the real train split, leakage, features and KIDs, memorisation, t-SNE and separation,
-Table 1 with its controls, class fidelity, and the selection with its verdict. The control is
-judged by the same code as every checkpoint: it is one more `Checkpoint` (sets.control_checkpoint)."""
+`evaluate` runs its phases in order, each a function below: the inputs (the generator's resolution
+and view, through which every image goes; the positive control held out of the real train split),
+leakage, features and KIDs, memorisation, t-SNE and separation, Table 1 with its controls, class
+fidelity, and the selection with its verdict. The control is judged by the same code as every
+checkpoint: it is one more `Checkpoint` (sets.control_checkpoint)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -30,11 +31,15 @@ from polypsynth.evaluate import (
 )
 from polypsynth.evaluate.features import (
     EfficientNetExtractor,
+    Extractor,
     FeatureScale,
     GeneratorView,
     InceptionExtractor,
     extract,
 )
+from polypsynth.evaluate.kid import KidTable
+from polypsynth.evaluate.options import EvalOptions
+from polypsynth.evaluate.results import Evaluation, Fidelity, Leakage, counts
 from polypsynth.evaluate.sets import (
     CONTROL,
     Checkpoint,
@@ -43,55 +48,58 @@ from polypsynth.evaluate.sets import (
     generator_resolution,
     hold_out_control,
 )
-from polypsynth.evaluate.uncertainty import MARGIN, check_margin
-
-FEATURES = ("inception", "efficientnet")
-ALIASES = {"classifier": "efficientnet"}  # the old name of the EfficientNet space, still accepted
 
 
-@dataclass
-class EvalOptions:
-    features: tuple[str, ...] = FEATURES  # the first is the primary space (t-SNE, selection)
-    inception_weights: str | None = None
-    classifier: classify.ClassifierOptions = field(default_factory=classify.ClassifierOptions)
-    classify_seeds: int = 3
-    synthetic_share: float = 0.5  # synthetic images added per real training image (augmentation)
-    augment: bool = True
-    kid_block_size: int = kid.BLOCK_SIZE  # images per set in one KID block (larger sets: disjoint blocks)
-    seed: int = 0
-    cache_dir: str | None = None
-    device: str = "cpu"  # feature extraction (fp32: the standard features); the classifier has its own
-    max_hash_distance: int = 4  # perceptual-hash bits within which two images are near-duplicates
-    max_pixel_distance: float = pixels.LEAK_DISTANCE  # the same in pixel space (pixels.py), crops too
-    pool_features: bool = True  # the feature spaces' copy check also searches the extra training pools
-    allow_leakage: bool = False  # go on (with a warning in the verdict) when test images leak
-    resolution: int | None = None  # the generator's, when known (checkpoint / bundle); else its images'
-    control_share: float = 0.5  # at most this share of each class's real training images held out
-    margin: float = MARGIN  # the smallest balanced-accuracy gain worth having
+@dataclass(frozen=True)
+class _Inputs:
+    """What every phase reads: the options, the real sets once the control is held out, the
+    checkpoints, the sets judged (every checkpoint, then the control) and the generator's view."""
 
-    def validate(self) -> EvalOptions:
-        self.features = tuple(ALIASES.get(f, f) for f in self.features)
-        unknown = [f for f in self.features if f not in FEATURES]
-        if unknown or not self.features:
-            raise EvalError(f"unknown feature space {unknown or '(none)'}; valid: {', '.join(FEATURES)}")
-        if self.classify_seeds < 1:
-            raise EvalError(f"classify seeds must be >= 1, got {self.classify_seeds}")
-        classify.check_device(self.device)
-        classify.check_device(self.classifier.device)
-        if not 0 < self.synthetic_share <= 10:
-            raise EvalError(f"synthetic share must be in (0, 10], got {self.synthetic_share}")
-        check_margin(self.margin)
-        if not 0 < self.control_share < 1:
-            raise EvalError(
-                f"--control-share must be in (0, 1) (a share of each class's training images), got {self.control_share}"
-            )
-        if not 0 < self.max_pixel_distance < 2:
-            raise EvalError(
-                f"--max-pixel-distance must be in (0, 2) (thumbnail distance, pixels.py), got {self.max_pixel_distance}"
-            )
-        if self.resolution is not None and self.resolution < 8:
-            raise EvalError(f"--resolution must be a side in pixels >= 8, got {self.resolution}")
-        return self
+    options: EvalOptions
+    real: RealData
+    checkpoints: list[Checkpoint]
+    judged: list[Checkpoint]
+    resolution: int
+    view: GeneratorView
+    progress: bool
+
+    @property
+    def synthetic_count(self) -> int:
+        """Synthetic images added to the real training split in an augmentation run."""
+        return round(self.options.synthetic_share * sum(len(v) for v in self.real.train.values()))
+
+    def features(self, extractor: Extractor, paths: list[Path], desc: str) -> np.ndarray:
+        cache = Path(self.options.cache_dir) if self.options.cache_dir else None
+        return extract(extractor, paths, cache, desc, progress=self.progress, view=self.view)
+
+
+@dataclass(frozen=True)
+class _Space:
+    """One feature space's features: class -> (N, d) for the real train and test splits, judged
+    set -> class -> (N, d) for the synthetic sets, and the extra training pools' (copy check)."""
+
+    real: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    synthetic: dict[str, dict[str, np.ndarray]]
+    pools: list[np.ndarray]
+
+
+def _inputs(
+    real: RealData,
+    checkpoints: list[Checkpoint],
+    options: EvalOptions,
+    reconstructions: dict[str, list[Path]] | None,
+    progress: bool,
+) -> _Inputs:
+    if reconstructions is not None:
+        empty = [c for c in CLASSES if not reconstructions.get(c)]
+        if empty:
+            raise EvalError(f"reconstructions hold no {', '.join(empty)} images; every class needs some")
+    generated = [ck.images for ck in checkpoints] + ([reconstructions] if reconstructions else [])
+    resolution = generator_resolution(generated, options.resolution)  # the caller's options stay as given
+    real = hold_out_control(real, checkpoints, options.control_share, options.seed)
+    judged = [*checkpoints, control_checkpoint(real)]
+    return _Inputs(options, real, checkpoints, judged, resolution, GeneratorView(resolution), progress)
 
 
 def _labelled(sets: dict[str, list], picks: dict[str, np.ndarray] | None = None) -> tuple[list, list[int]]:
@@ -145,14 +153,13 @@ def _probe_experiments(real_f, test_f, synthetic_f, judged, options, n_syn, reco
     return {"features": "inception", "fidelity": fidelity, "reconstructed": reconstructed, **table}
 
 
-def _efficientnet_table(
-    real, judged, options, n_syn, progress, view
-) -> tuple[dict, list, classify.ImageBank]:
+def _efficientnet_table(inputs: _Inputs) -> tuple[dict, list, classify.ImageBank]:
     """Table 1 with the fine-tuned ImageNet EfficientNet (classify.py) and its controls; also
     returns the real-only models (the fidelity judges when no Inception features are computed) and
     the decoded images they were trained on (reused, not decoded again, by those judges)."""
+    options, real, judged = inputs.options, inputs.real, inputs.judged
     copts = options.classifier
-    bank = classify.ImageBank(copts.image_size, view)
+    bank = classify.ImageBank(copts.image_size, inputs.view)
     test_paths, test_labels = _labelled(real.test)
     models = []
     runs = options.classify_seeds * (1 + (len(judged) + 1 if options.augment else 0))
@@ -160,7 +167,7 @@ def _efficientnet_table(
 
     def fit(paths, labels, seed, desc):
         desc = f"classifier {next(counter)} of {runs}: {desc}"
-        model = classify.train_classifier(paths, labels, copts, seed, bank, desc, progress)
+        model = classify.train_classifier(paths, labels, copts, seed, bank, desc, inputs.progress)
         pred = classify.predict(model, test_paths, bank)
         run = {
             "metrics": classify.classification_metrics(test_labels, pred),
@@ -180,15 +187,14 @@ def _efficientnet_table(
         desc = f"real+{ck.name}{' swapped' if swap else ''}, seed {seed}"
         return fit(paths + syn_paths, labels + (_swap(syn_labels) if swap else syn_labels), seed, desc)[1]
 
-    synthetic = [ck for ck in judged if not ck.control]
     table = table1.run_table(
         judged,
         options.classify_seeds,
         options.seed,
-        n_syn,
+        inputs.synthetic_count,
         run_real,
         run_augmented if options.augment else None,
-        swap_control=[synthetic[-1].name],  # the costliest control: the last checkpoint only
+        swap_control=[inputs.checkpoints[-1].name],  # the costliest control: the last checkpoint only
         margin=options.margin,
     )
     return {"classifier": backbone.describe(copts.weights), **table}, models, bank
@@ -224,7 +230,7 @@ def _copy_search(real: RealData, pools: dict[str, list[Path]], judged, view, pro
 
 def _leakage(
     real: RealData, pools: dict[str, list[Path]], found: dict, options: EvalOptions, progress: bool
-) -> dict:
+) -> Leakage:
     """Test images that are near-duplicates of a training image: within `max_hash_distance` bits
     (perceptual hash, as `data inspect` finds them: re-encoded, resized, mirrored) or within
     `max_pixel_distance` in pixel space (also crops down to 80%). One entry per (test, pool image)."""
@@ -259,16 +265,11 @@ def _leakage(
             f"{options.max_hash_distance} hash bits or {options.max_pixel_distance} pixel distance); every "
             "figure would be optimistic. Remove them, or pass --allow-leakage"
         )
-    return {
-        "pairs": len(found_pairs),
-        "max_distance": options.max_hash_distance,
-        "max_pixel_distance": options.max_pixel_distance,
-        "pools": {name: len(paths) for name, paths in searched.items()},
-        "examples": found_pairs[:20],
-    }
+    pool_sizes = {name: len(paths) for name, paths in searched.items()}
+    return Leakage(found_pairs, options.max_hash_distance, options.max_pixel_distance, pool_sizes)
 
 
-def _extractors(options: EvalOptions) -> dict:
+def _extractors(options: EvalOptions) -> dict[str, Extractor]:
     return {
         name: InceptionExtractor(options.inception_weights, options.device)
         if name == "inception"
@@ -277,81 +278,117 @@ def _extractors(options: EvalOptions) -> dict:
     }
 
 
-def _features_and_kids(real, judged, extractors, options, view, progress, pools=None) -> tuple[dict, dict]:
-    """Features of every set in every space (through the generator's view); KID x4 and the two
-    class margins per judged set. `pools` (name -> paths): the other training pools, whose features
-    only the copy check uses."""
-    cache = Path(options.cache_dir) if options.cache_dir else None
-    features: dict[str, dict] = {}
-    kids: dict[str, dict] = {}
-    for name, ex in extractors.items():
+def _space(inputs: _Inputs, name: str, extractor: Extractor, pools: dict[str, list[Path]]) -> _Space:
+    """Every set's features in one space (through the generator's view). A space with no standard
+    scale (not Inception) gets one fixed on the real reference (FeatureScale)."""
 
-        def feats(paths, desc, ex=ex, name=name):
-            return extract(ex, paths, cache, f"{name} {desc}", progress=progress, view=view)
+    def feats(paths, desc):
+        return inputs.features(extractor, paths, f"{name} {desc}")
 
-        real_f = {c: feats(real.train[c], f"real {c}") for c in CLASSES}
-        test_f = {c: feats(real.test[c], f"real test {c}") for c in CLASSES}
-        syn_f = {ck.name: {c: feats(ck.images[c], f"{ck.name} {c}") for c in CLASSES} for ck in judged}
-        pool_f = [feats(paths, f"pool {pool}") for pool, paths in (pools or {}).items()]
-        if name != "inception":  # no standard scale: fix one on the real reference (FeatureScale)
-            scale = FeatureScale(np.concatenate(list(real_f.values())))
-            real_f = {c: scale(v) for c, v in real_f.items()}
-            test_f = {c: scale(v) for c, v in test_f.items()}
-            syn_f = {k: {c: scale(v) for c, v in f.items()} for k, f in syn_f.items()}
-            pool_f = [scale(v) for v in pool_f]
-        features[name] = {"real": real_f, "test": test_f, "synthetic": syn_f, "pools": pool_f}
-        kids[name] = {
-            ck.name: {
-                k: v.as_dict()
-                for k, v in kid.kid_table(
-                    real_f, syn_f[ck.name], block_size=options.kid_block_size, seed=options.seed
-                ).items()
-            }
-            for ck in judged
+    real, test = inputs.real.train, inputs.real.test
+    space = _Space(
+        {c: feats(real[c], f"real {c}") for c in CLASSES},
+        {c: feats(test[c], f"real test {c}") for c in CLASSES},
+        {ck.name: {c: feats(ck.images[c], f"{ck.name} {c}") for c in CLASSES} for ck in inputs.judged},
+        [feats(paths, f"pool {pool}") for pool, paths in pools.items()],
+    )
+    if name == "inception":
+        return space
+    scale = FeatureScale(np.concatenate(list(space.real.values())))
+    return _Space(
+        {c: scale(v) for c, v in space.real.items()},
+        {c: scale(v) for c, v in space.test.items()},
+        {k: {c: scale(v) for c, v in f.items()} for k, f in space.synthetic.items()},
+        [scale(v) for v in space.pools],
+    )
+
+
+def _kids(inputs: _Inputs, space: _Space) -> dict[str, KidTable]:
+    """KID x4 and the two class margins of every judged set in one space."""
+    block, seed = inputs.options.kid_block_size, inputs.options.seed
+    return {
+        ck.name: kid.kid_table(space.real, space.synthetic[ck.name], block_size=block, seed=seed)
+        for ck in inputs.judged
+    }
+
+
+def _memorisation(spaces: dict[str, _Space], found: dict, options: EvalOptions) -> dict[str, dict]:
+    """The copy check in every feature space and in pixel space, Holm-corrected over all of them."""
+    memo = {
+        name: memorisation.check(f.real, f.test, f.synthetic, f.synthetic[CONTROL], CONTROL, pools=f.pools)
+        for name, f in spaces.items()
+    }
+    memo["pixels"] = memorisation.pixel_check(found, TEST, options.max_pixel_distance, CONTROL)
+    return memorisation.correct(memo)
+
+
+def _separations(space: _Space, judged: list[Checkpoint], seed: int) -> dict[str, dict]:
+    return {
+        ck.name: {
+            "classes": separation.class_separation(space.real, space.synthetic[ck.name], seed),
+            "real_vs_synthetic": separation.real_vs_synthetic(space.real, space.synthetic[ck.name], seed),
         }
-    return features, kids
+        for ck in judged
+    }
 
 
-def _fidelity(
-    features, extractors, table, real_models, bank, judged, reconstructions, options, n_syn, view, progress
-):
-    """Class fidelity of every judged set, the judge that measured it with its recall on the real
-    test images, the judge on reconstructions, and the probe's Table 1 (None without Inception)."""
-    if "inception" in extractors:
-        rec_f = None
-        if reconstructions:
-            cache = Path(options.cache_dir) if options.cache_dir else None
-            rec_f = {
-                c: extract(
-                    extractors["inception"],
-                    reconstructions[c],
-                    cache,
-                    f"inception reconstructed test {c}",
-                    progress=progress,
-                    view=view,
-                )
-                for c in CLASSES
-            }
-        fi = features["inception"]
-        probes = _probe_experiments(fi["real"], fi["test"], fi["synthetic"], judged, options, n_syn, rec_f)
-        real = probes["real"]
-        judge = {"kind": "linear probe on Inception features", "real": real["balanced_accuracy"]}
-        return probes["fidelity"], _with_recall(judge, real), probes["reconstructed"], probes
+def _tsne_maps(space: _Space, checkpoints: list[Checkpoint], seed: int) -> dict[str, tsne.TsneMap]:
+    return {
+        ck.name: tsne.embed(
+            {
+                "real AD": space.real["AD"],
+                "real NON_AD": space.real["NON_AD"],
+                "synthetic AD": space.synthetic[ck.name]["AD"],
+                "synthetic NON_AD": space.synthetic[ck.name]["NON_AD"],
+            },
+            seed=seed,
+        )
+        for ck in checkpoints
+    }
+
+
+def _probe_fidelity(
+    inputs: _Inputs, space: _Space, extractor: Extractor, reconstructions: dict[str, list[Path]] | None
+) -> Fidelity:
+    """Class fidelity judged by the linear probe on Inception features, with the probe's Table 1."""
+    rec_f = None
+    if reconstructions:
+        rec_f = {
+            c: inputs.features(extractor, reconstructions[c], f"inception reconstructed test {c}")
+            for c in CLASSES
+        }
+    probes = _probe_experiments(
+        space.real, space.test, space.synthetic, inputs.judged, inputs.options, inputs.synthetic_count, rec_f
+    )
+    real = probes["real"]
+    judge = {"kind": "linear probe on Inception features", "real": real["balanced_accuracy"]}
+    return Fidelity(
+        probes["fidelity"],
+        _with_recall(judge, real),
+        probes["reconstructed"],
+        counts(reconstructions) if reconstructions else None,
+        probes,
+    )
+
+
+def _vote_fidelity(
+    inputs: _Inputs, table: dict, models: list, bank: classify.ImageBank, reconstructions
+) -> Fidelity:
+    """Class fidelity judged by the real-only EfficientNets of Table 1 (no Inception features)."""
 
     def vote(sets):  # the share of the real-only models' answers that name each class
-        votes = [recognised(partial(classify.predict, m, bank=bank), sets) for m in real_models]
+        votes = [recognised(partial(classify.predict, m, bank=bank), sets) for m in models]
         return {c: float(np.mean([v[c] for v in votes])) for c in CLASSES}
 
-    fidelity = {ck.name: vote(ck.images) for ck in judged}
     judge = {
         "kind": f"{table['classifier']} fine-tuned on real images",
         "real": table["real"]["balanced_accuracy"],
     }
-    return (
-        fidelity,
+    return Fidelity(
+        {ck.name: vote(ck.images) for ck in inputs.judged},
         _with_recall(judge, table["real"]),
         vote(reconstructions) if reconstructions else None,
-        None,
+        counts(reconstructions) if reconstructions else None,
     )
 
 
@@ -374,19 +411,29 @@ def _copies(memo: dict, judged) -> dict:
     }
 
 
-def _tsne_maps(f: dict, checkpoints, seed: int) -> dict:
-    return {
-        ck.name: tsne.embed(
-            {
-                "real AD": f["real"]["AD"],
-                "real NON_AD": f["real"]["NON_AD"],
-                "synthetic AD": f["synthetic"][ck.name]["AD"],
-                "synthetic NON_AD": f["synthetic"][ck.name]["NON_AD"],
-            },
-            seed=seed,
+def _select(
+    inputs: _Inputs, kids: dict[str, KidTable], fidelity: Fidelity, table: dict, memo: dict, leaks: Leakage
+) -> dict:
+    """Both rules' picks and the verdict (selection.select), warned when test images leak."""
+    gains_by = f"{table['classifier']}, fine-tuned"
+    chosen = selection.select(
+        kids,
+        fidelity.shares,
+        fidelity.judge,
+        {ck.name: counts(ck.images) for ck in inputs.judged},
+        table["gains"] or None,
+        gains_by,
+        copies=_copies(memo, inputs.judged),
+        control=CONTROL,
+        margin=inputs.options.margin,
+    )
+    chosen["gains_by"] = gains_by
+    if leaks.pairs:
+        chosen["verdict"] = (
+            f"WARNING: {len(leaks.pairs)} near-duplicate pair(s) link test images to training images, so every "
+            f"figure below is optimistic. {chosen['verdict']}"
         )
-        for ck in checkpoints
-    }
+    return chosen
 
 
 def evaluate(
@@ -396,106 +443,41 @@ def evaluate(
     progress: bool = True,
     reconstructions: dict[str, list[Path]] | None = None,
     train_pools: dict[str, list[Path]] | None = None,
-) -> dict:
+) -> Evaluation:
     """All the numbers of the report (plots are drawn from them by report.py). `reconstructions`:
     class -> real test images passed through the model's autoencoder (reconstruct.py), whose class
-    fidelity is reported beside the checkpoints' (a reference, not a bound). `train_pools`: pool name -> the other images the model trained on (stage 1,
-    unlabelled, replay); with the real training split they are searched for near-duplicates of the
-    test images first (leakage is an error unless `options.allow_leakage`)."""
+    fidelity is reported beside the checkpoints' (a reference, not a bound). `train_pools`: pool
+    name -> the other images the model trained on (stage 1, unlabelled, replay); with the real
+    training split they are searched for near-duplicates of the test images first (leakage is an
+    error unless `options.allow_leakage`)."""
     options.validate()
-    if reconstructions is not None:
-        empty = [c for c in CLASSES if not reconstructions.get(c)]
-        if empty:
-            raise EvalError(f"reconstructions hold no {', '.join(empty)} images; every class needs some")
-    generated = [ck.images for ck in checkpoints] + ([reconstructions] if reconstructions else [])
-    resolution = generator_resolution(generated, options.resolution)  # the caller's options stay as given
-    view = GeneratorView(resolution)
-    real = hold_out_control(real, checkpoints, options.control_share, options.seed)
-    judged = [*checkpoints, control_checkpoint(real)]
-    found = _copy_search(real, train_pools or {}, judged, view, progress)
-    leaks = _leakage(real, train_pools or {}, found, options, progress)
-    n_syn = round(options.synthetic_share * sum(len(v) for v in real.train.values()))
+    pools = train_pools or {}
+    inputs = _inputs(real, checkpoints, options, reconstructions, progress)
+    found = _copy_search(inputs.real, pools, inputs.judged, inputs.view, progress)
+    leaks = _leakage(inputs.real, pools, found, options, progress)
     extractors = _extractors(options)
-    searched = {n: p for n, p in (train_pools or {}).items() if p} if options.pool_features else {}
-    features, kids = _features_and_kids(real, judged, extractors, options, view, progress, searched)
-    memo = {
-        name: memorisation.check(
-            f["real"], f["test"], f["synthetic"], f["synthetic"][CONTROL], CONTROL, pools=f["pools"]
-        )
-        for name, f in features.items()
-    }
-    memo = memorisation.correct(
-        {**memo, "pixels": memorisation.pixel_check(found, TEST, options.max_pixel_distance, CONTROL)}
+    searched = {n: p for n, p in pools.items() if p} if options.pool_features else {}
+    spaces = {name: _space(inputs, name, ex, searched) for name, ex in extractors.items()}
+    kids = {name: _kids(inputs, space) for name, space in spaces.items()}
+    memo = _memorisation(spaces, found, options)
+    primary = spaces[options.features[0]]
+    table, real_models, bank = _efficientnet_table(inputs)
+    if "inception" in spaces:
+        fidelity = _probe_fidelity(inputs, spaces["inception"], extractors["inception"], reconstructions)
+    else:
+        fidelity = _vote_fidelity(inputs, table, real_models, bank, reconstructions)
+    return Evaluation(
+        options=options,
+        resolution=inputs.resolution,
+        real=inputs.real,
+        checkpoints=checkpoints,
+        control=inputs.judged[-1],
+        leakage=leaks,
+        kid=kids,
+        maps=_tsne_maps(primary, checkpoints, options.seed),
+        separation=_separations(primary, inputs.judged, options.seed),
+        memorisation=memo,
+        fidelity=fidelity,
+        classification=table,
+        selection=_select(inputs, kids[options.features[0]], fidelity, table, memo, leaks),
     )
-    primary = options.features[0]
-    f = features[primary]
-    separations = {
-        ck.name: {
-            "classes": separation.class_separation(f["real"], f["synthetic"][ck.name], options.seed),
-            "real_vs_synthetic": separation.real_vs_synthetic(
-                f["real"], f["synthetic"][ck.name], options.seed
-            ),
-        }
-        for ck in judged
-    }
-    maps = _tsne_maps(f, checkpoints, options.seed)
-    table, real_models, bank = _efficientnet_table(real, judged, options, n_syn, progress, view)
-    fidelity, judge, reconstructed, probes = _fidelity(
-        features,
-        extractors,
-        table,
-        real_models,
-        bank,
-        judged,
-        reconstructions,
-        options,
-        n_syn,
-        view,
-        progress,
-    )
-    gains_by = f"{table['classifier']}, fine-tuned"
-    counts = {ck.name: {c: len(ck.images[c]) for c in CLASSES} for ck in judged}
-    chosen = selection.select(
-        kids[primary],
-        fidelity,
-        judge,
-        counts,
-        table["gains"] or None,
-        gains_by,
-        copies=_copies(memo, judged),
-        control=CONTROL,
-        margin=options.margin,
-    )
-    chosen["gains_by"] = gains_by
-    if leaks["pairs"]:
-        chosen["verdict"] = (
-            f"WARNING: {leaks['pairs']} near-duplicate pair(s) link test images to training images, so every "
-            f"figure below is optimistic. {chosen['verdict']}"
-        )
-    return {
-        "options": {**asdict(options), "classifier": asdict(options.classifier)},
-        "resolution": resolution,
-        "checkpoints": [{"name": c.name, "step": c.step, "images": counts[c.name]} for c in checkpoints],
-        "control": {"name": CONTROL, "images": counts[CONTROL]},
-        "real": {split: {c: len(getattr(real, split)[c]) for c in CLASSES} for split in ("train", "test")},
-        "primary_features": primary,
-        "leakage": leaks,
-        "kid": kids,
-        "tsne": {
-            name: {"knn_accuracy": m.knn_accuracy, "knn_chance": m.knn_chance, "silhouette": m.silhouette}
-            for name, m in maps.items()
-        },
-        "separation": separations,
-        "memorisation": memo,
-        "fidelity": fidelity,
-        "fidelity_judge": judge,
-        "fidelity_reconstructed": (
-            {**reconstructed, "images": {c: len(reconstructions[c]) for c in CLASSES}}
-            if reconstructed and reconstructions
-            else None
-        ),
-        "classification": table,
-        "probe": probes,
-        "selection": chosen,
-        "_maps": maps,  # for the plots; not written to results.json
-    }

@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from polypsynth.data.records import CLASSES
+from polypsynth.evaluate.kid import KidTable
 from polypsynth.evaluate.uncertainty import MARGIN, describe
 
 Z95 = 1.96
@@ -50,17 +51,16 @@ MEANING = (
 )
 
 
-def naive_scores(kids: dict[str, dict]) -> dict[str, float]:
+def naive_scores(kids: dict[str, KidTable]) -> dict[str, float]:
     return {
-        c: (k["syn_AD_vs_real_AD"]["mean"] + k["syn_NON_AD_vs_real_NON_AD"]["mean"]) / 2
-        for c, k in kids.items()
+        c: (k["syn_AD_vs_real_AD"].mean + k["syn_NON_AD_vs_real_NON_AD"].mean) / 2 for c, k in kids.items()
     }
 
 
-def _margin(k: dict, cls: str, other: str, same: str) -> tuple[float, float]:
+def _margin(k: KidTable, cls: str, other: str, same: str) -> tuple[float, float]:
     if f"margin_{cls}" in k:  # measured jointly (kid.kid_table)
-        return k[f"margin_{cls}"]["mean"], k[f"margin_{cls}"]["se"]
-    return k[other]["mean"] - k[same]["mean"], math.hypot(k[other]["se"], k[same]["se"])
+        return k[f"margin_{cls}"].mean, k[f"margin_{cls}"].se
+    return k[other].mean - k[same].mean, math.hypot(k[other].se, k[same].se)
 
 
 def _wilson(share: float, n: int) -> tuple[float, float]:
@@ -89,7 +89,7 @@ def fidelity_test(share: float, n: int, recall: float, m: int) -> dict:
     }
 
 
-def _rule_row(k: dict, fid: dict, judge: dict, counts: dict, copying: bool) -> dict:
+def _rule_row(k: KidTable, fid: dict, judge: dict, counts: dict, copying: bool) -> dict:
     m_ad, se_ad = _margin(k, "AD", "syn_AD_vs_real_NON_AD", "syn_AD_vs_real_AD")
     m_non, se_non = _margin(k, "NON_AD", "syn_NON_AD_vs_real_AD", "syn_NON_AD_vs_real_NON_AD")
     lows = (m_ad - Z95 * se_ad, m_non - Z95 * se_non)
@@ -129,7 +129,7 @@ def reasons(row: dict) -> list[str]:
 
 
 def clinical_table(
-    kids: dict[str, dict],
+    kids: dict[str, KidTable],
     fidelity: dict[str, dict],
     judge: dict,
     counts: dict[str, dict],
@@ -155,7 +155,7 @@ def _ranks(values: dict[str, float]) -> dict[str, float]:
 
 
 def select(
-    kids: dict[str, dict],
+    kids: dict[str, KidTable],
     fidelity: dict[str, dict],
     judge: dict,
     counts: dict[str, dict],

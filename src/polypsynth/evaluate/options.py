@@ -1,0 +1,57 @@
+"""The options of one evaluation, checked before any image is read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from polypsynth.errors import EvalError
+from polypsynth.evaluate import classify, kid, pixels
+from polypsynth.evaluate.uncertainty import MARGIN, check_margin
+
+FEATURES = ("inception", "efficientnet")
+ALIASES = {"classifier": "efficientnet"}  # the old name of the EfficientNet space, still accepted
+
+
+@dataclass
+class EvalOptions:
+    features: tuple[str, ...] = FEATURES  # the first is the primary space (t-SNE, selection)
+    inception_weights: str | None = None
+    classifier: classify.ClassifierOptions = field(default_factory=classify.ClassifierOptions)
+    classify_seeds: int = 3
+    synthetic_share: float = 0.5  # synthetic images added per real training image (augmentation)
+    augment: bool = True
+    kid_block_size: int = kid.BLOCK_SIZE  # images per set in one KID block (larger sets: disjoint blocks)
+    seed: int = 0
+    cache_dir: str | None = None
+    device: str = "cpu"  # feature extraction (fp32: the standard features); the classifier has its own
+    max_hash_distance: int = 4  # perceptual-hash bits within which two images are near-duplicates
+    max_pixel_distance: float = pixels.LEAK_DISTANCE  # the same in pixel space (pixels.py), crops too
+    pool_features: bool = True  # the feature spaces' copy check also searches the extra training pools
+    allow_leakage: bool = False  # go on (with a warning in the verdict) when test images leak
+    resolution: int | None = None  # the generator's, when known (checkpoint / bundle); else its images'
+    control_share: float = 0.5  # at most this share of each class's real training images held out
+    margin: float = MARGIN  # the smallest balanced-accuracy gain worth having
+
+    def validate(self) -> EvalOptions:
+        self.features = tuple(ALIASES.get(f, f) for f in self.features)
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown or not self.features:
+            raise EvalError(f"unknown feature space {unknown or '(none)'}; valid: {', '.join(FEATURES)}")
+        if self.classify_seeds < 1:
+            raise EvalError(f"classify seeds must be >= 1, got {self.classify_seeds}")
+        classify.check_device(self.device)
+        classify.check_device(self.classifier.device)
+        if not 0 < self.synthetic_share <= 10:
+            raise EvalError(f"synthetic share must be in (0, 10], got {self.synthetic_share}")
+        check_margin(self.margin)
+        if not 0 < self.control_share < 1:
+            raise EvalError(
+                f"--control-share must be in (0, 1) (a share of each class's training images), got {self.control_share}"
+            )
+        if not 0 < self.max_pixel_distance < 2:
+            raise EvalError(
+                f"--max-pixel-distance must be in (0, 2) (thumbnail distance, pixels.py), got {self.max_pixel_distance}"
+            )
+        if self.resolution is not None and self.resolution < 8:
+            raise EvalError(f"--resolution must be a side in pixels >= 8, got {self.resolution}")
+        return self
