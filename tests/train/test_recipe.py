@@ -13,7 +13,7 @@ from polypsynth.config import load_config
 from polypsynth.data.sources import load_phantom
 from polypsynth.errors import ConfigError, PolypsynthError
 from polypsynth.models import load_components
-from polypsynth.train import recipe as recipe_mod
+from polypsynth.train import objectives as objectives_mod
 from polypsynth.train.checkpoint import CheckpointError, list_checkpoints
 from polypsynth.train.mix import MixPlan, StepBatchSampler, batch_indices
 from polypsynth.train.recipe import RunError, train
@@ -174,7 +174,7 @@ def test_resume_is_exact(make_config, tmp_path, monkeypatch):
     )
     straight = train(load_config(config), tmp_path / "a", progress=False)
 
-    real = recipe_mod.diffusion_loss
+    real = objectives_mod.diffusion_loss
     calls = {"n": 0}
 
     def killed(*args, **kwargs):
@@ -185,10 +185,10 @@ def test_resume_is_exact(make_config, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(recipe_mod, "diffusion_loss", killed)
+    monkeypatch.setattr(objectives_mod, "diffusion_loss", killed)
     with pytest.raises(KeyboardInterrupt):
         train(load_config(config), tmp_path / "b", progress=False)
-    monkeypatch.setattr(recipe_mod, "diffusion_loss", real)
+    monkeypatch.setattr(objectives_mod, "diffusion_loss", real)
     assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step-000004", "step-000008"]
     resumed = train(load_config(config), tmp_path / "b", resume="latest", progress=False)
     assert len(resumed["finetune"].losses) == 4 and "pretrain" not in resumed

@@ -14,22 +14,24 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator, PartialState
+from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from polypsynth.config import PolypsynthConfig, StageConfig, to_dict
 from polypsynth.data.dataset import RecordDataset
-from polypsynth.data.prompts import class_prompt, prompt_for
-from polypsynth.data.records import CLASSES
+from polypsynth.data.prompts import class_prompt
+from polypsynth.data.records import CLASSES, Record
 from polypsynth.data.sources import load_source
 from polypsynth.errors import ConfigError
 from polypsynth.models import Components, build_tiny, load_components, load_pretrained
-from polypsynth.train.cache import build_latent_cache, encode_prompts
 from polypsynth.train.checkpoint import (
     TrainState,
     list_checkpoints,
@@ -38,18 +40,10 @@ from polypsynth.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from polypsynth.train.freeze import freeze_modules
 from polypsynth.train.grid import write_sample_grid
 from polypsynth.train.mix import MixPlan, StepBatchSampler
+from polypsynth.train.objectives import AutoencoderObjective, DiffusionObjective, Objective
 from polypsynth.train.run_folder import RunError, config_hash, on_cpu, prepare_out
-from polypsynth.train.steps import (
-    VaeObjective,
-    diffusion_loss,
-    random_crop,
-    random_flips,
-    sample_latents,
-    text_context,
-)
 from polypsynth.train.validate import validation_loss
 
 STAGES = ("autoencoder", "pretrain", "finetune")
@@ -90,19 +84,6 @@ def _step_generator(seed: int, stage_index: int, step: int, process: int) -> tor
     return torch.Generator().manual_seed(int(value))
 
 
-@torch.no_grad()
-def _fit_scaling_factor(vae, dataset, device, n: int = 256) -> float:
-    """1 / std of the latents, so the diffusion model sees unit-variance inputs (as SD's 0.18215)."""
-    loader = DataLoader(dataset, batch_size=32, shuffle=False)
-    latents, seen = [], 0
-    for batch in loader:
-        latents.append(vae.encode(batch["pixel_values"].to(device, vae.dtype)).latent_dist.mean.float().cpu())
-        seen += len(batch["pixel_values"])
-        if seen >= n:
-            break
-    return float(1.0 / torch.cat(latents).std().clamp_min(1e-6))
-
-
 def train(
     cfg: PolypsynthConfig, out: str | Path, resume: str | None = None, progress: bool = True
 ) -> dict[str, StageResult]:
@@ -113,16 +94,12 @@ def train(
     try:
         return _train(cfg, out, resume, progress)
     except BaseException:
-        from accelerate import PartialState
-
         if fresh and not list_checkpoints(out) and PartialState(cpu=on_cpu()).is_main_process:
             shutil.rmtree(out, ignore_errors=True)  # run.json and empty logs: nothing to resume
         raise
 
 
 def _train(cfg: PolypsynthConfig, out: Path, resume: str | None, progress: bool) -> dict[str, StageResult]:
-    from accelerate import Accelerator
-
     prepare_out(out, cfg, resume)
     ckpt = resolve_resume(out, resume) if resume else None
     state = read_state(ckpt) if ckpt else None
@@ -157,9 +134,8 @@ def _train(cfg: PolypsynthConfig, out: Path, resume: str | None, progress: bool)
                 continue
             if index == done_index:
                 start, resume_from = state.stage_step, ckpt
-        result = _run_stage(
-            cfg, index, name, stage, components, accelerator, out, global_step, start, resume_from, progress
-        )
+        run = _StageRun(cfg, index, name, stage, components, accelerator, out, start, resume_from, progress)
+        result = _run_stage(run, global_step)
         results[name] = result
         global_step += stage.steps - start
     accelerator.end_training()
@@ -172,181 +148,177 @@ def _flatten(node, prefix=""):
     return {prefix.rstrip("."): node}
 
 
-def _run_stage(
-    cfg, index, name, stage, components, accelerator, out, global_step, start, resume_from, progress
-):
-    from accelerate.utils import broadcast
-    from diffusers import UNet2DConditionModel
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
+@dataclass(frozen=True)
+class _StageRun:
+    """One stage's run: the recipe's configuration, which stage, the shared models and
+    accelerator, and where it starts (`resume_from`: the checkpoint whose training state it loads)."""
 
-    device = accelerator.device
-    setup_start = time.perf_counter()
-    pools = _records(name, stage)
-    all_records = [r for pool in pools for r in pool]
+    cfg: PolypsynthConfig
+    index: int
+    name: str
+    stage: StageConfig
+    components: Components
+    accelerator: Accelerator
+    out: Path
+    start: int
+    resume_from: Path | None
+    progress: bool
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+
+def _objective(run: _StageRun, pools: list[list[Record]]) -> Objective:
+    records = [r for pool in pools for r in pool]
+    dataset = RecordDataset(records, run.cfg.model.resolution, flip=False, prompts=run.cfg.prompts)
+    run.components.vae.to(run.device)
+    run.components.unet.to(run.device)
+    run.components.text_encoder.to(run.device)
+    if run.name == "autoencoder":
+        return AutoencoderObjective(run.components, run.cfg, run.stage, dataset, run.device)
+    objective = DiffusionObjective(
+        run.components, run.cfg, run.stage, dataset, run.device, records, f"stage.{run.name}", run.progress
+    )
+    return objective.with_ema() if run.cfg.train.ema else objective
+
+
+def _optimiser(run: _StageRun, params: list[torch.nn.Parameter]):
+    """AdamW and the stage's learning-rate schedule."""
+    # fused: one kernel for every parameter's update (about 7% of a tiny U-Net's CPU step)
+    optimizer = torch.optim.AdamW(params, lr=run.stage.learning_rate, weight_decay=1e-2, fused=True)
+    lr_scheduler = get_scheduler(
+        {"constant": "constant_with_warmup", "cosine": "cosine"}[run.stage.lr_schedule],
+        optimizer,
+        num_warmup_steps=run.stage.lr_warmup_steps,
+        num_training_steps=run.stage.steps,
+    )
+    return optimizer, lr_scheduler
+
+
+def _batches(run: _StageRun, pools: list[list[Record]], dataset) -> Iterator[dict]:
+    """The stage's micro-batches from its start step on, mixed from its pools (mix.py)."""
+    stage = run.stage
     main_labels = [r.label for r in pools[0]] if stage.balance_classes else None
     plan = MixPlan.of([len(p) for p in pools], stage.replay_share, stage.unlabelled_share, main_labels)
-    dataset = RecordDataset(all_records, cfg.model.resolution, flip=False, prompts=cfg.prompts)
-    vae, unet = components.vae.to(device), components.unet.to(device)
-    components.text_encoder.to(device)
-
-    autoencoder = name == "autoencoder"
-    if autoencoder:
-        trainable = vae
-        vae.requires_grad_(True).train()
-        unet.requires_grad_(False)
-    else:
-        trainable = unet
-        vae.requires_grad_(False).eval()
-        unet.requires_grad_(True).train()
-        freeze_modules(unet, stage.freeze, where=f"stage.{name}.freeze")
-        if cfg.train.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        embeddings = encode_prompts(components, [prompt_for(r, cfg.prompts) for r in all_records], device)
-        if cfg.train.latent_cache:
-            dataset = build_latent_cache(vae, dataset, device, progress=progress)
-    params = [p for p in trainable.parameters() if p.requires_grad]
-    # fused: one kernel for every parameter's update (about 7% of a tiny U-Net's CPU step)
-    optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, weight_decay=1e-2, fused=True)
-    lr_scheduler = get_scheduler(
-        {"constant": "constant_with_warmup", "cosine": "cosine"}[stage.lr_schedule],
-        optimizer,
-        num_warmup_steps=stage.lr_warmup_steps,
-        num_training_steps=stage.steps,
-    )
-    ema = None
-    if cfg.train.ema and not autoencoder:
-        ema = EMAModel(
-            unet.parameters(),
-            decay=cfg.train.ema_decay,
-            model_cls=UNet2DConditionModel,
-            model_config=unet.config,
-        )
-    if resume_from is not None:
-        load_training_state(resume_from, trainable, optimizer, lr_scheduler, ema, accelerator.scaler)
-        if ema is not None:
-            ema.to(device)
-
-    # The module whose forward computes the loss: DDP wraps it when there are several processes.
-    model, optimizer = accelerator.prepare(
-        VaeObjective(vae, stage.kl_weight) if autoencoder else unet, optimizer
-    )
     sampler = StepBatchSampler(
         plan,
         stage.batch_size,
         stage.gradient_accumulation,
-        cfg.train.seed,
-        index,
-        start,
+        run.cfg.train.seed,
+        run.index,
+        run.start,
         stage.steps,
-        process=accelerator.process_index,
+        process=run.accelerator.process_index,
     )
-    batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.train.num_workers))
+    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=run.cfg.train.num_workers))
 
-    losses, checkpoints, learning_rates = [], [], []
-    setup_seconds, step_seconds = time.perf_counter() - setup_start, 0.0
+
+def _step_loss(run: _StageRun, objective: Objective, model, batches: Iterator[dict], step: int) -> float:
+    """One optimizer step's gradients over its micro-batches; the mean loss over them (and over
+    processes: every process sees the same number, NaN included)."""
+    accelerator, accumulation = run.accelerator, run.stage.gradient_accumulation
+    gen = _step_generator(run.cfg.train.seed, run.index, step, accelerator.process_index)
+    total = 0.0
+    for micro in range(accumulation):
+        batch = next(batches)
+        last = micro == accumulation - 1
+        sync = (
+            accelerator.no_sync(model)
+            if not last and accelerator.num_processes > 1
+            else contextlib.nullcontext()
+        )
+        with sync, accelerator.autocast():
+            loss = objective.loss(model, batch, step, gen)
+            accelerator.backward(loss / accumulation)
+        total += float(loss.detach()) / accumulation
+    if accelerator.num_processes > 1:
+        total = float(accelerator.reduce(torch.tensor([total], device=run.device), "mean")[0])
+    if not math.isfinite(total):
+        raise RunError(
+            f"stage {run.name}: the loss became {total} at step {step + 1}; lower the learning rate"
+        )
+    return total
+
+
+def _prepare(run: _StageRun, objective: Objective, params: list[torch.nn.Parameter]):
+    """The optimiser and schedule (with the training state of `resume_from`), and the loss module
+    as accelerate prepares it (DDP-wrapped with several processes)."""
+    optimizer, lr_scheduler = _optimiser(run, params)
+    if run.resume_from is not None:
+        load_training_state(
+            run.resume_from,
+            objective.trainable,
+            optimizer,
+            lr_scheduler,
+            objective.ema,
+            run.accelerator.scaler,
+        )
+        if objective.ema is not None:
+            objective.ema.to(run.device)
+    model, optimizer = run.accelerator.prepare(objective.module(), optimizer)
+    return model, optimizer, lr_scheduler
+
+
+def _run_stage(run: _StageRun, global_step: int) -> StageResult:
+    setup_start = time.perf_counter()
+    pools = _records(run.name, run.stage)
+    objective = _objective(run, pools)
+    params = [p for p in objective.trainable.parameters() if p.requires_grad]
+    model, optimizer, lr_scheduler = _prepare(run, objective, params)
+    accelerator, stage = run.accelerator, run.stage
+    batches = _batches(run, pools, objective.dataset)
+    result = StageResult(run.name, [], [], setup_seconds=time.perf_counter() - setup_start)
     bar = tqdm(
         total=stage.steps,
-        initial=start,
-        desc=name,
+        initial=run.start,
+        desc=run.name,
         unit="step",
-        disable=not progress or not accelerator.is_local_main_process,
+        disable=not run.progress or not accelerator.is_local_main_process,
     )
-    for step in range(start, stage.steps):
+    for step in range(run.start, stage.steps):
         step_start = time.perf_counter()
-        gen = _step_generator(cfg.train.seed, index, step, accelerator.process_index)
-        total = 0.0
-        for micro in range(stage.gradient_accumulation):
-            batch = next(batches)
-            last = micro == stage.gradient_accumulation - 1
-            sync = (
-                accelerator.no_sync(model)
-                if not last and accelerator.num_processes > 1
-                else contextlib.nullcontext()
-            )
-            with sync, accelerator.autocast():
-                if autoencoder:
-                    pixels = batch["pixel_values"].to(device)
-                    if cfg.train.flip:
-                        (pixels,) = random_flips([pixels], gen)
-                    cropping = step < round(stage.crop_share * stage.steps)
-                    loss = model(random_crop(pixels, stage.crop if cropping else None, gen), gen)
-                else:
-                    latents = sample_latents(batch, vae, gen, cfg.train.flip, device)
-                    context = text_context(
-                        list(batch["prompt"]), embeddings, gen, cfg.train.cond_dropout, device
-                    )
-                    loss = diffusion_loss(
-                        model, components.scheduler, latents, context, gen, cfg.train.min_snr_gamma
-                    )
-                accelerator.backward(loss / stage.gradient_accumulation)
-            total += float(loss.detach()) / stage.gradient_accumulation
-        if accelerator.num_processes > 1:  # every process sees the same mean (and the same NaN)
-            total = float(accelerator.reduce(torch.tensor([total], device=device), "mean")[0])
-        if not math.isfinite(total):
-            raise RunError(
-                f"stage {name}: the loss became {total} at step {step + 1}; lower the learning rate"
-            )
+        total = _step_loss(run, objective, model, batches, step)
         accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        learning_rates.append(optimizer.param_groups[0]["lr"])
+        result.learning_rates.append(optimizer.param_groups[0]["lr"])
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.step(unet.parameters())
-        losses.append(total)
-        step_seconds += time.perf_counter() - step_start
+        objective.after_step(step + 1, accelerator)
+        result.losses.append(total)
+        result.step_seconds += time.perf_counter() - step_start
         global_step += 1
-        stage_step = step + 1
         bar.update()
         bar.set_postfix(loss=f"{total:.4f}")
-        if stage_step % cfg.train.log_every == 0 or stage_step == stage.steps:
+        if (step + 1) % run.cfg.train.log_every == 0 or step + 1 == stage.steps:
             accelerator.log(
-                {f"{name}/loss": total, f"{name}/lr": lr_scheduler.get_last_lr()[0]}, step=global_step
+                {f"{run.name}/loss": total, f"{run.name}/lr": lr_scheduler.get_last_lr()[0]}, step=global_step
             )
-        due = stage_step == stage.steps or (
-            stage.checkpoint_every and stage_step % stage.checkpoint_every == 0
-        )
-        if autoencoder and stage_step == stage.steps:
-            # Every process needs the scale for the later stages: fitted everywhere, rank 0's kept.
-            vae.eval()
-            factor = torch.tensor([_fit_scaling_factor(vae, dataset, device)], device=device)
-            vae.register_to_config(scaling_factor=float(broadcast(factor, from_process=0)[0]))
+        due = step + 1 == stage.steps or (stage.checkpoint_every and (step + 1) % stage.checkpoint_every == 0)
         if due and accelerator.is_main_process:
             state = TrainState(
-                name,
-                stage_step,
+                run.name,
+                step + 1,
                 global_step,
-                config_hash(cfg),
-                ema=ema is not None,
+                config_hash(run.cfg),
+                ema=objective.ema is not None,
                 processes=accelerator.num_processes,
             )
-            unwrapped = accelerator.unwrap_model(model)
-            trained = unwrapped.vae if autoencoder else unwrapped
-            checkpoints.append(
-                _save(
-                    out,
-                    components,
-                    state,
-                    trained,
-                    optimizer,
-                    lr_scheduler,
-                    ema,
-                    cfg,
-                    pools[0],
-                    device,
-                    accelerator.scaler,
-                )
+            trained = objective.saved(accelerator.unwrap_model(model))
+            result.checkpoints.append(
+                _save(run, state, trained, optimizer, lr_scheduler, objective.ema, pools[0])
             )
         accelerator.wait_for_everyone()
     bar.close()
-    trainable.requires_grad_(False)
-    return StageResult(name, losses, checkpoints, step_seconds, setup_seconds, learning_rates)
+    objective.trainable.requires_grad_(False)
+    return result
 
 
-def _save(
-    out, components, state, trainable, optimizer, lr_scheduler, ema, cfg, main_records, device, scaler=None
-):
+def _save(run: _StageRun, state: TrainState, trainable, optimizer, lr_scheduler, ema, main_records) -> Path:
+    """A checkpoint of the stage at `state` (EMA weights in the model folders when EMA is on;
+    the raw weights in the training state); diffusion checkpoints also get their validation loss,
+    class prompts and sample grid."""
+    components, cfg = run.components, run.cfg
     unet = components.unet
     diffusion = state.stage != "autoencoder"
 
@@ -354,7 +326,7 @@ def _save(
         if not diffusion:
             return
         val = validation_loss(
-            components, main_records, cfg.model.resolution, cfg.prompts, cfg.train.seed, device=device
+            components, main_records, cfg.model.resolution, cfg.prompts, cfg.train.seed, device=run.device
         )
         meta = json.loads((folder / "polypsynth.json").read_text())
         class_prompts = {c: class_prompt(c, cfg.prompts) for c in CLASSES}
@@ -372,7 +344,15 @@ def _save(
     unet.eval()
     try:
         return save_checkpoint(
-            out, components, state, raw, optimizer, lr_scheduler, ema, extras=extras, scaler=scaler
+            run.out,
+            components,
+            state,
+            raw,
+            optimizer,
+            lr_scheduler,
+            ema,
+            extras=extras,
+            scaler=run.accelerator.scaler,
         )
     finally:
         unet.train(was_training)
