@@ -164,12 +164,34 @@ def _draw_cues(rng, pathology: str, ambiguous_share: float) -> tuple[dict, dict]
 
 
 def render(seed: int, spec: PhantomSpec) -> np.ndarray:
-    """Render one phantom image as uint8 HxWx3."""
+    """Render one phantom image as uint8 HxWx3. The layers draw from one generator in a fixed
+    order (wall, polyp, light, quality, camera): a seed always gives the same image."""
     rng = np.random.default_rng(seed)
-    size = spec.size
-    xx, yy = _grid(size)
+    wall = _wall(rng, spec.size)
+    img = wall.img
+    height = np.zeros((spec.size, spec.size), np.float32)
+    inside = np.zeros((spec.size, spec.size), np.float32)
+    if spec.polyp:
+        img, height, inside = _polyp(rng, img, spec, wall.lumen)
+    img = _light(rng, img, wall, height, inside)
+    img = _apply_quality(rng, img, spec.quality, spec.size)
+    return _camera(rng, img)
 
-    # Colon wall: mucosa colour, low-frequency shading, folds around a lumen.
+
+@dataclass
+class _Wall:
+    img: np.ndarray  # HxWx3 mucosa colour with its vessels
+    shading: np.ndarray  # low-frequency shading of the wall
+    folds: np.ndarray  # fold pattern (ridges near 1)
+    fold_light: np.ndarray  # light and shadow of the folds
+    lumen: np.ndarray  # the lumen's centre (x, y) in [-1, 1]
+    r: np.ndarray  # distance of each pixel from the lumen
+
+
+def _wall(rng, size: int) -> _Wall:
+    """Colon wall: mucosa colour, low-frequency shading, folds around a lumen, a fine vessel
+    network (red, patchy)."""
+    xx, yy = _grid(size)
     base = np.array([0.80, 0.42, 0.37], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
     lumen = rng.uniform(-0.6, 0.6, 2)
     r = np.hypot(xx - lumen[0], yy - lumen[1])
@@ -188,68 +210,77 @@ def render(seed: int, spec: PhantomSpec) -> np.ndarray:
     fold_strength = rng.uniform(0.5, 1.0)
     fold_light = 1.0 + fold_strength * (0.12 * folds - 0.22 * np.exp(-(((folds + 0.9) / 0.08) ** 2)))
 
-    # Fine vessel network of the mucosa (red, patchy).
     vessel_mask = np.clip(_noise(rng, size, 4) + 0.3, 0.0, 1.0)
     vessels = _lines(_fractal(rng, size, 14, 2), 0.05) * vessel_mask
     img = _mix(img, (0.55, 0.14, 0.16), 0.35 * vessels)
+    return _Wall(img, shading, folds, fold_light, lumen, r)
 
-    height = np.zeros((size, size), np.float32)
-    inside = np.zeros((size, size), np.float32)
-    if spec.polyp:
-        height, d2, uv = _polyp_geometry(rng, xx, yy, lumen, size, spec.close_up)
-        inside = np.clip((1.0 - d2) * 6.0, 0.0, 1.0)
-        inside = np.maximum(inside, np.clip(height * 3.0, 0.0, 1.0))
-        pathology = spec.pathology or rng.choice(PATHOLOGIES)
-        own, other = _draw_cues(rng, pathology, spec.ambiguous_share)
-        poly = img.copy()
-        poly += 0.03 * _fractal(rng, size, 12, 2)[..., None]
-        brown, light = (0.55, 0.30, 0.20), (0.92, 0.66, 0.62)
-        if pathology == "AD":
-            poly = _mix(poly, brown, 0.55 * own["color"] * inside)
-            poly = _mix(poly, light, 0.45 * other["color"] * inside)
-            poly = _ad_surface(rng, poly, inside, uv, size, own)
-            if other["spots"] > 0:
-                poly = _non_ad_surface(rng, poly, inside, uv, size, other)
-        else:
-            poly = _mix(poly, light, 0.45 * own["color"] * inside)
-            poly = _mix(poly, brown, 0.55 * other["color"] * inside)
-            poly = _non_ad_surface(rng, poly, inside, uv, size, own)
-            if other["white"] > 0:
-                poly = _ad_surface(rng, poly, inside, uv, size, other)
-        img = poly * inside[..., None] + img * (1.0 - inside[..., None])
-        # Contact shadow just outside the rim.
-        rim = np.sqrt(np.clip(d2, 0.0, None))
-        img *= (1.0 - 0.35 * np.exp(-(((rim - 1.0) / 0.12) ** 2)) * (rim > 1.0))[..., None]
 
-    # Lambertian shading of the relief (light from beside the camera) and specular highlights.
+def _polyp(rng, img: np.ndarray, spec: PhantomSpec, lumen) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The polyp over the wall: its class's surface cues (some borrowed when ambiguous) and a
+    contact shadow; returns the image, the polyp's height map and its mask."""
+    size = spec.size
+    xx, yy = _grid(size)
+    height, d2, uv = _polyp_geometry(rng, xx, yy, lumen, size, spec.close_up)
+    inside = np.clip((1.0 - d2) * 6.0, 0.0, 1.0)
+    inside = np.maximum(inside, np.clip(height * 3.0, 0.0, 1.0))
+    pathology = spec.pathology or rng.choice(PATHOLOGIES)
+    own, other = _draw_cues(rng, pathology, spec.ambiguous_share)
+    poly = img.copy()
+    poly += 0.03 * _fractal(rng, size, 12, 2)[..., None]
+    brown, light = (0.55, 0.30, 0.20), (0.92, 0.66, 0.62)
+    if pathology == "AD":
+        poly = _mix(poly, brown, 0.55 * own["color"] * inside)
+        poly = _mix(poly, light, 0.45 * other["color"] * inside)
+        poly = _ad_surface(rng, poly, inside, uv, size, own)
+        if other["spots"] > 0:
+            poly = _non_ad_surface(rng, poly, inside, uv, size, other)
+    else:
+        poly = _mix(poly, light, 0.45 * own["color"] * inside)
+        poly = _mix(poly, brown, 0.55 * other["color"] * inside)
+        poly = _non_ad_surface(rng, poly, inside, uv, size, own)
+        if other["white"] > 0:
+            poly = _ad_surface(rng, poly, inside, uv, size, other)
+    img = poly * inside[..., None] + img * (1.0 - inside[..., None])
+    # Contact shadow just outside the rim.
+    rim = np.sqrt(np.clip(d2, 0.0, None))
+    img *= (1.0 - 0.35 * np.exp(-(((rim - 1.0) / 0.12) ** 2)) * (rim > 1.0))[..., None]
+    return img, height, inside
+
+
+def _light(rng, img: np.ndarray, wall: _Wall, height: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Lambertian shading of the relief (light from beside the camera), specular highlights and
+    glints on fold ridges, and the fall-off towards the dark lumen."""
+    size = img.shape[0]
     relief = 0.6 * height * size / 2
     gy, gx = np.gradient(relief)
     sun = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), 1.0], np.float32)
     sun /= np.linalg.norm(sun)
     norm = np.sqrt(gx**2 + gy**2 + 1.0)
     ndotl = (-gx * sun[0] - gy * sun[1] + sun[2]) / norm
+    shading = wall.shading.copy()  # in place below: it keeps the wall's dtype
     shading *= np.where(height > 0, 0.45 + 0.6 * np.clip(ndotl, 0, 1), 1.0)
     half = sun + np.array([0, 0, 1], np.float32)
     half /= np.linalg.norm(half)
     ndoth = np.clip((-gx * half[0] - gy * half[1] + half[2]) / norm, 0, 1)
     specular = (ndoth ** rng.uniform(60, 200)) * (height > 0.05)
-    # Wet mucosa glints along fold ridges.
-    glints = (folds > 0.97) * (_noise(rng, size, 8) > 1.2)
+    glints = (wall.folds > 0.97) * (_noise(rng, size, 8) > 1.2)  # wet mucosa
     specular = np.maximum(specular, glints.astype(np.float32) * 0.9)
 
-    # Light falls off towards the lumen (far away) and the dark lumen itself.
-    depth = np.clip(r / rng.uniform(0.9, 1.3), 0.0, 1.0) ** 0.7
+    depth = np.clip(wall.r / rng.uniform(0.9, 1.3), 0.0, 1.0) ** 0.7
     lumen_r = rng.uniform(0.12, 0.25)
-    lumen_dark = np.exp(-((r / lumen_r) ** 2))
+    lumen_dark = np.exp(-((wall.r / lumen_r) ** 2))
     wall_light = (0.15 + 0.85 * depth) * (1.0 - 0.92 * lumen_dark)
     # The polyp is closer to the camera than the wall behind it: it keeps its own light.
-    shading *= wall_light * fold_light * (1.0 - inside) + 0.85 * inside
+    shading *= wall_light * wall.fold_light * (1.0 - inside) + 0.85 * inside
     img = img * shading[..., None]
-    img = _mix(img, (1.0, 1.0, 1.0), specular)
+    return _mix(img, (1.0, 1.0, 1.0), specular)
 
-    img = _apply_quality(rng, img, spec.quality, size)
 
-    # Vignetting, a circular field stop and sensor noise.
+def _camera(rng, img: np.ndarray) -> np.ndarray:
+    """Vignetting, a circular field stop and sensor noise; uint8."""
+    size = img.shape[0]
+    xx, yy = _grid(size)
     rc = np.hypot(xx, yy)
     img *= (1.0 - 0.35 * (rc / 1.41) ** 2.5)[..., None]
     img += rng.normal(0.0, 0.008, img.shape).astype(np.float32)

@@ -4,6 +4,7 @@ conditioning and a manifest; the format and its validation on load live in bundl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -76,26 +77,12 @@ def export_bundle(
         "unet": (unet_spec(latent_shape, tokens, dim), UNetExport(unet)),
         "vae_decoder": (vae_decoder_spec(latent_shape, resolution), VaeDecoderExport(vae)),
     }
-    limit = tolerance if tolerance is not None else TOLERANCE[dtype]
     device = trace_device(_DTYPES[dtype])
     if optimize == "cuda":  # fused on the fp32 graph, then converted (ort_optimize.py)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    fused = {}
+    graphs = _Graphs(dtype, opset, exporter, optimize, device, tolerance)
     with atomic_dir(out, overwrite=overwrite, what="bundle folder") as tmp:
-        figures = {}
-        for name, (spec, module) in specs.items():
-            traced = torch.float32 if optimize == "cuda" else _DTYPES[dtype]
-            path = export_onnx(module, spec, tmp / f"{name}.onnx", opset, traced, exporter, device)
-            if optimize == "cuda":
-                keep = [t.name for t in spec.inputs if t.kind == "timestep"]
-                fused[name] = optimize_for_cuda(path, name, keep, fp16=dtype == "fp16")
-            provider = NEEDS_PROVIDER if optimize == "cuda" else "CPUExecutionProvider"
-            figures[name] = parity(module, spec, path, _DTYPES[dtype], provider=provider)
-            if figures[name]["max_rel"] > limit:
-                raise ExportError(
-                    f"{name}: ONNX Runtime differs from PyTorch by max_abs={figures[name]['max_abs']:.3g}, "
-                    f"max_rel={figures[name]['max_rel']:.3g} (tolerance {limit:g} for {dtype}); bundle not written"
-                )
+        figures, fused = graphs.write(tmp, specs)
         conditioning.save(tmp / "conditioning.safetensors")
         engines = build_engines(tmp, {n: s for n, (s, _) in specs.items()}, batch_sizes) if tensorrt else None
         manifest = Manifest(
@@ -123,6 +110,42 @@ def export_bundle(
         )
         write_manifest(tmp, manifest)
     return manifest
+
+
+@dataclass(frozen=True)
+class _Graphs:
+    """How the ONNX graphs of one bundle are written: traced, optionally fused for CUDA, and each
+    checked against PyTorch (a graph over the tolerance stops the export)."""
+
+    dtype: str
+    opset: int
+    exporter: str
+    optimize: str
+    device: torch.device
+    tolerance: float | None
+
+    def write(self, folder: Path, specs: dict) -> tuple[dict, dict]:
+        """Every graph of `specs` (name -> (spec, module)) into `folder`; their parity figures and
+        the nodes the CUDA optimiser fused (empty without it)."""
+        limit = self.tolerance if self.tolerance is not None else TOLERANCE[self.dtype]
+        cuda = self.optimize == "cuda"
+        figures, fused = {}, {}
+        for name, (spec, module) in specs.items():
+            traced = torch.float32 if cuda else _DTYPES[self.dtype]
+            path = export_onnx(
+                module, spec, folder / f"{name}.onnx", self.opset, traced, self.exporter, self.device
+            )
+            if cuda:
+                keep = [t.name for t in spec.inputs if t.kind == "timestep"]
+                fused[name] = optimize_for_cuda(path, name, keep, fp16=self.dtype == "fp16")
+            provider = NEEDS_PROVIDER if cuda else "CPUExecutionProvider"
+            figures[name] = parity(module, spec, path, _DTYPES[self.dtype], provider=provider)
+            if figures[name]["max_rel"] > limit:
+                raise ExportError(
+                    f"{name}: ONNX Runtime differs from PyTorch by max_abs={figures[name]['max_abs']:.3g}, "
+                    f"max_rel={figures[name]['max_rel']:.3g} (tolerance {limit:g} for {self.dtype}); bundle not written"
+                )
+        return figures, fused
 
 
 def _check_optimize(optimize: str | None, dtype: str, tensorrt: bool) -> str:

@@ -55,11 +55,7 @@ def build_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
     )
 
 
-def build_tiny(
-    cfg: TinyModelConfig | None = None, resolution: int = 64, prediction_type: str = "epsilon", seed: int = 0
-) -> Components:
-    """Randomly initialised tiny components (deterministic for a seed)."""
-    cfg = cfg or TinyModelConfig()
+def _check_shapes(cfg: TinyModelConfig, resolution: int) -> None:
     down = 2 ** (len(cfg.vae_channels) - 1)
     if resolution % (down * 2 ** (len(cfg.unet_channels) - 1)):
         raise ValueError(
@@ -72,6 +68,15 @@ def build_tiny(
             f"attention_head_dim {cfg.attention_head_dim} must divide every unet_channels entry "
             f"{cfg.unet_channels}; {bad} are not multiples of it"
         )
+
+
+def build_tiny(
+    cfg: TinyModelConfig | None = None, resolution: int = 64, prediction_type: str = "epsilon", seed: int = 0
+) -> Components:
+    """Randomly initialised tiny components (deterministic for a seed)."""
+    cfg = cfg or TinyModelConfig()
+    _check_shapes(cfg, resolution)
+    down = 2 ** (len(cfg.vae_channels) - 1)
     # diffusers' UNet2DConditionModel reads its `attention_head_dim` argument as the number of
     # heads (a legacy name); the config's value is the width of one head, so heads per block are
     # computed here. Head width 4 (8 heads on 32 channels) made CPU attention half of a step.

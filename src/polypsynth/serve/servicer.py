@@ -147,53 +147,11 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
         served = self._model(request.model, context)
         try:
             job = self._validate(request, served, abort)
-            job.credit = credits is not None
-            try:
-                served.batcher.submit(job)
-            except QueueFull as exc:
-                abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            # Cancellation, deadline and disconnect all end the RPC: drop the queued images at once.
-            # The callback is refused when the RPC has already ended: then drop them now.
-            if not context.add_callback(lambda: served.batcher.cancel(job)):
-                served.batcher.cancel(job)
-            if credits is not None:
-                threading.Thread(
-                    target=self._read_credits, args=(credits, job, served), name="credits", daemon=True
-                ).start()
-            encoding = pb.ENCODING_RGB8 if request.encoding == pb.ENCODING_RGB8 else pb.ENCODING_PNG
-            params = job.params
-            provenance = Provenance(
-                served.model.model_hash,
-                params.class_name,
-                params.scheduler,
-                params.steps,
-                params.guidance,
-                served.model.backend_name,
-            )
+            self._start(job, served, context, credits, abort)
+            answer = _Answer(request, served.model, job, request_id)
             try:
                 for position, seed, pixels in job.stream():
-                    index = request.first_index + position
-                    data = (
-                        encode_png(pixels, provenance, index, seed)
-                        if encoding == pb.ENCODING_PNG
-                        else pixels.tobytes()
-                    )
-                    h, w = pixels.shape[:2]
-                    yield pb.GeneratedImage(
-                        index=index,
-                        seed=seed,
-                        class_name=job.class_name,
-                        width=w,
-                        height=h,
-                        encoding=encoding,
-                        data=data,
-                        model_hash=served.model.model_hash,
-                        request_id=request_id,
-                        steps=params.steps,
-                        guidance_scale=params.guidance,
-                        scheduler=params.scheduler,
-                        backend=served.model.backend_name,
-                    )
+                    yield answer.image(position, seed, pixels)
                     sent += 1
             except QueueFull as exc:  # the server stopped under the request
                 abort(grpc.StatusCode.UNAVAILABLE, str(exc))
@@ -204,16 +162,69 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
                 ended = context.time_remaining()
                 expired = ended is not None and ended <= 0
                 code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            seconds = time.perf_counter() - start
-            self.metrics.request(served.name, code.name, seconds)
-            log.info(
-                "request=%s model=%s class=%s count=%d sent=%d duration=%.2fs images/s=%.1f outcome=%s",
-                request_id,
-                served.name,
-                request.class_name,
-                request.count,
-                sent,
-                seconds,
-                sent / max(seconds, 1e-9),
-                code.name,
-            )
+            self._finished(request, served.name, request_id, sent, start, code)
+
+    def _start(self, job: Job, served: ServedModel, context, credits, abort) -> None:
+        """Queues the job; ties its end to the RPC's; reads the credits of a credit-based call."""
+        job.credit = credits is not None
+        try:
+            served.batcher.submit(job)
+        except QueueFull as exc:
+            abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        # Cancellation, deadline and disconnect all end the RPC: drop the queued images at once.
+        # The callback is refused when the RPC has already ended: then drop them now.
+        if not context.add_callback(lambda: served.batcher.cancel(job)):
+            served.batcher.cancel(job)
+        if credits is not None:
+            threading.Thread(
+                target=self._read_credits, args=(credits, job, served), name="credits", daemon=True
+            ).start()
+
+    def _finished(self, request, model: str, request_id: str, sent: int, start: float, code) -> None:
+        seconds = time.perf_counter() - start
+        self.metrics.request(model, code.name, seconds)
+        log.info(
+            "request=%s model=%s class=%s count=%d sent=%d duration=%.2fs images/s=%.1f outcome=%s",
+            request_id,
+            model,
+            request.class_name,
+            request.count,
+            sent,
+            seconds,
+            sent / max(seconds, 1e-9),
+            code.name,
+        )
+
+
+class _Answer:
+    """The GeneratedImage messages of one request: each carries the settings actually used and,
+    as PNG, the same provenance in its text chunks."""
+
+    def __init__(self, request, model: SamplerModel, job: Job, request_id: str):
+        self.first_index, self.request_id = request.first_index, request_id
+        self.model, self.params = model, job.params
+        self.encoding = pb.ENCODING_RGB8 if request.encoding == pb.ENCODING_RGB8 else pb.ENCODING_PNG
+        p = job.params
+        self.provenance = Provenance(
+            model.model_hash, p.class_name, p.scheduler, p.steps, p.guidance, model.backend_name
+        )
+
+    def image(self, position: int, seed: int, pixels) -> pb.GeneratedImage:
+        index = self.first_index + position
+        png = self.encoding == pb.ENCODING_PNG
+        h, w = pixels.shape[:2]
+        return pb.GeneratedImage(
+            index=index,
+            seed=seed,
+            class_name=self.params.class_name,
+            width=w,
+            height=h,
+            encoding=self.encoding,
+            data=encode_png(pixels, self.provenance, index, seed) if png else pixels.tobytes(),
+            model_hash=self.model.model_hash,
+            request_id=self.request_id,
+            steps=self.params.steps,
+            guidance_scale=self.params.guidance,
+            scheduler=self.params.scheduler,
+            backend=self.model.backend_name,
+        )

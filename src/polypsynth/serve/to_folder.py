@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -180,92 +181,121 @@ def _pull(
     """The workers, one per server, until every index of `target` is there or all gave up. Every
     range is asked with the settings the folder records (the request's, else the model's
     defaults as GetModel reported them), so no server falls back on defaults of its own."""
-    provenance, seed = target.provenance, target.seed
-    work = _Work(_ranges(target.missing(), chunk))
-    lock = threading.Lock()
-    gave_up: dict[str, str] = {}
-
-    def deliver(image) -> None:
-        drawn = SamplerClient.provenance_of(image)
-        if drawn != provenance:  # the folder's samples.jsonl records `provenance` for every image
-            differ = ", ".join(
-                f"{k} {getattr(drawn, k)!r} (expected {getattr(provenance, k)!r})"
-                for k in vars(provenance)
-                if getattr(drawn, k) != getattr(provenance, k)
-            )
-            raise PolypsynthError(f"server answered image {image.index} with {differ}")
-        with lock:
-            written = target.write(image.index, image.seed, image.data)
-        if written and progress:
-            progress(1)
-
-    def undelivered(start: int, stop: int) -> list[tuple[int, int]]:
-        with lock:
-            return _ranges([i for i in range(start, stop) if i not in target.done], chunk)
-
-    def worker(address: str, client: SamplerClient) -> None:
-        failures = 0
-        while (span := work.take()) is not None:
-            start, stop = span
-            try:
-                stream = client.generate(
-                    model,
-                    provenance.class_name,
-                    stop - start,
-                    seed,
-                    provenance.steps,
-                    provenance.guidance,
-                    provenance.scheduler,
-                    first_index=start,
-                )
-                for image in stream:
-                    deliver(image)
-                    failures = 0
-                left = undelivered(start, stop)
-                work.finish(left)
-                if left:  # ended without error and without every image: not a fault to retry
-                    n = sum(b - a for a, b in left)
-                    work.fail(
-                        PolypsynthError(
-                            f"server {address} ended the stream with {n} of {stop - start} images missing "
-                            f"(first: {left[0][0]})"
-                        )
-                    )
-                    return
-            except grpc.RpcError as exc:
-                work.finish(undelivered(start, stop))
-                if exc.code() not in RETRYABLE:
-                    work.fail(PolypsynthError(f"server {address}: {exc.code().name}: {exc.details()}"))
-                    return
-                failures += 1
-                if failures > retries:
-                    gave_up[address] = f"{exc.code().name}: {exc.details()}"
-                    log.warning("%s: giving up after %d attempts in a row", address, failures)
-                    return
-                wait = min(backoff[1], backoff[0] * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-                log.warning(
-                    "%s: %s; retry %d of %d in %.1f s", address, exc.code().name, failures, retries, wait
-                )
-                time.sleep(wait)
-            except BaseException as exc:  # a local fault (disk full, bad image): stop everyone
-                work.finish([])
-                work.fail(exc)
-                return
-
+    puller = _Puller(
+        model, target, progress, retries, backoff, chunk, _Work(_ranges(target.missing(), chunk))
+    )
     threads = [
-        threading.Thread(target=worker, args=(a, c), name=f"generate {a}", daemon=True)
+        threading.Thread(target=puller.worker, args=(a, c), name=f"generate {a}", daemon=True)
         for a, c in clients.items()
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    if work.fatal is not None:
-        raise work.fatal
+    if puller.work.fatal is not None:
+        raise puller.work.fatal
     missing = target.missing()
     if missing:
-        reasons = "; ".join(f"{a}: {why}" for a, why in gave_up.items())
+        reasons = "; ".join(f"{a}: {why}" for a, why in puller.gave_up.items())
         who = "the server gave up" if len(clients) == 1 else "every server gave up"
         raise PolypsynthError(
             f"{who} with {len(missing)} of {target.count} images missing (first: {missing[0]}): {reasons}"
         )
+
+
+@dataclass
+class _Puller:
+    """What the workers of one `_pull` share: the folder (written under a lock), the queue of
+    ranges, and which servers gave up and why."""
+
+    model: str
+    target: ResumableFolder
+    progress: Callable[[int], None] | None
+    retries: int
+    backoff: tuple[float, float]
+    chunk: int
+    work: _Work
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    gave_up: dict[str, str] = field(default_factory=dict)
+
+    def deliver(self, image) -> None:
+        expected = self.target.provenance  # the folder's samples.jsonl records it for every image
+        drawn = SamplerClient.provenance_of(image)
+        if drawn != expected:
+            differ = ", ".join(
+                f"{k} {getattr(drawn, k)!r} (expected {getattr(expected, k)!r})"
+                for k in vars(expected)
+                if getattr(drawn, k) != getattr(expected, k)
+            )
+            raise PolypsynthError(f"server answered image {image.index} with {differ}")
+        with self.lock:
+            written = self.target.write(image.index, image.seed, image.data)
+        if written and self.progress:
+            self.progress(1)
+
+    def undelivered(self, start: int, stop: int) -> list[tuple[int, int]]:
+        with self.lock:
+            return _ranges([i for i in range(start, stop) if i not in self.target.done], self.chunk)
+
+    def stream(self, address: str, client: SamplerClient, start: int, stop: int) -> bool:
+        """One range from one server into the folder; False when the stream ended early (the
+        fault is then recorded in the work queue and this worker stops)."""
+        p = self.target.provenance
+        images = client.generate(
+            self.model,
+            p.class_name,
+            stop - start,
+            self.target.seed,
+            p.steps,
+            p.guidance,
+            p.scheduler,
+            first_index=start,
+        )
+        for image in images:
+            self.deliver(image)
+        left = self.undelivered(start, stop)
+        self.work.finish(left)
+        if left:  # ended without error and without every image: not a fault to retry
+            n = sum(b - a for a, b in left)
+            message = f"server {address} ended the stream with {n} of {stop - start} images missing (first: {left[0][0]})"
+            self.work.fail(PolypsynthError(message))
+        return not left
+
+    def retry(self, address: str, exc: grpc.RpcError, failures: int) -> bool:
+        """After a failed range: waits out the backoff and says whether to try again."""
+        if exc.code() not in RETRYABLE:
+            self.work.fail(PolypsynthError(f"server {address}: {exc.code().name}: {exc.details()}"))
+            return False
+        if failures > self.retries:
+            self.gave_up[address] = f"{exc.code().name}: {exc.details()}"
+            log.warning("%s: giving up after %d attempts in a row", address, failures)
+            return False
+        wait = min(self.backoff[1], self.backoff[0] * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+        log.warning(
+            "%s: %s; retry %d of %d in %.1f s", address, exc.code().name, failures, self.retries, wait
+        )
+        time.sleep(wait)
+        return True
+
+    def worker(self, address: str, client: SamplerClient) -> None:
+        failures = 0
+        while (span := self.work.take()) is not None:
+            start, stop = span
+            try:
+                if not self.stream(address, client, start, stop):
+                    return
+                failures = 0
+            except grpc.RpcError as exc:
+                left = self.undelivered(start, stop)
+                self.work.finish(left)
+                # A range is one worker's alone and held only missing images: any gone from it
+                # came through this stream, so the fault starts a new run of failures.
+                if sum(b - a for a, b in left) < stop - start:
+                    failures = 0
+                failures += 1
+                if not self.retry(address, exc, failures):
+                    return
+            except BaseException as exc:  # a local fault (disk full, bad image): stop everyone
+                self.work.finish([])
+                self.work.fail(exc)
+                return
