@@ -97,18 +97,24 @@ class FolderLock:
         self.fd: int | None = None
 
     def __enter__(self) -> FolderLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = lock_holder(self.path.parent) or "another process"
+                raise PolypsynthError(
+                    f"{self.what} {self.path.parent} is being written by another polypsynth process ({holder}); "
+                    "two writers would mix their images: wait for it or choose another --out"
+                ) from None
+            # A holder unlinks the file as it lets go: a lock won on the file it unlinked (opened
+            # just before) guards nothing, since the next writer creates and locks a new one.
+            if _same_file(fd, self.path):
+                break
             os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = lock_holder(self.path.parent) or "another process"
-            raise PolypsynthError(
-                f"{self.what} {self.path.parent} is being written by another polypsynth process ({holder}); "
-                "two writers would mix their images: wait for it or choose another --out"
-            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}\n".encode())
         self.fd = fd
@@ -120,6 +126,14 @@ class FolderLock:
                 os.unlink(self.path)  # while still holding the lock
             os.close(self.fd)
             self.fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        held, named = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 def lock_holder(folder: Path) -> str | None:
