@@ -17,7 +17,7 @@ from polypsynth.cli import main
 from polypsynth.errors import EvalError
 from polypsynth.evaluate import features as features_mod
 from polypsynth.evaluate.features import InceptionExtractor, extract
-from polypsynth.evaluate.report import SECTIONS
+from polypsynth.evaluate.report import ACROSS_SPACES, SECTIONS, SPACE_NOTES, kid_note
 from polypsynth.evaluate.sets import synthetic_checkpoints
 from polypsynth.evaluate.tsne import embed
 
@@ -182,6 +182,10 @@ def test_end_to_end_report(eval_data, tmp_path):
     assert "held-out positive control 12+10" in md and "It is not a clinical validation." in md
     assert "| real test images after the autoencoder | 1.00 of 10 |" in md
     assert "ceiling" not in md
+    # Each space's Table 2 says what its features are; with two spaces, that they do not compare.
+    for space in ("inception", "efficientnet"):
+        assert kid_note(space, 2) in md
+    assert md.count(ACROSS_SPACES.strip()) == 2
     # The header: what made the report, when, from which inputs, with every set's image counts.
     header = md.splitlines()[2]
     assert re.fullmatch(
@@ -525,3 +529,12 @@ def test_inception_input_is_the_fid_standard(tmp_path):
     # The antialiased path gives other inputs (8-14% feature differences had come from this).
     other = load_batch([tmp_path / "wide.png"], 299)[0].permute(1, 2, 0).numpy() * 255
     assert np.abs(other - expected).mean() > 5
+
+
+def test_a_kid_note_speaks_of_its_own_space_only():
+    alone = kid_note("efficientnet", 1)
+    assert SPACE_NOTES["efficientnet"] in alone
+    assert "Inception" not in alone and ACROSS_SPACES.strip() not in alone
+    assert SPACE_NOTES["inception"] in kid_note("inception", 2) and ACROSS_SPACES.strip() in kid_note(
+        "inception", 2
+    )

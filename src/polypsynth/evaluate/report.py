@@ -161,12 +161,23 @@ def _html_table(rows) -> str:
 KID_NOTE = (
     "Mean (standard error over images): the unbiased estimate over every pair of images with its "
     "jackknife error; sets over 4096 images are split into disjoint blocks, each estimated so, "
-    "and the blocks' mean and combined error are shown. "
-    "Inception features are the standard raw ones; EfficientNet features (ImageNet weights, not "
-    "fine-tuned) are centred and scaled once on the real training images, so their KIDs do not depend "
-    "on the network's arbitrary scale. Values are not comparable across feature spaces. The positive "
-    "control's row shows what real images new to the reference score."
+    "and the blocks' mean and combined error are shown. {space} The positive control's row shows "
+    "what real images new to the reference score."
 )
+SPACE_NOTES = {
+    "inception": "Inception features are the standard raw ones (the FID Inception network).",
+    "efficientnet": "EfficientNet features (ImageNet weights, not fine-tuned) are centred and scaled once on "
+    "the real training images, so their KIDs do not depend on the network's arbitrary scale.",
+}
+ACROSS_SPACES = " Values are not comparable across feature spaces."
+
+
+def kid_note(space: str, spaces: int) -> str:
+    """The note of one space's Table 2: what its features are, and (with several spaces) that
+    their KIDs do not compare."""
+    return KID_NOTE.format(space=SPACE_NOTES[space] + (ACROSS_SPACES if spaces > 1 else ""))
+
+
 SELECTION_NOTE = (
     "Naive rule: lowest same-class KID, the rule the study warns against. Clinical rule: both cross-class "
     "margins above zero by more than 1.96 standard errors (their 95% intervals exclude zero), no class "
@@ -177,7 +188,7 @@ SELECTION_NOTE = (
 )
 FIDELITY_NOTE = (
     "Judge: {kind}, trained on the real training split (the control held out). Fidelity is the share of a "
-    "set that the judge names as its own class, a linear probe's recall, not a pathologist's reading. "
+    "set that the judge names as its own class, a classifier's recall, not a pathologist's reading. "
     "Its threshold is the judge's recall of that class on the real test images: a perfect generator "
     "matches it. In brackets, fidelity minus that recall with its 95% interval (Newcombe): 'lost' when "
     "the interval lies below zero, 'untestable' when the judge's own recall is not clearly above chance."
@@ -316,7 +327,12 @@ def _sections(results: dict) -> list[Section]:
     ]
     for space in results["kid"]:
         sections.append(
-            (f"Table 2 — KID per checkpoint ({space} features)", [KID_NOTE], [table2(results, space)], None)
+            (
+                f"Table 2 — KID per checkpoint ({space} features)",
+                [kid_note(space, len(results["kid"]))],
+                [table2(results, space)],
+                None,
+            )
         )
     sections += [
         ("KID curves", [], [], PLOTS["KID curves"]),
