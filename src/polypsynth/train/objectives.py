@@ -23,7 +23,7 @@ from polypsynth.models import Components
 from polypsynth.train.cache import build_latent_cache, encode_prompts
 from polypsynth.train.freeze import freeze_modules
 from polypsynth.train.steps import (
-    VaeObjective,
+    VaeLoss,
     diffusion_loss,
     random_crop,
     random_flips,
@@ -67,9 +67,9 @@ class AutoencoderObjective:
 
     def module(self) -> torch.nn.Module:
         """The module whose forward computes the loss (what DDP wraps with several processes)."""
-        return VaeObjective(self.components.vae, self.stage.kl_weight)
+        return VaeLoss(self.components.vae, self.stage.kl_weight)
 
-    def saved(self, unwrapped: VaeObjective) -> torch.nn.Module:
+    def saved(self, unwrapped: VaeLoss) -> torch.nn.Module:
         return unwrapped.vae
 
     def loss(self, model, batch: dict, step: int, gen: torch.Generator) -> torch.Tensor:

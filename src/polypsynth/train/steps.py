@@ -100,7 +100,7 @@ def vae_loss(vae, pixels, gen: torch.Generator, kl_weight: float):
     return rec + kl_weight * posterior.kl().mean()
 
 
-class VaeObjective(torch.nn.Module):
+class VaeLoss(torch.nn.Module):
     """The autoencoder's loss as one module's forward: under DistributedDataParallel the encoder
     and decoder then run inside the wrapper, whose hooks average their gradients across processes
     (calling `.encode` on the wrapper fails; calling it on the inner VAE would skip the sync)."""
