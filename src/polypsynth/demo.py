@@ -269,7 +269,8 @@ def summarise(results: dict, report: Path, seconds: float, timings: dict, profil
         f"KID, the rule the study warns against, picks {sel['naive']['pick']})",
         f"augmenting real data with {pick}, balanced accuracy gain [95%]: "
         + "; ".join(gain_text(label, gains[label]) for label, _ in blocks),
-        "positive control, held-out real images added instead [95%]: "
+        f"positive control, real images held out over {len(results['control']['folds'])} folds and added back "
+        "[95%]: "
         + "; ".join(gain_text(label, block["gains"].get(control)) for label, block in blocks)
         + f"; {'passes' if sel['control']['eligible'] else 'fails'} the clinical rules",
         f"class fidelity of the last checkpoint {last}: AD {fid['AD']:.2f}, NON_AD {fid['NON_AD']:.2f} "

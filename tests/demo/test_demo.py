@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from polypsynth.cli import main
 from polypsynth.evaluate.report import SECTIONS
+from polypsynth.evaluate.uncertainty import describe
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]
@@ -64,7 +65,7 @@ def test_quick_demo_end_to_end(tmp_path):
     # Normal output: polypsynth's own progress (a counter over checkpoints and classifier runs),
     # no third-party warnings or per-model loading bars between them.
     assert "Warning" not in result.stderr and "Loading weights" not in result.stderr, result.stderr[-3000:]
-    assert "export: 100%" in result.stderr and "classifier 7 of 7" in result.stderr
+    assert "export: 100%" in result.stderr and "classifier 8 of 8" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["lines"]) == 6 and summary["lines"][0].startswith("report: ")
     for line in summary["lines"]:
@@ -81,7 +82,11 @@ def test_quick_demo_end_to_end(tmp_path):
             "syn_NON_AD_vs_real_NON_AD",
             "syn_NON_AD_vs_real_AD",
         }
-        assert set(kids) - {k for k in kids if k.startswith("syn_")} == {"margin_AD", "margin_NON_AD"}
+        assert set(kids) - {k for k in kids if k.startswith("syn_")} == {
+            "margin_AD",
+            "margin_NON_AD",
+            "shift_free",
+        }
         assert (out / "bundles" / name / "manifest.json").is_file()
         for c in ("AD", "NON_AD"):
             assert len(list((out / "samples" / name / c).glob("*.png"))) == 16
@@ -96,10 +101,15 @@ def test_quick_demo_end_to_end(tmp_path):
     assert summary["lines"][1].startswith(f"verdict: {summary['decision']} (clinical rule picks ")
     control = results["control"]["name"]
     gain = results["classification"]["gains"][control]
-    assert summary["lines"][3].startswith("positive control, held-out real images added instead [95%]: ")
+    assert summary["lines"][3].startswith(
+        "positive control, real images held out over 2 folds and added back [95%]: "
+    )
+    assert describe(gain) in summary["lines"][3]
+    # One seed (the quick profile), its variance neither measured nor declared: no gain is called.
     assert (
-        f"{gain['mean']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]: {gain['word']}"
-        in summary["lines"][3]
+        gain["seeds"] == 1
+        and gain["word"] == "cannot tell"
+        and "seed variance not measured" in summary["lines"][3]
     )
     recall = results["fidelity_judge"]["recall"]
     assert f"the judge's recall on real test images, AD {recall['AD']:.2f}" in summary["lines"][4]

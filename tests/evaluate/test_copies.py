@@ -104,11 +104,12 @@ def test_ten_percent_mirrored_or_cropped_copies_of_any_pool_are_flagged(phantom,
     queries = {name: pixels.query_thumbnails(paths, view) for name, paths in sets.items()}
     queries["test"] = pixels.query_thumbnails(test, view)
     found = pixels.search(queries, {"train": reference, "ctl": held, "stage1": stage1}, view)
-    out = memorisation.pixel_check(found, "test", pixels.LEAK_DISTANCE, control="ctl")
+    out = memorisation.pixel_check(found, "test", pixels.LEAK_DISTANCE, control="ctl", folds={"ctl": "ctl"})
     ck = out["checkpoints"]
     assert ck["mirrors"]["near_copies"] == pytest.approx(0.10)
     assert ck["crops"]["near_copies"] == pytest.approx(0.10)
     assert ck["fresh"]["near_copies"] == 0 and ck["ctl"]["near_copies"] == 0 and ck["fresh"]["chance"] == 0
+    assert ck["mirrors"]["count"] == 20 and ck["mirrors"]["reference"] == "tolerance 1%"
     quiet = {"checkpoints": {n: {"p_value": 1.0, "copies": False} for n in sets}}
     corrected = memorisation.correct(
         {

@@ -7,8 +7,8 @@ from polypsynth.evaluate import kid as kid_mod
 from polypsynth.evaluate.kid import (
     BLOCK_SIZE,
     COMPARISONS,
+    ContrastResult,
     KidResult,
-    MarginResult,
     _mmd2_from_kernels,
     kid_table,
 )
@@ -16,17 +16,17 @@ from polypsynth.evaluate.kid import (
 
 def kid(a, b, block_size=BLOCK_SIZE, seed=0, names=("set a", "set b")) -> KidResult:
     """One KID through the estimator behind kid_table (its one-pair case)."""
-    kids, _ = kid_mod._table({names[0]: a}, {names[1]: b}, [names], [], block_size, seed, {})
+    kids, _ = kid_mod._table({names[0]: a}, {names[1]: b}, [names], {}, block_size, seed, {})
     return kids[names]
 
 
-def kid_margin(syn, other, same, block_size=BLOCK_SIZE, seed=0) -> MarginResult:
+def kid_margin(syn, other, same, block_size=BLOCK_SIZE, seed=0) -> ContrastResult:
     """One cross-class margin through the estimator behind kid_table."""
-    names = ("synthetic", "real other", "real same")
+    terms = [(1.0, "synthetic", "real other"), (-1.0, "synthetic", "real same")]
     _, margins = kid_mod._table(
-        {names[0]: syn}, {names[1]: other, names[2]: same}, [], [names], block_size, seed, {}
+        {"synthetic": syn}, {"real other": other, "real same": same}, [], {"m": terms}, block_size, seed, {}
     )
-    return margins[names]
+    return margins["m"]
 
 
 def _draw(seed, n=200, d=64, shift=0.0):
@@ -146,7 +146,37 @@ def test_table_equals_the_single_comparisons():
     assert (table["margin_NON_AD"].mean, table["margin_NON_AD"].se) == pytest.approx(
         (m.mean, m.se), rel=1e-12
     )
-    assert set(table) == {key for key, *_ in COMPARISONS} | {"margin_AD", "margin_NON_AD"}
+    assert set(table) == {key for key, *_ in COMPARISONS} | {"margin_AD", "margin_NON_AD", "shift_free"}
+    assert table["shift_free"].mean == pytest.approx(table["margin_AD"].mean + table["margin_NON_AD"].mean)
+
+
+def test_shift_free_contrast_and_real_scale_against_brute_force():
+    """m_AD + m_NON_AD's jackknife error equals the brute-force leave-one-out over all four image
+    sets; KID(real AD, real NON_AD) equals the one-pair KID of the two real sets."""
+    real = {"AD": _draw(40, n=13, d=5), "NON_AD": _draw(41, n=12, d=5, shift=0.7)}
+    syn = {"AD": _draw(42, n=11, d=5, shift=0.2), "NON_AD": _draw(43, n=13, d=5, shift=0.5)}
+
+    def contrast(r_ad, r_non, s_ad, s_non):
+        return kid(s_ad, r_non).mean - kid(s_ad, r_ad).mean + kid(s_non, r_ad).mean - kid(s_non, r_non).mean
+
+    args = [real["AD"], real["NON_AD"], syn["AD"], syn["NON_AD"]]
+    groups = []
+    for j, x in enumerate(args):
+        groups.append(
+            [
+                contrast(*[np.delete(x, i, 0) if k == j else a for k, a in enumerate(args)])
+                for i in range(len(x))
+            ]
+        )
+    var = sum((len(g) - 1) / len(g) * ((np.asarray(g) - np.mean(g)) ** 2).sum() for g in groups)
+    got = kid_table(real, syn)["shift_free"]
+    assert got.mean == pytest.approx(contrast(*args), rel=1e-12)
+    assert got.se == pytest.approx(np.sqrt(var), rel=1e-9)
+    scale = kid_mod.real_scale(real)
+    alone = kid(real["AD"], real["NON_AD"])
+    assert (scale.mean, scale.se, scale.n_a, scale.n_b) == pytest.approx(
+        (alone.mean, alone.se, 13, 12), rel=1e-12
+    )
 
 
 def test_bad_input_names_the_set_or_the_option():

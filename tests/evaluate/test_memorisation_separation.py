@@ -6,11 +6,16 @@ import pytest
 
 from polypsynth.evaluate import memorisation, separation
 from polypsynth.evaluate.kid import KidResult
-from polypsynth.evaluate.selection import select
+from polypsynth.evaluate.selection import fidelity_inputs, select
 
 
 def _sets(rng, n_ad, n_non, shift=0.0, dim=16):
     return {"AD": rng.normal(1 + shift, 1, (n_ad, dim)), "NON_AD": rng.normal(-1 + shift, 1, (n_non, dim))}
+
+
+def _decided(check: dict) -> dict:
+    """One space's check with its verdicts (Holm over its own checkpoints)."""
+    return memorisation.correct({"space": check})["space"]
 
 
 def test_a_checkpoint_that_copies_training_images_is_caught():
@@ -19,7 +24,7 @@ def test_a_checkpoint_that_copies_training_images_is_caught():
     fresh = _sets(rng, 50, 50)  # as new as real test images
     copied = {c: v[:50] + rng.normal(0, 0.01, v[:50].shape) for c, v in train.items()}
     half = {"AD": np.concatenate([copied["AD"][:25], fresh["AD"][:25]]), "NON_AD": fresh["NON_AD"]}
-    out = memorisation.check(train, test, {"fresh": fresh, "copied": copied, "some": half})
+    out = _decided(memorisation.check(train, test, {"fresh": fresh, "copied": copied, "some": half}))
     # The threshold is the 5% quantile of brute-force test-to-train nearest distances.
     tr = np.concatenate(list(train.values()))
     te = np.concatenate(list(test.values()))
@@ -32,6 +37,7 @@ def test_a_checkpoint_that_copies_training_images_is_caught():
         0.25 + 0.75 * 0.05, abs=0.04
     )
     assert ck["copied"]["chance"] == pytest.approx((brute < out["threshold"]).mean())
+    assert ck["copied"]["reference"] == "test images' share" and ck["copied"]["count"] == 100
     # The clinical rule refuses the copying checkpoint though its margins and fidelity are perfect.
     kids = {
         n: {
@@ -47,23 +53,28 @@ def test_a_checkpoint_that_copies_training_images_is_caught():
     copies = {n: {"copies": ck[n]["copies"], "near_copies": ck[n]["near_copies"]} for n in kids}
     judge = {"recall": {"AD": 0.9, "NON_AD": 0.9}, "images": {"AD": 60, "NON_AD": 40}}
     counts = {n: {"AD": 50, "NON_AD": 50} for n in kids}
-    sel = select(kids, fid, judge, counts, copies=copies)
+    sel = select(kids, fidelity=fidelity_inputs(fid, judge, counts), copies=copies)
     assert sel["clinical"]["table"]["copied"]["eligible"] is False
     assert sel["clinical"]["pick"] == "fresh"
-    only_copy = select({"copied": kids["copied"]}, {"copied": fid["copied"]}, judge, counts, copies=copies)
+    only_copy = select(
+        {"copied": kids["copied"]},
+        fidelity=fidelity_inputs({"copied": fid["copied"]}, judge, counts),
+        copies=copies,
+    )
     assert only_copy["decision"] == "not worth using"
     assert only_copy["verdict"].startswith(
         "Not worth using: every checkpoint reproduces its training images."
     )
-    # The control's images are training images held out of the reference: searched against the
-    # rest only, they are as new as test images; a checkpoint that copies them is caught.
-    held = {c: v[50:] for c, v in train.items()}
-    rest = {c: v[:50] for c, v in train.items()}
-    copies_of_held = {c: v + rng.normal(0, 0.01, v.shape) for c, v in held.items()}
-    out = memorisation.check(
-        rest, test, {"ctl": held, "copier": copies_of_held}, held_out=held, control="ctl"
-    )
-    assert out["checkpoints"]["ctl"]["copies"] is False
+    # The control's images are the training images themselves, each fold searched against the rest
+    # only: as new as test images; a checkpoint that copies them is caught.
+    folds = [
+        {c: np.arange(0, len(v), 2) for c, v in train.items()},
+        {c: np.arange(1, len(v), 2) for c, v in train.items()},
+    ]
+    copies_of_held = {c: v[1::2] + rng.normal(0, 0.01, v[1::2].shape) for c, v in train.items()}
+    out = _decided(memorisation.check(train, test, {"ctl": train, "copier": copies_of_held}, "ctl", folds))
+    assert out["checkpoints"]["ctl"]["copies"] is False and out["checkpoints"]["ctl"]["images"] == 200
+    assert out["checkpoints"]["ctl"]["near_copies"] < 0.15
     assert (
         out["checkpoints"]["copier"]["copies"] is True and out["checkpoints"]["copier"]["near_copies"] == 1.0
     )
@@ -107,7 +118,9 @@ def test_copies_of_another_training_pool_are_caught_once_it_is_searched():
     train, test = _sets(rng, 120, 80), _sets(rng, 60, 40)
     stage1 = rng.normal(0, 1.5, (300, 16))
     copier = {"AD": stage1[:50] + rng.normal(0, 0.01, (50, 16)), "NON_AD": stage1[50:100] + 0.01}
-    alone = memorisation.check(train, test, {"copier": copier})["checkpoints"]["copier"]
-    searched = memorisation.check(train, test, {"copier": copier}, pools=[stage1])["checkpoints"]["copier"]
+    alone = _decided(memorisation.check(train, test, {"copier": copier}))["checkpoints"]["copier"]
+    searched = _decided(memorisation.check(train, test, {"copier": copier}, pools=[stage1]))["checkpoints"][
+        "copier"
+    ]
     assert alone["copies"] is False and alone["near_copies"] < 0.1
     assert searched["copies"] is True and searched["near_copies"] == 1.0

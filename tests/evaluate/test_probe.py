@@ -5,9 +5,10 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from polypsynth.evaluate import probe
+from polypsynth.evaluate.augment import probe_experiments
+from polypsynth.evaluate.inputs import Inputs, Space
 from polypsynth.evaluate.options import EvalOptions
-from polypsynth.evaluate.run import _probe_experiments
-from polypsynth.evaluate.sets import Checkpoint
+from polypsynth.evaluate.sets import CONTROL, Checkpoint, RealData, control_checkpoint
 
 
 def _gauss(rng, centre, n, dim=16):
@@ -25,15 +26,12 @@ def test_probe_fidelity_and_augmentation_on_known_features():
         Checkpoint("good", 1, {c: [f"g{c}{i}" for i in range(60)] for c in faithful}),
         Checkpoint("swapped", 2, {c: [f"s{c}{i}" for i in range(60)] for c in faithful}),
     ]
-    out = _probe_experiments(
-        real,
-        test,
-        {"good": faithful, "swapped": swapped},
-        cks,
-        EvalOptions(classify_seeds=3),
-        n_syn=60,
-        reconstructed_f=swapped,  # an autoencoder that turned each class into the other
-    )
+    folds = [{c: np.arange(k, len(v), 2) for c, v in real.items()} for k in (0, 1)]  # two folds
+    real_data = RealData({c: [f"r{c}{i}" for i in range(len(v))] for c, v in real.items()}, {}, folds)
+    options = EvalOptions(classify_seeds=3, synthetic_share=2.0)  # 60 synthetic images added to 30 real
+    inputs = Inputs(options, real_data, cks, [*cks, control_checkpoint(real_data)], 32, None, False)
+    space = Space(real, test, {"good": faithful, "swapped": swapped, CONTROL: real}, [])
+    out = probe_experiments(inputs, space, reconstructed_f=swapped)  # an autoencoder that swapped the classes
     # Fidelity: the real-data probe recognises faithful classes and rejects swapped ones.
     assert out["fidelity"]["good"]["AD"] > 0.6 and out["fidelity"]["good"]["NON_AD"] > 0.6
     assert out["fidelity"]["swapped"]["AD"] < 0.4 and out["fidelity"]["swapped"]["NON_AD"] < 0.4
@@ -50,7 +48,21 @@ def test_probe_fidelity_and_augmentation_on_known_features():
     assert out["gains"]["swapped"]["mean"] < -0.1 and out["gains"]["swapped"]["ci95"][1] < 0
     assert out["augmented"]["good"]["seeds"] == 3
     # Controls: the faithful set with its labels swapped hurts (the probe reads the synthetic labels).
-    assert out["gains"]["swapped"]["word"] in ("does not help", "cannot tell")
+    assert out["gains"]["swapped"]["word"] in ("harms", "does not help", "cannot tell")
+    # The cross-fitted control: each fold's probe trained on the other fold judges the held-out
+    # images; the whole split's probe minus the fold probes' mean is its gain.
+    assert set(out["fidelity"]) == {"good", "swapped", CONTROL} and out["fidelity"][CONTROL]["AD"] > 0.5
+    assert out["control_base"]["folds"] == 2 and CONTROL in out["gains"]
+    halves = [
+        balanced_accuracy_score(
+            ty,
+            probe.fit(
+                np.concatenate([real["AD"][k::2], real["NON_AD"][k::2]]), np.r_[np.zeros(10), np.ones(5)]
+            ).predict(tx),
+        )
+        for k in (1, 0)
+    ]
+    assert out["gains"][CONTROL]["mean"] == pytest.approx(expected - np.mean(halves))
     assert out["controls"]["swapped"]["good"]["ci95"][1] < 0
     assert out["controls"]["swapped"]["swapped"]["mean"] > 0  # swapping a swapped set restores it
 

@@ -97,19 +97,40 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
     "image is brought to it as training did (short side resized, centre square).",
 )
 @click.option(
-    "--control-share",
-    default=0.5,
+    "--control-folds",
+    default=2,
     show_default=True,
-    type=float,
-    help="Positive control: at most this share of each class's real training images is held out, as many "
-    "as the smallest checkpoint has, and judged like a checkpoint.",
+    type=int,
+    help="Positive control: the real train split is cut into this many folds; each fold's images are judged "
+    "like a checkpoint's against the rest, and added to a classifier trained on the rest (cross-fitting). "
+    "Table 1's real row and every KID reference keep the whole split.",
 )
 @click.option(
-    "--margin",
+    "--group-by",
+    help="Which lesion an image shows, so a lesion's frames stay in one control fold (and a lesion in both "
+    "the train and test splits is leakage): 'column:NAME' (a column of the --real CSV manifest) or "
+    "'pattern:REGEX' (its first group, or the whole match, in the file name).",
+)
+@click.option(
+    "--min-gain",
     default=0.02,
     show_default=True,
     type=float,
-    help="The smallest balanced-accuracy gain worth having: a gain whose interval lies below it does not help.",
+    help="The smallest balanced-accuracy gain worth having: 'helps' needs an interval above 0 that reaches it.",
+)
+@click.option(
+    "--seed-sd",
+    type=float,
+    help="With --classify-seeds 1: the seed-to-seed standard deviation of one classifier's balanced accuracy "
+    "you assume (e.g. from earlier runs). Without it one seed's gains can only be 'cannot tell'.",
+)
+@click.option(
+    "--copy-tolerance",
+    default=0.01,
+    show_default=True,
+    type=float,
+    help="Copy rate accepted in pixel space, where real test images show none: a checkpoint copies when its "
+    "rate is shown to exceed it.",
 )
 @click.option(
     "--train-pool",
@@ -163,8 +184,11 @@ def evaluate_command(
     cache_dir,
     reconstructions,
     resolution,
-    control_share,
-    margin,
+    control_folds,
+    group_by,
+    min_gain,
+    seed_sd,
+    copy_tolerance,
     train_pools,
     max_hash_distance,
     max_pixel_distance,
@@ -204,8 +228,11 @@ def evaluate_command(
         allow_leakage=allow_leakage,
         device=device,
         resolution=resolution,
-        control_share=control_share,
-        margin=margin,
+        control_folds=control_folds,
+        group_by=group_by,
+        min_gain=min_gain,
+        seed_sd=seed_sd,
+        copy_tolerance=copy_tolerance,
     ).validate()
     real_set = load_real_set(real, real_kind)
     recon = reconstruction_set(reconstructions) if reconstructions else None

@@ -150,9 +150,10 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
     return out
 
 
-def summarise(runs: Sequence[dict]) -> dict:
+def summarise(runs: Sequence[dict], seed_sd: float | None = None) -> dict:
     """Mean and spread over seeds (None from one seed) of every per-class metric, and the balanced
-    accuracy with its interval over test images and seeds (uncertainty.accuracy_interval)."""
+    accuracy with its interval over test images and seeds (uncertainty.accuracy_interval; `seed_sd`:
+    the declared seed SD, used with one seed)."""
 
     def stat(values):
         return {
@@ -164,7 +165,7 @@ def summarise(runs: Sequence[dict]) -> dict:
         c: {m: stat([r["metrics"][c][m] for r in runs]) for m in ("precision", "recall", "f1")}
         for c in CLASSES
     }
-    out["balanced_accuracy"] = uncertainty.accuracy_interval(runs)
+    out["balanced_accuracy"] = uncertainty.accuracy_interval(runs, seed_sd)
     out["confusion"] = np.sum([r["metrics"]["confusion"] for r in runs], axis=0).tolist()
     out["seeds"] = len(runs)
     return out

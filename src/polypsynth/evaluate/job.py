@@ -13,7 +13,7 @@ from polypsynth.evaluate.options import EvalOptions
 from polypsynth.evaluate.report import write_report
 from polypsynth.evaluate.results import Evaluation
 from polypsynth.evaluate.run import evaluate
-from polypsynth.evaluate.sets import RealData, synthetic_checkpoints
+from polypsynth.evaluate.sets import RealData, lesion_groups, synthetic_checkpoints
 
 
 def pool_images(pools: list[str | Path]) -> dict[str, list[Path]]:
@@ -41,9 +41,15 @@ def evaluate_to_report(
     """Evaluate every checkpoint under `synthetic` against `real` and write the report to `out`;
     returns the evaluation (its numbers also in out/results.json). `sources` names where the real
     data and the reconstructions came from (paths as given), for the report's header."""
+    lesion_of = lesion_groups(options.group_by, (sources or {}).get("real")) if options.group_by else None
     checkpoints = synthetic_checkpoints(synthetic)
     evaluation = evaluate(
-        real, checkpoints, options, reconstructions=reconstructions, train_pools=train_pools
+        real,
+        checkpoints,
+        options,
+        reconstructions=reconstructions,
+        train_pools=train_pools,
+        lesion_of=lesion_of,
     )
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     evaluation.provenance = {

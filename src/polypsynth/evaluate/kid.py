@@ -16,7 +16,14 @@ the jackknife (delete one image of any set; Arvesen 1969), in closed form from k
 Float32 features (what the extractors give) are multiplied in float32, the BLAS cost, and summed in
 float64; float64 features stay float64 throughout. `kid_table` computes the study's four
 comparisons and the two class margins of one checkpoint from one set of kernel sums: each set's
-own kernel once per block, each cross kernel once.
+own kernel once per block, each cross kernel once. Beside them it gives the scale the margins are
+read on: the shift-free contrast m_AD + m_NON_AD (how much better each synthetic class matches its
+own real class than the other synthetic class does: positive while the synthetic classes stay
+distinct, even when both have drifted towards one real class, which turns one margin negative) and,
+once per feature space, KID(real AD, real NON_AD), how far apart the real classes themselves are
+(`real_scale`). Every margin and contrast is a linear combination of KIDs with its own jackknife
+error: the leave-one-out estimates of each image set are combined before their spread is taken,
+so the sets two KIDs share are counted once.
 """
 
 from __future__ import annotations
@@ -48,11 +55,12 @@ class KidResult:
 
 
 @dataclass(frozen=True)
-class MarginResult:
-    """KID(syn, real of the other class) - KID(syn, real of its own class): positive when the
-    synthetic class sits closer to its own real class. Its standard error treats the synthetic set
-    as shared by both KIDs: their errors are correlated (the synthetic-synthetic kernel terms even
-    cancel), so adding them as if independent can be off in either direction."""
+class ContrastResult:
+    """A linear combination of KIDs measured jointly, e.g. a margin KID(syn, real of the other
+    class) - KID(syn, real of its own class), positive when the synthetic class sits closer to its
+    own real class. Its standard error treats the image sets the KIDs share as shared: their errors
+    are correlated (the synthetic-synthetic kernel terms even cancel), so adding them as if
+    independent can be off in either direction."""
 
     mean: float
     se: float
@@ -62,7 +70,7 @@ class MarginResult:
         return asdict(self)
 
 
-KidTable = dict[str, KidResult | MarginResult]  # kid_table of one set: its comparisons and margins
+KidTable = dict[str, KidResult | ContrastResult]  # kid_table of one set: comparisons, margins, contrast
 
 COMPARISONS = (
     # key, synthetic class, real class, better when
@@ -175,55 +183,116 @@ def _combine(values: list[tuple[float, float]]) -> tuple[float, float, str]:
     return float(means.mean()), float(np.sqrt((ses**2).sum()) / k), method
 
 
+Terms = list[tuple[float, str, str]]  # a contrast: coefficient, synthetic set, real set of each KID
+
+
+def _contrast(terms: Terms, loo: dict) -> tuple[float, float]:
+    """One block's contrast sum_j c_j KID(s_j, r_j) and its jackknife error: each image set's
+    leave-one-out estimates of the whole contrast (`loo[s, r]`: the full KID, leaving out each
+    image of s, each of r), the spread of each set's counted once."""
+    full = sum(c * loo[s, r][0] for c, s, r in terms)
+    sets = list(dict.fromkeys(name for _, s, r in terms for name in (s, r)))
+    groups = []
+    for name in sets:
+        groups.append(
+            sum(
+                c * (loo[s, r][1] if name == s else loo[s, r][2] if name == r else loo[s, r][0])
+                for c, s, r in terms
+            )
+        )
+    return float(full), _jackknife_se(*[np.asarray(g, np.float64) for g in groups])
+
+
 def _table(
     syn: dict[str, np.ndarray],
     real: dict[str, np.ndarray],
     pairs: list[tuple[str, str]],
-    margins: list[tuple[str, str, str]],
+    contrasts: dict[object, Terms],
     block_size: int,
     seed: int,
     kernel_kw: dict,
 ) -> tuple[dict, dict]:
-    """KIDs of (synthetic, real) name pairs and margins (synthetic, real other, real same), all
-    from one partition into blocks and one set of kernel sums per block."""
+    """KIDs of (synthetic, real) name pairs and contrasts of such KIDs (`contrasts`: key -> terms),
+    all from one partition into blocks and one set of kernel sums per block."""
     if set(syn) & set(real):
         raise ValueError(f"synthetic and real sets need distinct names, got {sorted(set(syn) & set(real))}")
     sets = _check({**syn, **real})
     kernel = _Kernel(next(iter(sets.values())).shape[1], **kernel_kw)
     per_pair: dict[tuple[str, str], list] = {p: [] for p in pairs}
-    per_margin: dict[tuple[str, str, str], list] = {m: [] for m in margins}
+    per_contrast: dict[object, list] = {key: [] for key in contrasts}
     blocks = _blocks(sets, block_size, seed)
+    needed = {*pairs, *[(s, r) for terms in contrasts.values() for _, s, r in terms]}
     for block in blocks:
         off = {k: kernel.self_sums(x) for k, x in block.items()}
         loo = {}
-        for s, r in {*pairs, *[(s, o) for s, o, _ in margins], *[(s, r) for s, _, r in margins]}:
+        for s, r in needed:
             rows, cols = kernel.cross_sums(block[s], block[r])
             loo[s, r] = _leave_one_out(off[s], off[r], rows, cols)
         for p in pairs:
             full, lx, ly = loo[p]
             per_pair[p].append((full, _jackknife_se(lx, ly)))
-        for s, o, r in margins:
-            (f_o, lo_s, lo_o), (f_s, ls_s, ls_r) = loo[s, o], loo[s, r]
-            per_margin[s, o, r].append((f_o - f_s, _jackknife_se(lo_s - ls_s, lo_o - f_s, f_o - ls_r)))
+        for key, terms in contrasts.items():
+            per_contrast[key].append(_contrast(terms, loo))
     kids = {}
     for (s, r), values in per_pair.items():
         mean, se, method = _combine(values)
         size = min(len(blocks[-1][s]), len(blocks[-1][r]))  # array_split: the last blocks are the smallest
-        kids[s, r] = KidResult(mean, se, method, size, len(blocks), len(syn[s]), len(real[r]))
-    return kids, {m: MarginResult(*_combine(v)) for m, v in per_margin.items()}
+        kids[s, r] = KidResult(mean, se, method, size, len(blocks), len(sets[s]), len(sets[r]))
+    return kids, {key: ContrastResult(*_combine(v)) for key, v in per_contrast.items()}
+
+
+OTHER = {"AD": "NON_AD", "NON_AD": "AD"}
 
 
 def kid_table(
     real: dict[str, np.ndarray], synthetic: dict[str, np.ndarray], block_size: int = BLOCK_SIZE, seed: int = 0
 ) -> KidTable:
-    """One checkpoint's Table 2 (the study's four comparisons, keys of COMPARISONS) and the clinical
-    rule's two margins (`margin_AD`, `margin_NON_AD`), each with its own error."""
+    """One checkpoint's Table 2 (the study's four comparisons, keys of COMPARISONS), the clinical
+    rule's two margins (`margin_AD`, `margin_NON_AD`) and their sum (`shift_free`), each with its
+    own error."""
     syn = {f"synthetic {c}": synthetic[c] for c in CLASSES}
     ref = {f"real {c}": real[c] for c in CLASSES}
-    other = {"AD": "NON_AD", "NON_AD": "AD"}
     pairs = [(f"synthetic {s}", f"real {r}") for _, s, r, _ in COMPARISONS]
-    margins = [(f"synthetic {c}", f"real {other[c]}", f"real {c}") for c in CLASSES]
-    kids, margin = _table(syn, ref, pairs, margins, block_size, seed, {})
+    margins: dict[object, Terms] = {
+        f"margin_{c}": [(1.0, f"synthetic {c}", f"real {OTHER[c]}"), (-1.0, f"synthetic {c}", f"real {c}")]
+        for c in CLASSES
+    }
+    margins["shift_free"] = [term for c in CLASSES for term in margins[f"margin_{c}"]]
+    kids, contrasts = _table(syn, ref, pairs, margins, block_size, seed, {})
     out: KidTable = {key: kids[p] for (key, *_), p in zip(COMPARISONS, pairs, strict=True)}
-    out.update({f"margin_{c}": margin[m] for c, m in zip(CLASSES, margins, strict=True)})
+    out.update(contrasts)
+    return out
+
+
+def real_scale(real: dict[str, np.ndarray], block_size: int = BLOCK_SIZE, seed: int = 0) -> KidResult:
+    """KID(real AD, real NON_AD): how far apart the real classes are, the scale a margin is read on."""
+    a, b = (f"real {c}" for c in CLASSES)
+    kids, _ = _table({a: real[CLASSES[0]]}, {b: real[CLASSES[1]]}, [(a, b)], {}, block_size, seed, {})
+    return kids[a, b]
+
+
+def cross_fitted(tables: list[KidTable]) -> KidTable:
+    """The positive control's table from its folds' (each fold against the rest of the real train
+    split): the mean of each estimate, with the folds' mean standard error, the error of that mean
+    if the folds' errors were fully correlated (they share images: fold f's reference holds the
+    other folds), so it is not understated."""
+    out: KidTable = {}
+    k = len(tables)
+    method = f"cross-fitted: each of {k} folds against the rest; error as if fully correlated"
+    for key, first in tables[0].items():
+        mean = float(np.mean([t[key].mean for t in tables]))
+        se = float(np.mean([t[key].se for t in tables]))
+        if isinstance(first, KidResult):
+            parts = [t[key] for t in tables if isinstance(t[key], KidResult)]
+            out[key] = KidResult(
+                mean,
+                se,
+                method,
+                min(p.block_size for p in parts if isinstance(p, KidResult)),
+                sum(p.blocks for p in parts if isinstance(p, KidResult)),
+                sum(p.n_a for p in parts if isinstance(p, KidResult)),
+                min(p.n_b for p in parts if isinstance(p, KidResult)),
+            )
+        else:
+            out[key] = ContrastResult(mean, se, method)
     return out

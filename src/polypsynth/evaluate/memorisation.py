@@ -1,37 +1,59 @@
-"""Does a checkpoint copy its training images? Nearest-neighbour distances in a feature space.
+"""Does a checkpoint copy its training images? Near-copies counted, with an absolute criterion.
 
-A real image the model never saw (the test split) lies at some distance from its nearest real
-training image; the `QUANTILE` of those test-to-train distances is the near-copy threshold: a
-synthetic image closer than that to a training image is a near-copy. If the model makes images as
-new as real new images, about `QUANTILE` of its images fall below the threshold by chance (the
-chance level shown with the share). A one-sided Fisher exact test compares the synthetic share
-with the test images' own share below the threshold (both sets' sampling error counted); a
-checkpoint copies when that test says more than chance at level `ALPHA`. The clinical rule
-(selection.py) refuses such a checkpoint, however good its KID.
+A near-copy is a synthetic image that lies closer to some training image than it should:
 
-The positive control's images are real training images held out of the evaluation's reference:
-the model trained on them, so every checkpoint is searched against them too, but the control
-itself only against the rest (each image would otherwise be its own nearest copy).
+- in a feature space, closer than `QUANTILE` of the real test images lie to their nearest training
+  image (the threshold is that quantile of the test-to-train distances), so images as new as real
+  new images fall below it at about `QUANTILE`: the chance rate, the test images' own share;
+- in pixel space (pixels.py), the same picture: a synthetic image, as stored or mirrored either way,
+  within `max_distance` (correlation 0.97 of 16-px thumbnails by default, the leakage criterion) of
+  some image of any training pool (the labelled split and every pool given: stage 1, unlabelled,
+  replay) or of a crop of it down to 80% of its side. The test images' share there is 0 by
+  construction: an evaluation stops when a test image lies that close to a training image (leakage).
 
-The same test runs in a third space, pixels (pixels.py), where a near-copy is the same picture:
-a synthetic image, as stored or mirrored either way, within `max_distance` (correlation 0.97 of
-16-px thumbnails by default, the leakage criterion) of some image of any training pool (the labelled
-split, the control, and every pool given: stage 1, unlabelled, replay) or of a crop of it down to 80%
-of its side. That finds the flipped and cropped copies the feature spaces miss; its chance level is
-again the test images' share. The p-values of every checkpoint in every space are corrected together
-(Holm) before a checkpoint is said to copy."""
+Per checkpoint and space: the count of near-copies, the rate, and its one-sided 95% upper bound
+(Clopper-Pearson). A checkpoint *copies* when its rate is shown to exceed the reference rate:
+- where the test images' share is 0 (pixel space), the stated `tolerance` (default 1%: a rate a
+  user would accept), by an exact one-sided binomial test of rate <= tolerance;
+- where it is not (feature spaces), the test images' own share, by a one-sided Fisher exact test
+  (both sets' sampling error counted).
+The p-values of every checkpoint in every space are corrected together (Holm, family-wise 5%), so a
+fresh draw is flagged somewhere in at most 5% of evaluations. Otherwise the result is *not
+detected*, with the bound: "rate below X% at 95%". 10% copies among 96 images are flagged; 100
+exact copies among 2,000 are (Fisher against a zero share at Holm 0.01 needed 7 of 48, 139 of 2,000).
+
+The positive control's images are real training images, held out fold by fold (sets.py): each fold
+is searched against the rest of the training images and the pools, never against itself."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from polypsynth.data.records import CLASSES
+from polypsynth.errors import EvalError
 from polypsynth.evaluate.pixels import nearest_over
 
 QUANTILE = 0.05
-ALPHA = 0.01
+ALPHA = 0.05  # family-wise, over every (space, checkpoint) pair
+LEVEL = 0.95  # of the one-sided upper bound on the copy rate
+TOLERANCE = 0.01  # copy rate accepted where real test images show none
+
+
+def check_tolerance(tolerance: float) -> float:
+    if not 0 <= tolerance < 1:
+        raise EvalError(
+            f"--copy-tolerance must be in [0, 1) (a share of the synthetic images), got {tolerance}"
+        )
+    return tolerance
+
+
+def upper_bound(k: int, n: int, level: float = LEVEL) -> float:
+    """One-sided Clopper-Pearson upper bound on a rate from k of n."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(level, k + 1, n - k))
 
 
 def nearest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -42,66 +64,107 @@ def nearest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return dist[:, 0]
 
 
-def _against_test(d: np.ndarray, near: np.ndarray, d_test: np.ndarray, test_below: int) -> dict:
-    """One set's near-copy share against the test images' own share: one-sided Fisher exact test."""
-    from scipy.stats import fisher_exact
+def _p_value(k: int, n: int, test_below: int, n_test: int, tolerance: float) -> tuple[float, str]:
+    """One-sided p-value of "copies more than the reference", and what the reference is."""
+    from scipy.stats import binom, fisher_exact
 
-    below = int(near.sum())
-    table = [[below, len(d) - below], [test_below, len(d_test) - test_below]]
-    p = float(fisher_exact(table, alternative="greater").pvalue)
+    if test_below == 0:
+        p = float(binom.sf(k - 1, n, tolerance)) if tolerance > 0 else float(k == 0)
+        return p, f"tolerance {tolerance:.0%}"
+    table = [[k, n - k], [test_below, n_test - test_below]]
+    return float(fisher_exact(table, alternative="greater").pvalue), "test images' share"
+
+
+def _against(d: np.ndarray, threshold: float, d_test: np.ndarray, tolerance: float) -> dict:
+    near = d < threshold
+    k, n = int(near.sum()), len(d)
+    test_below = int((d_test < threshold).sum())
+    p, reference = _p_value(k, n, test_below, len(d_test), tolerance)
     return {
-        "near_copies": below / len(d),
+        "count": k,
+        "images": n,
+        "near_copies": k / n,
+        "upper95": upper_bound(k, n),
         "chance": test_below / len(d_test),
+        "reference": reference,
         "p_value": p,
-        "copies": bool(p < ALPHA),
+        "copies": False,  # decided over every space and checkpoint together (correct)
         "median_distance": float(np.median(d)),
     }
+
+
+def _check(d_test: np.ndarray, distances: dict[str, np.ndarray], threshold: float, tolerance: float) -> dict:
+    """Per query set: its near-copies below `threshold` against the test images' own `d_test`."""
+    per = {name: _against(d, threshold, d_test, tolerance) for name, d in distances.items()}
+    return {
+        "median_test_distance": float(np.median(d_test)),
+        "threshold": threshold,
+        "tolerance": tolerance,
+        "checkpoints": per,
+    }
+
+
+def _stack(sets: Mapping[str, np.ndarray], keep: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Class sets stacked in CLASSES order; `keep`: per class, a boolean mask of the rows kept."""
+    return np.concatenate([sets[c][keep[c]] if keep is not None else sets[c] for c in CLASSES])
 
 
 def check(
     train_f: dict,
     test_f: dict,
     synthetic_f: dict[str, dict],
-    held_out: dict | None = None,
     control: str | None = None,
+    folds: Sequence[Mapping[str, np.ndarray]] = (),
     pools: Sequence[np.ndarray] = (),
+    tolerance: float = TOLERANCE,
 ) -> dict:
-    """Per checkpoint: the share of near-copies, its chance level, the Fisher p-value and the verdict
-    `copies`; with the threshold and the median distances (synthetic vs real test) to the
-    training images. `held_out`: the control's features, a training pool for every set but
-    `control`; `pools`: the features of the other pools the model trained on (stage 1,
-    unlabelled, replay), searched for every set."""
-    train = np.concatenate([*[train_f[c] for c in CLASSES], *pools])
-    everything = np.concatenate([train, *[held_out[c] for c in CLASSES]]) if held_out else train
-    queries = {name: np.concatenate([syn[c] for c in CLASSES]) for name, syn in synthetic_f.items()}
-    test = np.concatenate([test_f[c] for c in CLASSES])
+    """Per judged set: its near-copies in this feature space (module docstring), with the threshold
+    and the median distances (synthetic vs real test) to the training images. `control`: the set
+    made of the training images themselves, held out `folds` (per fold, class -> indices into
+    train_f's rows): each fold is searched in the rest. `pools`: the features of the other pools
+    the model trained on (stage 1, unlabelled, replay), searched for every set."""
+    everything = np.concatenate([_stack(train_f), *pools])
+    test = _stack(test_f)
     d_test = nearest_distances(test, everything)
     threshold = float(np.quantile(d_test, QUANTILE))
     distances = {
-        name: nearest_distances(q, train if name == control else everything) for name, q in queries.items()
+        name: nearest_distances(_stack(syn), everything)
+        for name, syn in synthetic_f.items()
+        if name != control
     }
-    return _check(d_test, distances, threshold) | {"quantile": QUANTILE}
+    if control is not None:
+        distances[control] = np.concatenate([_fold_distances(train_f, fold, pools) for fold in folds])
+    return _check(d_test, distances, threshold, tolerance) | {"quantile": QUANTILE}
 
 
-def _check(d_test: np.ndarray, distances: dict[str, np.ndarray], threshold: float) -> dict:
-    """Per query set: the share of its nearest distances below `threshold` and the Fisher test
-    against the test images' own distances `d_test`."""
-    test_below = int((d_test < threshold).sum())
-    per = {name: _against_test(d, d < threshold, d_test, test_below) for name, d in distances.items()}
-    return {"median_test_distance": float(np.median(d_test)), "threshold": threshold, "checkpoints": per}
+def _fold_distances(train_f: dict, fold: Mapping[str, np.ndarray], pools: Sequence[np.ndarray]) -> np.ndarray:
+    held = {c: np.isin(np.arange(len(train_f[c])), fold[c]) for c in CLASSES}
+    rest = {c: ~m for c, m in held.items()}
+    return nearest_distances(_stack(train_f, held), np.concatenate([_stack(train_f, rest), *pools]))
 
 
-def pixel_check(found: dict, test: str, max_distance: float, control: str | None = None) -> dict:
+def pixel_check(
+    found: dict,
+    test: str,
+    max_distance: float,
+    tolerance: float = TOLERANCE,
+    control: str | None = None,
+    folds: Mapping[str, str] | None = None,
+) -> dict:
     """`check` in pixel space over pixels.search's answer `found` (query set -> pool -> Nearest),
-    near-copies being within `max_distance`; the test images are the query set `test`; the control
-    is searched in every pool but its own (the pool named `control`)."""
+    near-copies being within `max_distance`; the test images are the query set `test`. `folds`:
+    query set -> the pool it is not searched in (a fold of the control and its own pool); those
+    sets are reported together as `control`."""
+    folds = folds or {}
     distances = {
-        name: nearest_over(per_pool, skip=control if name == control else None)
-        for name, per_pool in found.items()
-        if name != test
+        name: nearest_over(per_pool) for name, per_pool in found.items() if name != test and name not in folds
     }
+    if folds:
+        distances[control or "control"] = np.concatenate(
+            [nearest_over(found[q], skip=pool) for q, pool in folds.items()]
+        )
     threshold = np.nextafter(max_distance, np.inf)  # within max_distance: d <= max_distance
-    return _check(nearest_over(found[test]), distances, float(threshold)) | {
+    return _check(nearest_over(found[test]), distances, float(threshold), tolerance) | {
         "threshold": max_distance,
         "quantile": None,
     }
@@ -123,3 +186,10 @@ def correct(memo: dict[str, dict]) -> dict[str, dict]:
         entry["p_adjusted"] = float(a)
         entry["copies"] = bool(a < ALPHA)
     return memo
+
+
+def status(entry: dict) -> str:
+    """'copies' or 'not detected (rate below 3.1% at 95%)'."""
+    if entry["copies"]:
+        return "copies"
+    return f"not detected (rate below {entry['upper95']:.1%} at 95%)"

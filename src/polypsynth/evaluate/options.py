@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from polypsynth.errors import EvalError
-from polypsynth.evaluate import classify, kid, pixels
-from polypsynth.evaluate.uncertainty import MARGIN, check_margin
+from polypsynth.evaluate import classify, kid, memorisation, pixels
+from polypsynth.evaluate.sets import FOLDS, check_group_by
+from polypsynth.evaluate.uncertainty import MIN_GAIN, check_min_gain, check_seed_sd
+
+MAX_FOLDS = 10
 
 FEATURES = ("inception", "efficientnet")
 ALIASES = {"classifier": "efficientnet"}  # the old name of the EfficientNet space, still accepted
@@ -29,8 +32,13 @@ class EvalOptions:
     pool_features: bool = True  # the feature spaces' copy check also searches the extra training pools
     allow_leakage: bool = False  # go on (with a warning in the verdict) when test images leak
     resolution: int | None = None  # the generator's, when known (checkpoint / bundle); else its images'
-    control_share: float = 0.5  # at most this share of each class's real training images held out
-    margin: float = MARGIN  # the smallest balanced-accuracy gain worth having
+    control_folds: int = FOLDS  # the positive control's folds of the real train split (sets.py)
+    group_by: str | None = (
+        None  # which lesion an image shows: 'column:NAME' or 'pattern:REGEX' (sets.lesion_groups)
+    )
+    min_gain: float = MIN_GAIN  # the smallest balanced-accuracy gain worth having
+    seed_sd: float | None = None  # declared seed-to-seed SD of one classifier's balanced accuracy (one seed)
+    copy_tolerance: float = memorisation.TOLERANCE  # copy rate accepted where test images show none
 
     def validate(self) -> EvalOptions:
         self.features = tuple(ALIASES.get(f, f) for f in self.features)
@@ -43,10 +51,15 @@ class EvalOptions:
         classify.check_device(self.classifier.device)
         if not 0 < self.synthetic_share <= 10:
             raise EvalError(f"synthetic share must be in (0, 10], got {self.synthetic_share}")
-        check_margin(self.margin)
-        if not 0 < self.control_share < 1:
+        check_min_gain(self.min_gain)
+        if self.seed_sd is not None:
+            check_seed_sd(self.seed_sd)
+        memorisation.check_tolerance(self.copy_tolerance)
+        if self.group_by is not None:
+            check_group_by(self.group_by)
+        if not 2 <= self.control_folds <= MAX_FOLDS:
             raise EvalError(
-                f"--control-share must be in (0, 1) (a share of each class's training images), got {self.control_share}"
+                f"--control-folds must be in [2, {MAX_FOLDS}] (folds of the real train split), got {self.control_folds}"
             )
         if not 0 < self.max_pixel_distance < 2:
             raise EvalError(

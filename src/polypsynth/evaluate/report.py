@@ -17,20 +17,25 @@ from polypsynth.atomic import atomic_dir
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate import tsne
 from polypsynth.evaluate.kid import COMPARISONS
+from polypsynth.evaluate.memorisation import QUANTILE
 from polypsynth.evaluate.results import Evaluation
-from polypsynth.evaluate.selection import MEANING
+from polypsynth.evaluate.selection import FIDELITY_TOLERANCE
 from polypsynth.evaluate.tables import (
     TITLES,
     experiments,
     fidelity_rows,
     gain_rows,
     gains_note,
+    judge_skill_text,
+    markdown,
     memorisation_rows,
+    picks_text,
     selection_rows,
     separation_rows,
     table1,
     table2,
 )
+from polypsynth.evaluate.verdict import MEANING
 
 
 def _plt():
@@ -52,10 +57,14 @@ def plot_kid_curves(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(len(spaces), 4, figsize=(15, 3.4 * len(spaces)), sharex=True, squeeze=False)
     for row, space in zip(axes, spaces, strict=True):
         kids = results["kid"][space]
+        scale = results.get("kid_scale", {}).get(space)
         for ax, (key, *_rest) in zip(row, COMPARISONS, strict=True):
             means = [kids[n][key]["mean"] for n in names]
             ses = [kids[n][key]["se"] for n in names]
             ax.errorbar(xs, means, yerr=ses, marker="o", capsize=3)
+            if scale:  # the scale: how far apart the real classes are
+                ax.axhline(scale["mean"], color="k", lw=0.8, ls="--", label="real AD vs real NON_AD")
+                ax.legend(fontsize=7)
             ax.set_title(f"{TITLES[key]} ({space})", fontsize=9)
             ax.set_xlabel("iteration")
             ax.set_ylabel("KID (± 1 SE)")
@@ -144,13 +153,6 @@ def sample_grid(checkpoints, path: Path, per_class: int = 4, tile: int = 96) -> 
     plt.close(fig)
 
 
-def _md_table(rows) -> str:
-    head, *body = rows
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines)
-
-
 def _html_table(rows) -> str:
     head, *body = rows
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
@@ -162,7 +164,9 @@ KID_NOTE = (
     "Mean (standard error over images): the unbiased estimate over every pair of images with its "
     "jackknife error; sets over 4096 images are split into disjoint blocks, each estimated so, "
     "and the blocks' mean and combined error are shown. {space} The positive control's row shows "
-    "what real images new to the reference score."
+    "what real images new to the reference score (each fold of the real train split against the rest; the "
+    "folds' mean, with their mean error). The last row, KID(real AD, real NON_AD), is the scale: how far "
+    "apart the real classes are, the most a cross-class margin can be for a generator as good as real images."
 )
 SPACE_NOTES = {
     "inception": "Inception features are the standard raw ones (the FID Inception network).",
@@ -182,16 +186,22 @@ SELECTION_NOTE = (
     "Naive rule: lowest same-class KID, the rule the study warns against. Clinical rule: both cross-class "
     "margins above zero by more than 1.96 standard errors (their 95% intervals exclude zero), no class "
     "recognised clearly less often than real images of that class (fidelity status 'lost'), and no copies "
-    "of training images; eligible checkpoints rank by the smaller margin and the fidelity. A margin within "
-    "its uncertainty cannot decide either way. The positive control is judged by the same rules: if it is "
-    "not eligible, the rules cannot recognise a good generator on this data."
+    "of training images; the eligible checkpoint with the larger smaller margin is picked. A margin within "
+    "its uncertainty cannot decide either way. m_AD + m_NON_AD is free of a shift both synthetic classes "
+    "share: positive while the synthetic classes stay distinct, even when both have drifted towards one real "
+    "class (which turns one margin negative); at or below zero the classes collapse onto each other. The "
+    "positive control is judged by the same rules: if it is not eligible, the rules cannot recognise a good "
+    "generator on this data."
 )
 FIDELITY_NOTE = (
-    "Judge: {kind}, trained on the real training split (the control held out). Fidelity is the share of a "
-    "set that the judge names as its own class, a classifier's recall, not a pathologist's reading. "
-    "Its threshold is the judge's recall of that class on the real test images: a perfect generator "
-    "matches it. In brackets, fidelity minus that recall with its 95% interval (Newcombe): 'lost' when "
-    "the interval lies below zero, 'untestable' when the judge's own recall is not clearly above chance."
+    "Judge: {kind}, trained on the real training split (for the positive control, each fold's judge trained "
+    "without that fold). Fidelity is the share of a set that the judge names as its own class, a "
+    "classifier's recall, not a pathologist's reading. Its threshold is the judge's recall of that class on "
+    "the real test images: a perfect generator matches it. In brackets, fidelity minus that recall with its "
+    "95% interval (Newcombe): 'lost' when the interval lies below zero, 'kept' when it excludes a loss of "
+    "more than {tolerance:.2f}, 'undecided' otherwise, and 'untestable' for every class when the judge's skill "
+    "on the real test images is not shown (a judge that names nearly everything AD recalls AD well without "
+    "telling the classes apart). {skill}"
 )
 SECTIONS = (
     "Verdict",
@@ -215,15 +225,19 @@ TSNE_NOTE = (
     "synthetic images (a two-sample test: 0.50 indistinguishable)."
 )
 MEMO_NOTE = (
-    "In each feature space, a synthetic image is a near-copy when it lies closer to a real training image "
-    "({feature_pools}) than {q:.0%} of real test images do; images as new as real ones give about "
-    "{q:.0%} by chance. In pixel space (16-px thumbnails, correlation distance), a near-copy is the same "
-    "picture: within {pixel} of an image of any training pool (labelled split, control, every --train-pool), "
-    "as stored or mirrored either way, whole or cropped down to 80% of its side; chance is the test images' "
-    "own share. 'copies' when a one-sided Fisher exact test against the test images' share says more than "
-    "chance at p < 0.01 after Holm's correction over every checkpoint and space; the clinical rule refuses "
-    "such a checkpoint. Leakage (test images near-duplicated in a training pool: within {bits} hash bits or "
-    "the same pixel distance, mirrored or cropped) found {pairs} pair(s)."
+    "Near-copies counted per checkpoint and space, with the one-sided 95% upper bound on their rate "
+    "(Clopper-Pearson). In each feature space, a synthetic image is a near-copy when it lies closer to a "
+    "real training image ({feature_pools}) than {q:.0%} of real test images do; images as new as real ones "
+    "give about {q:.0%} by chance, the test images' own share, which is the reference rate there (one-sided "
+    "Fisher exact test). In pixel space (16-px thumbnails, correlation distance), a near-copy is the same "
+    "picture: within {pixel} of an image of any training pool (labelled split, every --train-pool), as stored "
+    "or mirrored either way, whole or cropped down to 80% of its side. Real test images have none there (the "
+    "evaluation stops on leakage), so the reference is the tolerance, {tolerance:.0%} (exact binomial test). "
+    "'copies' when the rate is shown to exceed its reference after Holm's correction over every checkpoint and "
+    "space (family-wise 5%); otherwise 'not detected', with the bound. The positive control's folds are "
+    "searched in the rest of the train split. Leakage (test images near-duplicated in a training pool: within "
+    "{bits} hash bits or the same pixel distance, mirrored or cropped, or showing a lesion of the train split) "
+    "found {pairs} pair(s)."
 )
 PLOTS = {
     "KID curves": "kid_curves.png",
@@ -234,18 +248,24 @@ PLOTS = {
 
 
 def inputs_text(results: dict) -> str:
-    """What was compared: the resolution, every set's image counts, the margin."""
+    """What was compared: the resolution, every set's image counts, the minimum gain."""
     real = results["real"]
-    ctl = results["control"]["images"]
+    folds = results["control"]["folds"]
     counts = ", ".join(
         f"{c['name']} {'+'.join(str(c['images'][k]) for k in CLASSES)}" for c in results["checkpoints"]
+    )
+    grouped = (
+        f", grouped by lesion ({results['control']['grouped_by']})"
+        if results["control"].get("grouped_by")
+        else ""
     )
     return (
         f"Every image compared at the generator's resolution, {results['resolution']}x{results['resolution']} "
         f"(short side resized, centre square, as in training). Real images (AD+NON_AD): train "
-        f"{'+'.join(str(real['train'][c]) for c in CLASSES)}, test {'+'.join(str(real['test'][c]) for c in CLASSES)}, "
-        f"held-out positive control {'+'.join(str(ctl[c]) for c in CLASSES)}. Synthetic: {counts}. "
-        f"Gains read against a margin of {results['selection']['margin']:.2f} balanced accuracy."
+        f"{'+'.join(str(real['train'][c]) for c in CLASSES)}, test {'+'.join(str(real['test'][c]) for c in CLASSES)}; "
+        f"the positive control cross-fits the train split over {len(folds)} folds "
+        f"({', '.join('+'.join(str(f[c]) for c in CLASSES) for f in folds)}{grouped}). Synthetic: {counts}. "
+        f"Gains read against a minimum gain of {results['selection']['min_gain']:+.3f} balanced accuracy."
     )
 
 
@@ -271,7 +291,7 @@ def inputs_rows(results: dict) -> list[list[str]]:
     rows.append(
         [
             "held-out real (positive control)",
-            "taken from the train split",
+            f"the train split, {len(results['control']['folds'])} folds, each judged against the rest",
             _counts(results["control"]["images"]),
         ]
     )
@@ -298,8 +318,10 @@ def inputs_rows(results: dict) -> list[list[str]]:
             "settings",
             f"resolution {results['resolution']} px; features {', '.join(opts['features'])}; classifier "
             f"{results['selection'].get('gains_by', 'EfficientNet')}, {clf['image_size']} px, {clf['epochs']} epochs, "
-            f"{opts['classify_seeds']} seed(s), synthetic share {opts['synthetic_share']}; margin {opts['margin']}; "
-            f"seed {opts['seed']}; device {opts['device']}",
+            f"{opts['classify_seeds']} seed(s)"
+            + (f" (seed SD assumed {opts['seed_sd']})" if opts.get("seed_sd") is not None else "")
+            + f", synthetic share {opts['synthetic_share']}; minimum gain {opts['min_gain']}; copy tolerance "
+            f"{opts['copy_tolerance']}; seed {opts['seed']}; device {opts['device']}",
             "",
         ]
     )
@@ -313,7 +335,8 @@ def _sections(results: dict) -> list[Section]:
     """(title, paragraphs, tables, plot file) of every section, for report.md and index.html alike."""
     primary = results["primary_features"]
     memo_note = MEMO_NOTE.format(
-        q=next(iter(results["memorisation"].values()))["quantile"],
+        q=QUANTILE,
+        tolerance=results["options"]["copy_tolerance"],
         bits=results["leakage"]["max_distance"],
         pixel=results["leakage"]["max_pixel_distance"],
         pairs=results["leakage"]["pairs"],
@@ -340,7 +363,13 @@ def _sections(results: dict) -> list[Section]:
         ("Samples", [], [], PLOTS["Samples"]),
         (
             "Class fidelity",
-            [FIDELITY_NOTE.format(kind=results["fidelity_judge"]["kind"])],
+            [
+                FIDELITY_NOTE.format(
+                    kind=results["fidelity_judge"]["kind"],
+                    tolerance=FIDELITY_TOLERANCE,
+                    skill=judge_skill_text(results),
+                )
+            ],
             [fidelity_rows(results)],
             PLOTS["Class fidelity"],
         ),
@@ -351,7 +380,7 @@ def _sections(results: dict) -> list[Section]:
             None,
         ),
         ("Memorisation", [memo_note], [memorisation_rows(results)], None),
-        ("Selection", [SELECTION_NOTE], [selection_rows(results)], None),
+        ("Selection", [SELECTION_NOTE, picks_text(results)], [selection_rows(results)], None),
     ]
     return sections
 
@@ -359,7 +388,7 @@ def _sections(results: dict) -> list[Section]:
 def _markdown(sections, header: str) -> str:
     parts = ["# polypsynth evaluation report", header]
     for title, paragraphs, tables, plot in sections:
-        body = [*paragraphs, *[_md_table(t) for t in tables]]
+        body = [*paragraphs, *[markdown(t) for t in tables]]
         if plot:
             body.append(f"![{title}]({plot})")
         parts.append(f"## {title}\n\n" + "\n\n".join(body))

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from polypsynth.data.records import CLASSES
-from polypsynth.evaluate.kid import KidTable
+from polypsynth.evaluate.kid import KidResult, KidTable
 from polypsynth.evaluate.options import EvalOptions
 from polypsynth.evaluate.sets import Checkpoint, RealData
 from polypsynth.evaluate.tsne import TsneMap
@@ -45,13 +45,15 @@ class Fidelity:
     """Class fidelity: per judged set, class -> the share its judge names that class; the judge
     (kind, balanced accuracy, recall and test images per class: the thresholds); the same judge on
     real test images through the autoencoder, when given; the probe's Table 1 when Inception
-    features were computed (the probe is then the judge)."""
+    features were computed (the probe is then the judge); the positive control's own judges (each
+    fold's trained without it), with their recall."""
 
     shares: dict[str, dict[str, float]]
     judge: dict
     reconstructed: dict[str, float] | None = None
     reconstructed_images: dict[str, int] | None = None
     probe: dict | None = None
+    control_judge: dict | None = None
 
     def reconstructed_dict(self) -> dict | None:
         if self.reconstructed is None or self.reconstructed_images is None:
@@ -65,11 +67,12 @@ class Evaluation:
 
     options: EvalOptions
     resolution: int  # the side every image was compared at (the generator's)
-    real: RealData  # after the positive control was held out of the train split
+    real: RealData  # with the positive control's folds
     checkpoints: list[Checkpoint]
     control: Checkpoint
     leakage: Leakage
     kid: dict[str, dict[str, KidTable]]  # feature space -> judged set -> kid_table
+    kid_scale: dict[str, KidResult]  # feature space -> KID(real AD, real NON_AD)
     maps: dict[str, TsneMap]  # checkpoint -> t-SNE map in the primary space
     separation: dict[str, dict]
     memorisation: dict[str, dict]
@@ -90,7 +93,12 @@ class Evaluation:
             "checkpoints": [
                 {"name": c.name, "step": c.step, "images": counts(c.images)} for c in self.checkpoints
             ],
-            "control": {"name": self.control.name, "images": counts(self.control.images)},
+            "control": {
+                "name": self.control.name,
+                "images": counts(self.control.images),
+                "folds": [counts(self.real.fold(f)) for f in range(len(self.real.folds))],
+                "grouped_by": self.options.group_by,
+            },
             "real": {split: counts(getattr(self.real, split)) for split in ("train", "test")},
             "primary_features": self.primary_features,
             "leakage": self.leakage.to_dict(),
@@ -98,6 +106,7 @@ class Evaluation:
                 space: {name: {k: v.as_dict() for k, v in table.items()} for name, table in sets.items()}
                 for space, sets in self.kid.items()
             },
+            "kid_scale": {space: k.as_dict() for space, k in self.kid_scale.items()},
             "tsne": {
                 name: {"knn_accuracy": m.knn_accuracy, "knn_chance": m.knn_chance, "silhouette": m.silhouette}
                 for name, m in self.maps.items()
@@ -106,6 +115,7 @@ class Evaluation:
             "memorisation": self.memorisation,
             "fidelity": self.fidelity.shares,
             "fidelity_judge": self.fidelity.judge,
+            "fidelity_control_judge": self.fidelity.control_judge,
             "fidelity_reconstructed": self.fidelity.reconstructed_dict(),
             "classification": self.classification,
             "probe": self.fidelity.probe,

@@ -1,4 +1,4 @@
-"""Checkpoint selection by two rules, a positive control, and a verdict that can say "cannot decide".
+"""Checkpoint selection by two rules, each pick with the probability that it is the best.
 
 - naive: the lowest same-class KID, mean of KID(syn AD, real AD) and KID(syn NON_AD, real NON_AD);
   the rule the study warns against (shown, never followed).
@@ -6,28 +6,26 @@
   1. its margins m_AD = KID(syn AD, real NON_AD) - KID(syn AD, real AD) and
      m_NON_AD = KID(syn NON_AD, real AD) - KID(syn NON_AD, real NON_AD) are both positive beyond
      their uncertainty (95% interval above zero);
-  2. no synthetic class is clearly less recognisable than real images of that class: the judge (a
-     classifier trained on real data) names a share of each synthetic class as that class (class
-     fidelity); its recall on the real test images of the class is the threshold, and the class is
-     "lost" only when the 95% interval of fidelity - recall (Newcombe, from the two Wilson
-     intervals) lies below zero. A perfect generator's fidelity equals that recall, whatever the
-     judge's skill; a fixed 0.5 rejected one with probability 0.40 at the study's NON_AD recall.
-     Where the judge's own recall is not clearly above chance, fidelity cannot tell that class
-     ("untestable") and is noted, not held against the checkpoint;
+  2. no synthetic class is clearly less recognisable than real images of that class (class
+     fidelity): the judge (a classifier trained on real data) names a share of each synthetic class
+     as that class; its recall of that class on the real test images is the threshold, and the class
+     is "lost" when the 95% interval of fidelity - recall (Newcombe, from two Wilson intervals) lies
+     below zero, "kept" when it excludes a loss of more than FIDELITY_TOLERANCE, "undecided"
+     otherwise. Only a judge with skill can tell: when the 95% interval of its Youden's J (recall
+     AD + recall NON_AD - 1) on the real test images reaches 0, every class is "untestable" (a judge
+     that names nearly everything AD recalls AD at 0.9 without telling the classes apart, and would
+     "keep" junk AD images);
   3. it does not copy its training images (memorisation.py).
-  Eligible checkpoints rank by the sum of their ranks in the smaller margin and in the mean fidelity.
+  Fidelity and copies may be unmeasured (a published table): the row then says so and the rule
+  reads the margins alone.
+  The pick is the eligible checkpoint with the largest smaller margin; ties go to the higher mean
+  fidelity, then to the earlier checkpoint. Ineligible checkpoints and the control take no part.
 
-The positive control (held-out real images, sets.CONTROL) is judged by the same rules. When it is
-not eligible, the rules cannot recognise a good generator on this data, and the verdict says so
-instead of blaming the checkpoints. Its augmentation gain is the power control: adding real images
-the classifier has not seen should help; if that cannot be shown, no synthetic gain can be.
+Each pick carries the share of redraws in which it stays the pick: every KID (or margin) redrawn
+from a normal with its standard error, independently (the checkpoints share their real reference,
+so this treats their errors as uncorrelated), 10,000 times, among the same candidates.
 
-A checkpoint is worth using when it is eligible and its images *help* (uncertainty.py: the gain's
-95% interval above 0). The verdict is "not worth using" only when every checkpoint that does not
-copy *does not help* (interval below the margin delta) while the held-out real images do help (a
-classifier that gains nothing from new real images says nothing by gaining nothing from synthetic
-ones); otherwise it says it cannot decide, and why.
-"""
+The verdict (verdict.py) reads the picks, the gains (uncertainty.py) and the positive control."""
 
 from __future__ import annotations
 
@@ -37,18 +35,14 @@ import numpy as np
 
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate.kid import KidTable
-from polypsynth.evaluate.uncertainty import MARGIN, describe
+from polypsynth.evaluate.uncertainty import MIN_GAIN
+from polypsynth.evaluate.verdict import verdict
 
-Z95 = 1.96
+Z95 = 1.959963984540054
 MIN_RANKED = 5  # Spearman's rho from fewer points says next to nothing
-CHANCE = 0.5
-MEANING = (
-    "'Worth using' means: the checkpoint passes the clinical rules and adding its images to the real "
-    "training data clearly raised the balanced accuracy of the study's classifier on this test set. It is "
-    "not a clinical validation. 'Cannot tell' means the interval of a gain holds both zero and gains "
-    "worth having (the margin); more test images narrow it. Class fidelity is the recall of a classifier "
-    "trained on real images (the judge), measured on synthetic images, not a pathologist's reading."
-)
+FIDELITY_TOLERANCE = 0.10  # a loss of recognisability smaller than this is not worth flagging
+REDRAWS = 10_000
+TIES = "ties go to the higher mean fidelity, then to the earlier checkpoint"
 
 
 def naive_scores(kids: dict[str, KidTable]) -> dict[str, float]:
@@ -57,10 +51,22 @@ def naive_scores(kids: dict[str, KidTable]) -> dict[str, float]:
     }
 
 
-def _margin(k: KidTable, cls: str, other: str, same: str) -> tuple[float, float]:
+OTHER = {"AD": "NON_AD", "NON_AD": "AD"}
+
+
+def _margin(k: KidTable, cls: str) -> tuple[float, float]:
     if f"margin_{cls}" in k:  # measured jointly (kid.kid_table)
         return k[f"margin_{cls}"].mean, k[f"margin_{cls}"].se
-    return k[other].mean - k[same].mean, math.hypot(k[other].se, k[same].se)
+    other, same = k[f"syn_{cls}_vs_real_{OTHER[cls]}"], k[f"syn_{cls}_vs_real_{cls}"]
+    return other.mean - same.mean, math.hypot(other.se, same.se)
+
+
+def _shift_free(k: KidTable) -> tuple[float, float]:
+    if "shift_free" in k:
+        return k["shift_free"].mean, k["shift_free"].se
+    (m_ad, _), (m_non, _) = _margin(k, "AD"), _margin(k, "NON_AD")
+    ses = [k[key].se for key in k if key.startswith("syn_")]  # four KIDs taken as independent
+    return m_ad + m_non, float(np.sqrt(np.sum(np.square(ses))))
 
 
 def _wilson(share: float, n: int) -> tuple[float, float]:
@@ -70,15 +76,34 @@ def _wilson(share: float, n: int) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def fidelity_test(share: float, n: int, recall: float, m: int) -> dict:
+def judge_skill(judge: dict) -> dict:
+    """Youden's J of the judge on the real test images (recall AD + recall NON_AD - 1) with its 95%
+    interval (Newcombe's method for a sum, from the two Wilson intervals): shown when it excludes 0."""
+    recall, images = judge["recall"], judge["images"]
+    bounds = {c: _wilson(recall[c], images[c]) for c in CLASSES}
+    j = sum(recall[c] for c in CLASSES) - 1
+    lo = j - math.hypot(*[recall[c] - bounds[c][0] for c in CLASSES])
+    hi = j + math.hypot(*[bounds[c][1] - recall[c] for c in CLASSES])
+    return {"youden": j, "ci95": [lo, hi], "shown": lo > 0}
+
+
+def fidelity_test(share: float, n: int, recall: float, m: int, skilled: bool = True) -> dict:
     """Synthetic class fidelity (`share` of n images) against the judge's recall on m real test
-    images of that class: the Newcombe 95% interval of their difference, and the status."""
+    images of that class: the Newcombe 95% interval of their difference, and the status (module
+    docstring); `skilled`: whether the judge's skill is shown (judge_skill)."""
     f_lo, f_hi = _wilson(share, n)
     r_lo, r_hi = _wilson(recall, m)
     diff = share - recall
     lo = diff - math.hypot(share - f_lo, r_hi - recall)
     hi = diff + math.hypot(f_hi - share, recall - r_lo)
-    status = "lost" if hi < 0 else ("untestable" if r_lo <= CHANCE else "kept")
+    if not skilled:
+        status = "untestable"
+    elif hi < 0:
+        status = "lost"
+    elif lo > -FIDELITY_TOLERANCE:
+        status = "kept"
+    else:
+        status = "undecided"
     return {
         "share": share,
         "images": n,
@@ -89,24 +114,40 @@ def fidelity_test(share: float, n: int, recall: float, m: int) -> dict:
     }
 
 
-def _rule_row(k: KidTable, fid: dict, judge: dict, counts: dict, copying: bool) -> dict:
-    m_ad, se_ad = _margin(k, "AD", "syn_AD_vs_real_NON_AD", "syn_AD_vs_real_AD")
-    m_non, se_non = _margin(k, "NON_AD", "syn_NON_AD_vs_real_AD", "syn_NON_AD_vs_real_NON_AD")
+def _fidelity(entry: dict | None) -> dict | None:
+    """Per class fidelity tests of one set: `entry` = {"shares", "images", "judge"} or None."""
+    if entry is None:
+        return None
+    judge = entry["judge"]
+    skilled = judge_skill(judge)["shown"]
+    return {
+        c: fidelity_test(
+            entry["shares"][c], entry["images"][c], judge["recall"][c], judge["images"][c], skilled
+        )
+        for c in CLASSES
+    }
+
+
+def _rule_row(k: KidTable, fidelity: dict | None, copying: bool | None) -> dict:
+    (m_ad, se_ad), (m_non, se_non) = _margin(k, "AD"), _margin(k, "NON_AD")
+    shift, shift_se = _shift_free(k)
     lows = (m_ad - Z95 * se_ad, m_non - Z95 * se_non)
     highs = (m_ad + Z95 * se_ad, m_non + Z95 * se_non)
     apart = "apart" if min(lows) > 0 else ("not apart" if min(highs) < 0 else "undecided")
-    tests = {c: fidelity_test(fid[c], counts[c], judge["recall"][c], judge["images"][c]) for c in CLASSES}
-    lost = [c for c in CLASSES if tests[c]["status"] == "lost"]
+    tests = _fidelity(fidelity)
+    lost = [c for c in CLASSES if tests and tests[c]["status"] == "lost"]
     return {
         "margin_AD": m_ad,
         "margin_AD_se": se_ad,
         "margin_NON_AD": m_non,
         "margin_NON_AD_se": se_non,
         "min_margin": min(m_ad, m_non),
+        "shift_free": shift,
+        "shift_free_se": shift_se,
         "classes": apart,
-        "fidelity": tests,
-        "fidelity_mean": float(np.mean([fid[c] for c in CLASSES])),
-        "copies": copying,
+        "fidelity": tests,  # None: not measured
+        "fidelity_mean": float(np.mean([fidelity["shares"][c] for c in CLASSES])) if fidelity else None,
+        "copies": copying,  # None: not checked
         "eligible": apart == "apart" and not lost and not copying,
     }
 
@@ -118,84 +159,145 @@ def reasons(row: dict) -> list[str]:
         out.append("its classes sit closer to the other real class than to their own (margins below zero)")
     elif row["classes"] == "undecided":
         out.append("its cross-class margins lie within their 95% uncertainty")
-    lost = [c for c in CLASSES if row["fidelity"][c]["status"] == "lost"]
+    lost = [c for c in CLASSES if row["fidelity"] and row["fidelity"][c]["status"] == "lost"]
     if lost:
         out.append(
             f"the judge recognises its {' and '.join(lost)} clearly less often than real {' and '.join(lost)}"
         )
     if row["copies"]:
-        out.append("it reproduces training images more often than chance")
+        out.append("it reproduces training images more often than its reference rate")
     return out
 
 
 def clinical_table(
-    kids: dict[str, KidTable],
-    fidelity: dict[str, dict],
-    judge: dict,
-    counts: dict[str, dict],
-    copies: dict[str, dict] | None = None,
+    kids: dict[str, KidTable], fidelity: dict[str, dict] | None, copies: dict[str, dict] | None
 ) -> dict[str, dict]:
+    """The clinical rule's row of every set; `fidelity`: per set {"shares", "images", "judge"}
+    (fidelity_inputs), None when not measured; `copies`: per set {"copies": bool}, None when not
+    checked."""
     table = {
-        c: _rule_row(k, fidelity[c], judge, counts[c], bool(copies and copies[c]["copies"]))
-        for c, k in kids.items()
+        name: _rule_row(
+            k,
+            fidelity.get(name) if fidelity else None,
+            bool(copies[name]["copies"]) if copies and name in copies else None,
+        )
+        for name, k in kids.items()
     }
-    rank_m = _ranks({c: t["min_margin"] for c, t in table.items()})
-    rank_f = _ranks({c: t["fidelity_mean"] for c, t in table.items()})
-    for c, t in table.items():
-        t["score"] = rank_m[c] + rank_f[c]  # higher is better
+    for row in table.values():
+        row["reasons"] = reasons(row)
     return table
 
 
-def _ranks(values: dict[str, float]) -> dict[str, float]:
-    from scipy.stats import rankdata
+def fidelity_inputs(
+    shares: dict[str, dict],
+    judge: dict,
+    counts: dict[str, dict],
+    judges: dict[str, dict | None] | None = None,
+) -> dict[str, dict]:
+    """What the fidelity rule reads of each set: the shares the judge names as each class, the
+    images per class, and the judge (`judges`: a set's own judge, e.g. the control's fold judges)."""
+    return {
+        name: {"shares": shares[name], "images": counts[name], "judge": (judges or {}).get(name) or judge}
+        for name in shares
+    }
 
-    names = list(values)
-    ranks = rankdata([values[n] for n in names])  # 1 = smallest
-    return {n: float(r) for n, r in zip(names, ranks, strict=True)}
+
+def _clinical_order(names: list[str], table: dict[str, dict]) -> list[str]:
+    """Best first: the larger smaller margin, then the higher mean fidelity, then the earlier one."""
+    position = {n: i for i, n in enumerate(names)}
+    return sorted(
+        names, key=lambda n: (-table[n]["min_margin"], -(table[n]["fidelity_mean"] or 0.0), position[n])
+    )
+
+
+def _draw(rng, mean_se: list[tuple[float, float]]) -> np.ndarray:
+    """(REDRAWS, len) normal draws around each (mean, se)."""
+    means, ses = np.array(mean_se, float).T
+    return means + ses * rng.standard_normal((REDRAWS, len(means)))
+
+
+def pick_probabilities(
+    kids: dict[str, KidTable], naive: list[str], eligible: list[str], seed: int = 0
+) -> dict:
+    """Share of redraws from the KIDs' errors in which each rule's pick stays its pick, among the
+    same candidates (`naive`: every checkpoint; `eligible`: the clinical rule's)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, float | None] = {"naive": None, "clinical": None}
+    if naive:
+        same = [(kids[n]["syn_AD_vs_real_AD"].mean, kids[n]["syn_AD_vs_real_AD"].se) for n in naive]
+        same_non = [
+            (kids[n]["syn_NON_AD_vs_real_NON_AD"].mean, kids[n]["syn_NON_AD_vs_real_NON_AD"].se)
+            for n in naive
+        ]
+        scores = (_draw(rng, same) + _draw(rng, same_non)) / 2
+        point = np.argmin(list(naive_scores({n: kids[n] for n in naive}).values()))
+        out["naive"] = float(np.mean(scores.argmin(1) == point))
+    if eligible:
+        margins = [
+            np.minimum(
+                _draw(rng, [_margin(kids[n], "AD")])[:, 0], _draw(rng, [_margin(kids[n], "NON_AD")])[:, 0]
+            )
+            for n in eligible
+        ]
+        out["clinical"] = float(np.mean(np.stack(margins, 1).argmax(1) == 0))  # eligible[0] is the pick
+    return out
 
 
 def select(
     kids: dict[str, KidTable],
-    fidelity: dict[str, dict],
-    judge: dict,
-    counts: dict[str, dict],
+    *,
+    fidelity: dict[str, dict] | None = None,
     gains: dict[str, dict] | None = None,
     gains_by: str | None = None,
     copies: dict[str, dict] | None = None,
     control: str | None = None,
-    margin: float = MARGIN,
+    min_gain: float = MIN_GAIN,
+    seed: int = 0,
 ) -> dict:
-    """Both rules' picks and the verdict. `fidelity`: per set, class -> share the judge names that
-    class; `judge`: {"recall": class -> recall on real test images, "images": class -> count};
-    `counts`: per set, class -> images; `gains`: augmentation gains (uncertainty.gain_interval),
-    measured with `gains_by`; `copies`: memorisation per set; `control`: the name of the positive
-    control among the sets (judged like the rest, never picked)."""
-    clinical = clinical_table(kids, fidelity, judge, counts, copies)
+    """Both rules' picks, their probabilities and the verdict. `kids`: per judged set (checkpoints
+    in order, the positive control `control` among them: judged like the rest, never picked);
+    `fidelity`: fidelity_inputs, None when not measured; `gains`: augmentation gains
+    (uncertainty.gain_interval) measured with `gains_by`; `copies`: memorisation per set, None when
+    not checked; `min_gain`: the smallest balanced-accuracy gain worth having."""
+    table = clinical_table(kids, fidelity, copies)
     names = [n for n in kids if n != control]
-    naive = {n: s for n, s in naive_scores(kids).items() if n != control}
-    eligible = [n for n in names if clinical[n]["eligible"]]
+    naive = naive_scores({n: kids[n] for n in names})
+    eligible = _clinical_order([n for n in names if table[n]["eligible"]], table)
+    chances = pick_probabilities(kids, names, eligible, seed)
     out: dict = {
-        "naive": {"pick": min(naive, key=naive.__getitem__), "scores": naive},
-        "clinical": {
-            "pick": max(eligible, key=lambda n: clinical[n]["score"]) if eligible else None,
-            "table": clinical,
+        "naive": {
+            "pick": min(naive, key=naive.__getitem__),
+            "scores": naive,
+            "probability": chances["naive"],
         },
-        "margin": margin,
+        "clinical": {
+            "pick": eligible[0] if eligible else None,
+            "probability": chances["clinical"],
+            "eligible": eligible,
+            "ties": TIES,
+            "table": table,
+        },
+        "min_gain": min_gain,
+        "measured": {"fidelity": fidelity is not None, "copies": copies is not None, "gains": bool(gains)},
     }
-    if control is not None:
+    if (
+        control is not None
+    ):  # judged by the rules when its KIDs are known (a published table may give only its gain)
+        row = table.get(control)
         out["control"] = {
             "name": control,
-            "eligible": clinical[control]["eligible"],
-            "reasons": reasons(clinical[control]),
+            "eligible": row["eligible"] if row else None,
+            "reasons": row["reasons"] if row else [],
+            "copies": row["copies"] if row else None,
             "gain": (gains or {}).get(control),
         }
     if gains:
-        out["agreement"] = _agreement(names, naive, clinical, gains)
+        out["agreement"] = _agreement(names, naive, table, gains)
     out["decision"], out["verdict"] = verdict(out, gains, gains_by)
     return out
 
 
-def _agreement(names, naive, clinical, gains) -> dict:
+def _agreement(names, naive, table, gains) -> dict:
     common = [n for n in names if n in gains]
     if len(common) < MIN_RANKED:
         return {
@@ -208,65 +310,8 @@ def _agreement(names, naive, clinical, gains) -> dict:
 
         for rule, score in (
             ("naive", [-naive[n] for n in common]),
-            ("clinical", [clinical[n]["score"] for n in common]),
+            ("clinical", [table[n]["min_margin"] for n in common]),
         ):
             rho = spearmanr(score, g).statistic if len(set(score)) > 1 else float("nan")
             out[rule] = None if np.isnan(rho) else float(rho)
     return out
-
-
-def verdict(selection: dict, gains: dict[str, dict] | None, gains_by: str | None = None) -> tuple[str, str]:
-    """(decision, text): decision is "worth using", "not worth using" or "cannot decide"."""
-    table = selection["clinical"]["table"]
-    control = selection.get("control")
-    names = [n for n in table if not control or n != control["name"]]
-    pick, naive = selection["clinical"]["pick"], selection["naive"]["pick"]
-    by = f" ({gains_by})" if gains_by else ""
-    tail = f" The lowest same-class KID, the rule the study warns against, would pick {naive}."
-    if pick and gains and gains[pick]["word"] == "helps":
-        return "worth using", (
-            f"Worth using: {pick}. Its synthetic classes stay apart and recognisable, and adding its images to the "
-            f"real training data changed balanced accuracy by {describe(gains[pick])}{by}." + tail
-        )
-    usable = [n for n in names if not table[n]["copies"]]
-    if not usable:
-        return "not worth using", "Not worth using: every checkpoint reproduces its training images." + tail
-    powered = control is None or (control["gain"] is not None and control["gain"]["word"] == "helps")
-    if powered and gains and all(n in gains and gains[n]["word"] == "does not help" for n in usable):
-        margin = selection["margin"]
-        return "not worth using", (
-            f"Not worth using: no checkpoint's images raise balanced accuracy by {margin:.2f} or more (every "
-            f"95% upper bound is below +{margin:.2f}{by})." + tail
-        )
-    parts = ["Cannot decide."]
-    if pick and not gains:
-        parts.append(
-            f"{pick} passes the clinical rules; augmentation was not measured, so whether its images help is untested."
-        )
-    elif pick and gains:
-        parts.append(
-            f"{pick} passes the clinical rules, but its images' gain is {describe(gains[pick])}{by}."
-        )
-    else:
-        why = {n: reasons(table[n]) for n in names}
-        parts.append(
-            "No checkpoint passes the clinical rules: "
-            + "; ".join(f"{n}: {', '.join(r)}" for n, r in why.items())
-            + "."
-        )
-        helping = [n for n in usable if gains and n in gains and gains[n]["word"] == "helps"]
-        if helping:
-            parts.append(f"Yet the images of {', '.join(helping)} clearly helped the classifier.")
-    if control is not None:
-        if not control["eligible"]:
-            parts.append(
-                f"Held-out real images fail the same rules ({'; '.join(control['reasons'])}): on this data the rules "
-                "cannot recognise a good generator, so failing them says little about the checkpoints."
-            )
-        gain = control["gain"]
-        if gain is not None and gain["word"] != "helps":
-            parts.append(
-                f"Adding held-out real images shows no clear gain either ({describe(gain)}): this test split "
-                "cannot show a gain of that size."
-            )
-    return "cannot decide", " ".join(parts) + tail

@@ -53,15 +53,41 @@ def _stack(sets: dict) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def class_separation(real_f: dict, synthetic_f: dict, seed: int = 0) -> dict:
+def _knn_names(real_f: dict, query_f: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The classes a k-NN fitted on labelled `real_f` gives the images of `query_f`, and their labels."""
     from sklearn.neighbors import KNeighborsClassifier
 
     x, y = _stack(real_f)
-    sx, sy = _stack(synthetic_f)
-    pred = KNeighborsClassifier(n_neighbors=min(K, len(x))).fit(x, y).predict(sx)
+    qx, qy = _stack(query_f)
+    return KNeighborsClassifier(n_neighbors=min(K, len(x))).fit(x, y).predict(qx), qy
+
+
+def _named(pred: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    null = np.array([balanced_accuracy(rng.permutation(sy), pred) for _ in range(PERMUTATIONS)])
-    return _with_null(balanced_accuracy(sy, pred), null)
+    null = np.array([balanced_accuracy(rng.permutation(labels), pred) for _ in range(PERMUTATIONS)])
+    return _with_null(balanced_accuracy(labels, pred), null)
+
+
+def class_separation(real_f: dict, synthetic_f: dict, seed: int = 0) -> dict:
+    return _named(*_knn_names(real_f, synthetic_f), seed)
+
+
+def split_fold(real_f: dict, fold: dict) -> tuple[dict, dict]:
+    """(held-out, rest) features of one control fold (class -> row indices of real_f)."""
+    held = {c: np.isin(np.arange(len(real_f[c])), fold[c]) for c in CLASSES}
+    return {c: real_f[c][held[c]] for c in CLASSES}, {c: real_f[c][~held[c]] for c in CLASSES}
+
+
+def control_separation(real_f: dict, folds: list[dict], seed: int = 0) -> dict:
+    """Both numbers for the cross-fitted positive control: each fold's images named by a k-NN
+    fitted on the rest (the predictions of every fold pooled), and the first fold told from the
+    rest (with two folds the second fold's test is the same two sets)."""
+    named = [_knn_names(rest, held) for held, rest in (split_fold(real_f, f) for f in folds)]
+    held, rest = split_fold(real_f, folds[0])
+    return {
+        "classes": _named(np.concatenate([p for p, _ in named]), np.concatenate([y for _, y in named]), seed),
+        "real_vs_synthetic": real_vs_synthetic(rest, held, seed),
+    }
 
 
 def _cell_accuracy(source: np.ndarray, cls: np.ndarray, pred: np.ndarray) -> float:

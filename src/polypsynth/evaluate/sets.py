@@ -1,11 +1,18 @@
-"""The image sets an evaluation compares: real AD / NON_AD (train and test splits, and a held-out
-control carved from the train split) and, per checkpoint, synthetic AD / NON_AD from
-`SYNTHETIC/<checkpoint>/<class>/*.png`; and the one resolution they are all compared at."""
+"""The image sets an evaluation compares: real AD / NON_AD (train and test splits, the train split
+cut into folds for the positive control) and, per checkpoint, synthetic AD / NON_AD from
+`SYNTHETIC/<checkpoint>/<class>/*.png`; and the one resolution they are all compared at.
+
+The positive control is cross-fitted: the real train split is cut into K folds (stratified by
+class; by lesion when the data names one, so the frames of one polyp stay in one fold), and each
+fold's images are judged like a checkpoint's samples against the rest, the classifier that judges
+or is augmented by them trained on the rest. Every checkpoint is compared with the whole train
+split, and Table 1's real row trains on all of it, as in the study: no real image is taken away."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,14 +24,24 @@ from polypsynth.data.records import CLASSES, Record, list_images
 from polypsynth.errors import EvalError
 
 CONTROL = "held-out real"  # the positive control's name in every table
-MIN_CONTROL = 10  # images per class: as for a KID (kid.MIN_IMAGES)
+MIN_CONTROL = 10  # images per class in a fold and in the rest: as for a KID (kid.MIN_IMAGES)
+FOLDS = 2  # a fold adds half of the real images to the other half: as many as synthetic_share 0.5 adds
 
 
 @dataclass
 class RealData:
     train: dict[str, list[Path]]  # class -> images
     test: dict[str, list[Path]]
-    control: dict[str, list[Path]] = field(default_factory=dict)  # held out of train (hold_out_control)
+    folds: list[dict[str, np.ndarray]] = field(default_factory=list)  # per fold, class -> train indices
+
+    def fold(self, f: int) -> dict[str, list[Path]]:
+        """The images fold f holds out."""
+        return {c: [self.train[c][i] for i in self.folds[f][c]] for c in CLASSES}
+
+    def rest(self, f: int) -> dict[str, list[Path]]:
+        """The train split without fold f."""
+        held = {c: set(self.folds[f][c].tolist()) for c in CLASSES}
+        return {c: [p for i, p in enumerate(self.train[c]) if i not in held[c]] for c in CLASSES}
 
 
 @dataclass
@@ -35,34 +52,97 @@ class Checkpoint:
     control: bool = False  # real images standing in for a perfect generator
 
 
-def hold_out_control(real: RealData, checkpoints: list[Checkpoint], share: float, seed: int) -> RealData:
-    """The positive control: per class, as many real training images as the smallest checkpoint has
-    (at most `share` of that class's training images), drawn at random and removed from the train
-    split, so they are new to every reference set and judged like a checkpoint's samples. `share`
-    in (0, 1) is checked by EvalOptions.validate."""
-    rng = np.random.default_rng(seed)
-    train, control = {}, {}
-    for c in CLASSES:
-        smallest = min(checkpoints, key=lambda ck: len(ck.images[c]))
-        n = min(len(smallest.images[c]), int(share * len(real.train[c])))
-        if len(smallest.images[c]) < MIN_CONTROL:
-            raise EvalError(
-                f"checkpoint {smallest.name} has {len(smallest.images[c])} {c} images; the positive control is "
-                f"matched to it and needs at least {MIN_CONTROL} per class (sample more images)"
-            )
-        if n < MIN_CONTROL:
-            raise EvalError(
-                f"the real train split has {len(real.train[c])} {c} images: a share of {share} holds out {n}, "
-                f"fewer than the {MIN_CONTROL} the positive control needs (raise --control-share or add images)"
-            )
-        held = set(rng.choice(len(real.train[c]), n, replace=False).tolist())
-        control[c] = [p for i, p in enumerate(real.train[c]) if i in held]
-        train[c] = [p for i, p in enumerate(real.train[c]) if i not in held]
-    return replace(real, train=train, control=control)
+def control_folds(
+    real: RealData, folds: int = FOLDS, seed: int = 0, group_of: Callable[[Path], str] | None = None
+) -> RealData:
+    """The train split cut into `folds` folds for the cross-fitted positive control: stratified by
+    class, and by lesion when `group_of` names each image's (scikit-learn's StratifiedGroupKFold,
+    shuffled with `seed`); every fold and every rest holds at least MIN_CONTROL images per class."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    paths = [p for c in CLASSES for p in real.train[c]]
+    labels = np.array([i for i, c in enumerate(CLASSES) for _ in real.train[c]])
+    groups = [group_of(p) for p in paths] if group_of else [str(p) for p in paths]
+    if len(set(groups)) < folds:
+        raise EvalError(
+            f"the real train split has {len(set(groups))} lesion group(s); {folds} control folds need as many"
+        )
+    offsets = {c: sum(len(real.train[d]) for d in CLASSES[: CLASSES.index(c)]) for c in CLASSES}
+    cut = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    out = []
+    for _, held in cut.split(np.zeros(len(paths)), labels, groups):
+        out.append({c: np.sort(held[labels[held] == i] - offsets[c]) for i, c in enumerate(CLASSES)})
+    for f, fold in enumerate(out):
+        for c in CLASSES:
+            n, rest = len(fold[c]), len(real.train[c]) - len(fold[c])
+            if min(n, rest) < MIN_CONTROL:
+                raise EvalError(
+                    f"the real train split has {len(real.train[c])} {c} images: control fold {f + 1} of {folds} holds out "
+                    f"{n} and leaves {rest}; the positive control needs at least {MIN_CONTROL} in each "
+                    "(fewer --control-folds, or more images)"
+                )
+    return replace(real, folds=out)
 
 
 def control_checkpoint(real: RealData) -> Checkpoint:
-    return Checkpoint(CONTROL, None, dict(real.control), control=True)
+    """The positive control as a judged set: every train image, each judged in its fold."""
+    return Checkpoint(CONTROL, None, {c: list(real.train[c]) for c in CLASSES}, control=True)
+
+
+def lesion_groups(spec: str, source: str | Path | None = None) -> Callable[[Path], str]:
+    """`--group-by`: which lesion an image shows. 'column:NAME' reads column NAME of the CSV
+    manifest `source`; 'pattern:REGEX' takes REGEX's first group (or its whole match) from the file
+    name. Returns a function of an image path that raises EvalError, naming the image, where it
+    finds no lesion."""
+    kind, value = check_group_by(spec)
+    if kind == "pattern":
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            raise EvalError(f"--group-by pattern {value!r} is not a regular expression: {exc}") from exc
+
+        def by_name(path: Path) -> str:
+            found = pattern.search(Path(path).name)
+            if not found:
+                raise EvalError(
+                    f"--group-by pattern {value!r} finds no lesion in the file name {Path(path).name}"
+                )
+            return found.group(1) if pattern.groups else found.group(0)
+
+        return by_name
+    return _column_groups(value, source)
+
+
+def check_group_by(spec: str) -> tuple[str, str]:
+    """('column' or 'pattern', its value) of a --group-by value, or an EvalError."""
+    kind, _, value = spec.partition(":")
+    if kind not in ("column", "pattern") or not value:
+        raise EvalError(
+            f"--group-by must be 'column:NAME' (a column of the CSV manifest) or 'pattern:REGEX', got {spec!r}"
+        )
+    return kind, value
+
+
+def _column_groups(column: str, source: str | Path | None) -> Callable[[Path], str]:
+    import csv
+
+    if source is None or not Path(source).is_file() or Path(source).suffix.lower() != ".csv":
+        raise EvalError(f"--group-by column:{column} needs --real to be a CSV manifest, got {source}")
+    with open(source, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if column not in (reader.fieldnames or []):
+            raise EvalError(
+                f"--group-by column:{column}: {source} has no column {column!r} (columns: {', '.join(reader.fieldnames or [])})"
+            )
+        lesions = {(Path(source).parent / row["path"]).resolve(): row[column].strip() for row in reader}
+
+    def by_column(path: Path) -> str:
+        lesion = lesions.get(Path(path).resolve())
+        if not lesion:
+            raise EvalError(f"--group-by column:{column}: no lesion for {path} in {source}")
+        return lesion
+
+    return by_column
 
 
 def generator_resolution(sets: list[dict[str, list[Path]]], recorded: int | None = None) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate.kid import COMPARISONS
+from polypsynth.evaluate.memorisation import status
+from polypsynth.evaluate.selection import judge_skill
 from polypsynth.evaluate.uncertainty import describe
 
 TITLES = {
@@ -13,6 +15,14 @@ TITLES = {
     "syn_NON_AD_vs_real_NON_AD": "Synthetic NON_AD vs Real NON_AD ↓",
     "syn_NON_AD_vs_real_AD": "Synthetic NON_AD vs Real AD ↑",
 }
+
+
+def markdown(rows: list[list[str]]) -> str:
+    """Rows (the first the header) as a markdown table."""
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
 
 
 def _fmt(stat: dict) -> str:
@@ -52,6 +62,11 @@ def table1(results: dict) -> list[list[str]]:
         for name, s in block["augmented"].items():
             added = "+".join(str(s["added"][c]) for c in CLASSES)
             rows.append(row(f"{label}: real + {added} from {set_label(results, name)}", s))
+        base = block.get("control_base")
+        if base:
+            rows.append(
+                row(f"{label}: real without one of {base['folds']} control folds (mean over folds)", base)
+            )
     return rows
 
 
@@ -60,15 +75,30 @@ def _gain(g: dict | None) -> str:
 
 
 def gains_note(results: dict) -> str:
-    margin = results["selection"]["margin"]
+    sel = results["selection"]
+    delta = sel["min_gain"]
+    seeds = results["options"]["classify_seeds"]
+    if seeds > 1:
+        counted = f"counting the test images and the {seeds} seeds once each; Student-t for few seeds"
+    elif results["options"].get("seed_sd") is not None:
+        counted = (
+            f"one seed: the test images, plus a declared seed-to-seed SD of {results['options']['seed_sd']:.3f} "
+            "(not measured here)"
+        )
+    else:
+        counted = (
+            "one seed: the test images only, the seed's variance not measured, so every word is 'cannot tell'"
+        )
     return (
-        "Balanced-accuracy gains over the real-only classifier, mean over seeds [95% interval counting the "
-        "test images and the seeds once each; Student-t for few seeds]. Chance is 0.5. Each gain is read "
-        f"against the margin {margin:.2f}: helps (interval above 0), does not help (interval below {margin:.2f}), "
-        "cannot tell (otherwise; with the smallest gain detectable with 80% power). Positive control: real "
-        "training images held out of every reference and added like synthetic ones; unless they help, the "
-        "test split cannot show what synthetic images add. Negative control: a checkpoint's images with AD "
-        "and NON_AD swapped; a classifier that reads the synthetic labels loses accuracy."
+        f"Balanced-accuracy gains over the real-only classifier, mean over seeds [95% interval {counted}]. "
+        f"Chance is 0.5. Each gain is read against 0 and the minimum gain worth having, {delta:+.3f}: helps "
+        f"(interval above 0 and reaching {delta:+.3f}), below the minimum (above 0, wholly below {delta:+.3f}), "
+        f"does not help (holds 0, wholly below {delta:+.3f}), harms (wholly below 0), cannot tell (otherwise; "
+        "with the smallest gain detectable with 80% power). Positive control, cross-fitted: the real train split "
+        "cut into folds, each fold's images added to a classifier trained on the rest (the whole split's "
+        "classifier minus the mean of the classifiers without a fold); unless they help, the test split cannot "
+        "show what synthetic images add. Negative control: a checkpoint's images with AD and NON_AD swapped; a "
+        "classifier that reads the synthetic labels loses accuracy."
     )
 
 
@@ -96,6 +126,10 @@ def table2(results: dict, space: str) -> list[list[str]]:
                 *[f"{kids[k]['mean']:.4f} ({kids[k]['se']:.4f})" for k, *_ in COMPARISONS],
             ]
         )
+    scale = results.get("kid_scale", {}).get(space)
+    if scale:
+        cell = f"{scale['mean']:.4f} ({scale['se']:.4f})"
+        rows.append(["real AD vs real NON_AD (the scale)", cell, cell, cell, cell])
     return rows
 
 
@@ -115,10 +149,10 @@ def separation_rows(results: dict) -> list[list[str]]:
 def memorisation_rows(results: dict) -> list[list[str]]:
     rows = [
         [
-            "Feature space",
+            "Space",
             "Checkpoint",
-            "near-copies (chance)",
-            "p",
+            "near-copies",
+            "reference rate",
             "p (Holm)",
             "median NN distance (real test)",
             "copies",
@@ -126,15 +160,18 @@ def memorisation_rows(results: dict) -> list[list[str]]:
     ]
     for space, m in results["memorisation"].items():
         for name, c in m["checkpoints"].items():
+            reference = (
+                f"{c['chance']:.3f} (test images)" if c["chance"] > 0 else f"{m['tolerance']:.3f} (tolerance)"
+            )
             rows.append(
                 [
                     space,
                     set_label(results, name),
-                    f"{c['near_copies']:.3f} ({c['chance']:.3f})",
-                    f"{c['p_value']:.3g}",
+                    f"{c['count']} of {c['images']} ({c['near_copies']:.3f}; below {c['upper95']:.3f} at 95%)",
+                    reference,
                     f"{c['p_adjusted']:.3g}",
                     f"{c['median_distance']:.3g} ({m['median_test_distance']:.3g})",
-                    "yes" if c["copies"] else "no",
+                    status(c),
                 ]
             )
     return rows
@@ -153,13 +190,12 @@ def fidelity_rows(results: dict) -> list[list[str]]:
                 f"{f['share']:.2f} ({f['share'] - f['recall']:+.2f} [{lo:+.2f}, {hi:+.2f}]) {f['status']}"
             )
         rows.append([set_label(results, name), *cells])
-    judge = results["fidelity_judge"]
-    rows.append(
-        [
-            "real test images (the judge's recall: the threshold)",
-            *[f"{judge['recall'][c]:.2f} of {judge['images'][c]}" for c in CLASSES],
-        ]
-    )
+    for label, judge in (
+        ("real test images (the judge's recall: the threshold)", results["fidelity_judge"]),
+        ("real test images (the control's fold judges' recall)", results.get("fidelity_control_judge")),
+    ):
+        if judge:
+            rows.append([label, *[f"{judge['recall'][c]:.2f} of {judge['images'][c]}" for c in CLASSES]])
     rec = results.get("fidelity_reconstructed")
     if rec:
         rows.append(
@@ -171,6 +207,14 @@ def fidelity_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def judge_skill_text(results: dict) -> str:
+    """The judge's Youden's J on the real test images with its interval: whether fidelity can tell."""
+    skill = judge_skill(results["fidelity_judge"])
+    lo, hi = skill["ci95"]
+    verdict = "shown" if skill["shown"] else "not shown: every class's fidelity is untestable"
+    return f"The judge's skill, Youden's J = recall AD + recall NON_AD − 1 (chance 0): {skill['youden']:+.2f} [{lo:+.2f}, {hi:+.2f}], {verdict}."
+
+
 def selection_rows(results: dict) -> list[list[str]]:
     sel = results["selection"]
     rows = [
@@ -179,6 +223,7 @@ def selection_rows(results: dict) -> list[list[str]]:
             "same-class KID (naive)",
             "margin AD (95%)",
             "margin NON_AD (95%)",
+            "m_AD + m_NON_AD (95%)",
             *[f"fidelity {c}" for c in CLASSES],
             "copies",
             "eligible",
@@ -186,15 +231,34 @@ def selection_rows(results: dict) -> list[list[str]]:
     ]
     for name, t in sel["clinical"]["table"].items():
         naive = sel["naive"]["scores"].get(name)
+        fidelity = t["fidelity"]
         rows.append(
             [
                 set_label(results, name),
                 f"{naive:.4f}" if naive is not None else "—",
                 f"{t['margin_AD']:+.4f} ± {1.96 * t['margin_AD_se']:.4f}",
                 f"{t['margin_NON_AD']:+.4f} ± {1.96 * t['margin_NON_AD_se']:.4f}",
-                *[f"{t['fidelity'][c]['share']:.2f} {t['fidelity'][c]['status']}" for c in CLASSES],
-                "yes" if t.get("copies") else "no",
+                f"{t['shift_free']:+.4f} ± {1.96 * t['shift_free_se']:.4f}",
+                *[
+                    f"{fidelity[c]['share']:.2f} {fidelity[c]['status']}" if fidelity else "not measured"
+                    for c in CLASSES
+                ],
+                "not checked" if t["copies"] is None else ("yes" if t["copies"] else "no"),
                 "yes" if t["eligible"] else "no",
             ]
         )
     return rows
+
+
+def picks_text(results: dict) -> str:
+    """Each rule's pick with the share of redraws from the KIDs' errors that keep it."""
+    sel = results["selection"]
+
+    def one(rule):
+        pick, p = sel[rule]["pick"], sel[rule]["probability"]
+        return f"{pick} ({p:.0%} of redraws)" if pick else "none"
+
+    return (
+        f"Naive pick: {one('naive')}. Clinical pick among the eligible checkpoints: {one('clinical')}; "
+        f"{sel['clinical']['ties']}. A redraw draws every KID (or margin) from a normal with its standard error."
+    )

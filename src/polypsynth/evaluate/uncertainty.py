@@ -1,4 +1,4 @@
-"""Uncertainty of Table 1's balanced accuracies and gains, and what a gain lets one conclude.
+"""Uncertainty of Table 1's balanced accuracies and gains, and the word a gain earns.
 
 Two sources of variation reach a seed-averaged balanced accuracy: the test images (one draw of the
 population, shared by every seed) and the classifier's seed. Each is counted once:
@@ -14,21 +14,36 @@ the two-way residual mean square MS_res (image x seed) is taken out of it becaus
 measured on the same test set, already holds that interaction (taking it out of the seed part
 instead, a difference of two estimates, covered 0.90 at 3 seeds). With k seeds the seed part has
 k - 1 degrees of freedom: the 95% half-width is t(k - 1) times its root and t(images - classes)
-times the image part's root, added in quadrature, so it is Student-t with k - 1 df when seeds dominate and
-the normal interval when images do (a Welch-Satterthwaite df, estimated from the same few seeds,
-covers only 0.90 at 3 seeds). The effective df of that half-width is reported for the minimum
-detectable effect. With one seed the seed part cannot be measured; the interval then covers the
-test images only and says so (`seed_part` None).
+times the image part's root, added in quadrature, so it is Student-t with k - 1 df when seeds
+dominate and the normal interval when images do (a Welch-Satterthwaite df, estimated from the same
+few seeds, covers only 0.90 at 3 seeds). The effective df of that half-width is reported for the
+minimum detectable effect.
 
-A gain is read against a margin delta (the smallest gain worth having): *helps* when its interval
-lies above 0, *does not help* when its interval lies below delta, *cannot tell* otherwise. Every
-gain states its minimum detectable effect: the true gain that a two-sided 5% test would see with
-80% power at this standard error.
+One seed cannot measure the seed part. Its interval then covers the test images only (simulated:
+0.56 coverage when seeds dominate), so it is marked `seed variance: not measured` and earns no word
+but *cannot tell*, unless the user declares the seed-to-seed standard deviation of one classifier's
+balanced accuracy (`seed_sd`, e.g. from earlier runs): its square is the seed part (twice that for
+a gain, the difference of two independently seeded models), with a normal quantile, and the
+interval says `assumed`. With two or more seeds the measured part is used and `seed_sd` is not.
+
+A gain is read against 0 and the minimum gain worth having, `min_gain` (`word`, the one place the
+words are decided; they are a type, `Word`):
+
+- *helps*: the interval lies above 0 and reaches `min_gain` (a gain is shown, and one of at least
+  the minimum is among the values the data support);
+- *below the minimum*: above 0 but wholly below `min_gain` (a real gain too small to be worth having);
+- *does not help*: holds 0 but lies wholly below `min_gain`;
+- *harms*: wholly below 0;
+- *cannot tell*: everything else (it holds both 0 and `min_gain`), and every interval whose seed
+  variance was not measured. It states its minimum detectable effect: the true gain that a
+  two-sided 5% test sees with 80% power at this standard error (from the images alone, a lower
+  bound, when the seed variance is not measured).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 import numpy as np
 
@@ -37,7 +52,20 @@ from polypsynth.errors import EvalError
 
 LEVEL = 0.95
 POWER = 0.8
-MARGIN = 0.02  # default delta: two points of balanced accuracy
+MIN_GAIN = 0.02  # default: two points of balanced accuracy
+MAX_SEED_SD = 0.5  # a balanced accuracy's standard deviation cannot exceed half its range
+
+MEASURED, ASSUMED, NOT_MEASURED = "measured", "assumed", "not measured"  # the seed part's source
+
+
+class Word(StrEnum):
+    """What a gain's interval lets one say (module docstring); the report and `judge` print it."""
+
+    HELPS = "helps"
+    BELOW_MINIMUM = "below the minimum"
+    DOES_NOT_HELP = "does not help"
+    HARMS = "harms"
+    CANNOT_TELL = "cannot tell"
 
 
 def _weights(y_true: np.ndarray) -> np.ndarray:
@@ -54,18 +82,10 @@ def _t(q: float, df: float) -> float:
     return float(t.ppf(q, df)) if np.isfinite(df) else float(norm.ppf(q))
 
 
-def interval(y_true: Sequence[int], scores: np.ndarray, bound: tuple[float, float] = (-1.0, 1.0)) -> dict:
-    """Mean, standard error, degrees of freedom and 95% interval of sum_i w_i x_si averaged over seeds.
-    `scores`: (seeds, images) per-image scores (correct 1/0, or differences of two such); the
-    interval is clipped to `bound`, the range the quantity can take."""
-    y = np.asarray(y_true)
-    x = np.atleast_2d(np.asarray(scores, np.float64))
-    k, n = x.shape
-    if n != len(y):
-        raise EvalError(f"scores cover {n} images, the test split has {len(y)}")
-    w = _weights(y)
-    per_seed = x @ w  # BA (or gain) of each seed
-    image_part, image_df = 0.0, 0
+def _image_part(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """The image part of the variance (module docstring) and its degrees of freedom."""
+    k = len(x)
+    part, df = 0.0, 0
     for c in range(len(CLASSES)):
         xc = x[:, y == c]
         n_c = xc.shape[1]
@@ -75,18 +95,40 @@ def interval(y_true: Sequence[int], scores: np.ndarray, bound: tuple[float, floa
         if k > 1:  # image x seed interaction (two-way residual mean square), also inside var_s(BA_s)
             resid = xc - xc.mean(0, keepdims=True) - xc.mean(1, keepdims=True) + xc.mean()
             spread = max(0.0, spread - float((resid**2).sum()) / ((k - 1) * (n_c - 1)) / k)
-        image_part += spread * n_c * (1.0 / (len(CLASSES) * n_c)) ** 2
-        image_df += n_c - 1
-    seed_part = float(np.var(per_seed, ddof=1)) / k if k > 1 else None
+        part += spread * n_c * (1.0 / (len(CLASSES) * n_c)) ** 2
+        df += n_c - 1
+    return part, df
+
+
+def interval(
+    y_true: Sequence[int],
+    scores: np.ndarray,
+    bound: tuple[float, float] = (-1.0, 1.0),
+    seed_sd: float | None = None,
+    paired: bool = False,
+) -> dict:
+    """Mean, standard error, degrees of freedom and 95% interval of sum_i w_i x_si averaged over seeds.
+    `scores`: (seeds, images) per-image scores (correct 1/0, or differences of two such: `paired`);
+    the interval is clipped to `bound`, the range the quantity can take. `seed_sd`: the declared
+    seed-to-seed standard deviation of one model's balanced accuracy, used with one seed only."""
+    y = np.asarray(y_true)
+    x = np.atleast_2d(np.asarray(scores, np.float64))
+    k, n = x.shape
+    if n != len(y):
+        raise EvalError(f"scores cover {n} images, the test split has {len(y)}")
+    per_seed = x @ _weights(y)  # BA (or gain) of each seed
+    image_part, image_df = _image_part(x, y)
+    if k > 1:
+        seed_part, seed_df, source = float(np.var(per_seed, ddof=1)) / k, float(k - 1), MEASURED
+    elif seed_sd is not None:
+        seed_part, seed_df, source = (2.0 if paired else 1.0) * check_seed_sd(seed_sd) ** 2, np.inf, ASSUMED
+    else:
+        seed_part, seed_df, source = 0.0, np.inf, NOT_MEASURED
     # Each part's half-width with its own degrees of freedom, added in quadrature: with few seeds a
     # Welch-Satterthwaite df, estimated from the same few seeds, undercovers (0.90 at 3 seeds).
-    half = float(
-        np.hypot(
-            _t((1 + LEVEL) / 2, max(image_df, 1)) * np.sqrt(image_part),
-            _t((1 + LEVEL) / 2, k - 1) * np.sqrt(seed_part) if seed_part else 0.0,
-        )
-    )
-    se = float(np.sqrt(image_part + (seed_part or 0.0)))
+    q = (1 + LEVEL) / 2
+    half = float(np.hypot(_t(q, max(image_df, 1)) * np.sqrt(image_part), _t(q, seed_df) * np.sqrt(seed_part)))
+    se = float(np.sqrt(image_part + seed_part))
     mean = float(per_seed.mean())
     return {
         "mean": mean,
@@ -95,7 +137,9 @@ def interval(y_true: Sequence[int], scores: np.ndarray, bound: tuple[float, floa
         "df": _effective_df(half, se),
         "ci95": [max(mean - half, bound[0]), min(mean + half, bound[1])],
         "image_part": float(image_part),
-        "seed_part": seed_part,  # None: one seed, its variation not measured
+        "seed_part": seed_part if source != NOT_MEASURED else None,
+        "seed_variance": source,
+        "seed_sd": seed_sd if source == ASSUMED else None,
         "seeds": k,
     }
 
@@ -114,16 +158,21 @@ def _correct(run: dict) -> np.ndarray:
     return (np.asarray(run["y_pred"]) == np.asarray(run["y_true"])).astype(np.float64)
 
 
-def accuracy_interval(runs: Sequence[dict]) -> dict:
+def accuracy_interval(runs: Sequence[dict], seed_sd: float | None = None) -> dict:
     """The seed-averaged balanced accuracy of classifier runs judged on one test split."""
-    return interval(runs[0]["y_true"], np.stack([_correct(r) for r in runs]), bound=(0.0, 1.0))
+    return interval(runs[0]["y_true"], np.stack([_correct(r) for r in runs]), (0.0, 1.0), seed_sd)
 
 
-def gain_interval(real_runs: Sequence[dict], aug_runs: Sequence[dict], margin: float = MARGIN) -> dict:
+def gain_interval(
+    real_runs: Sequence[dict],
+    aug_runs: Sequence[dict],
+    min_gain: float = MIN_GAIN,
+    seed_sd: float | None = None,
+) -> dict:
     """The balanced-accuracy gain of augmented over real-only training, paired by seed (and image),
-    with its interval, minimum detectable effect and conclusion against `margin`."""
+    with its interval, minimum detectable effect and word against `min_gain`."""
     diff = np.stack([_correct(a) - _correct(r) for r, a in zip(real_runs, aug_runs, strict=True)])
-    return conclude(interval(real_runs[0]["y_true"], diff), margin)
+    return conclude(interval(real_runs[0]["y_true"], diff, seed_sd=seed_sd, paired=True), min_gain)
 
 
 def mde(se: float, df: float) -> float:
@@ -131,32 +180,108 @@ def mde(se: float, df: float) -> float:
     return (_t((1 + LEVEL) / 2, df) + _t(POWER, df)) * se
 
 
-def word(ci95: Sequence[float], margin: float) -> str:
+def word(ci95: Sequence[float], min_gain: float, seed_variance: str = MEASURED) -> Word:
+    """The one place a gain's word is decided (module docstring)."""
     lo, hi = ci95
+    if seed_variance == NOT_MEASURED:
+        return Word.CANNOT_TELL
+    if hi < 0:
+        return Word.HARMS
     if lo > 0:
-        return "helps"
-    if hi < margin:
-        return "does not help"
-    return "cannot tell"
+        return Word.HELPS if hi >= min_gain else Word.BELOW_MINIMUM
+    if hi < min_gain:
+        return Word.DOES_NOT_HELP
+    return Word.CANNOT_TELL
 
 
-def check_margin(margin: float) -> float:
-    if not 0 < margin < 1:
-        raise EvalError(f"--margin must be in (0, 1) (a balanced-accuracy gain), got {margin}")
-    return margin
+def check_min_gain(min_gain: float) -> float:
+    if not 0 < min_gain < 1:
+        raise EvalError(f"--min-gain must be in (0, 1) (a balanced-accuracy gain), got {min_gain}")
+    return min_gain
 
 
-def conclude(gain: dict, margin: float = MARGIN) -> dict:
-    check_margin(margin)
-    return {**gain, "mde": mde(gain["se"], gain["df"]), "margin": margin, "word": word(gain["ci95"], margin)}
+def check_seed_sd(seed_sd: float) -> float:
+    if not 0 <= seed_sd <= MAX_SEED_SD:
+        raise EvalError(
+            f"--seed-sd must be in [0, {MAX_SEED_SD}] (a standard deviation of balanced accuracy), got {seed_sd}"
+        )
+    return seed_sd
+
+
+def conclude(gain: dict, min_gain: float = MIN_GAIN) -> dict:
+    """The gain with its minimum detectable effect, the minimum gain and its word."""
+    check_min_gain(min_gain)
+    source = gain.get("seed_variance", MEASURED)
+    return {
+        **gain,
+        "mde": mde(gain["se"], gain["df"]),
+        "min_gain": min_gain,
+        "word": word(gain["ci95"], min_gain, source),
+    }
+
+
+def seeds_text(gain: dict) -> str:
+    """'3 seeds', '1 seed, seed variance not measured', '1 seed, seed SD assumed 0.020'."""
+    k = gain.get("seeds", 1)
+    text = f"{k} seed{'s' if k != 1 else ''}"
+    source = gain.get("seed_variance", MEASURED)
+    if source == NOT_MEASURED:
+        text += ", seed variance not measured"
+    elif source == ASSUMED:
+        text += f", seed SD assumed {gain['seed_sd']:.3f}"
+    return text
 
 
 def describe(gain: dict) -> str:
-    """'+0.031 [-0.012, +0.074]: cannot tell (smallest detectable +0.060)'."""
+    """'+0.031 [-0.012, +0.074] (3 seeds): cannot tell (detectable with 80% power from +0.060)'."""
     lo, hi = gain["ci95"]
-    text = f"{gain['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]: {gain['word']}"
-    if gain["word"] == "cannot tell":
-        text += f" (detectable with 80% power from {gain['mde']:+.3f})"
-    elif gain["word"] == "does not help":
-        text += f" (upper bound below the margin {gain['margin']:+.3f})"
+    w, delta = Word(gain["word"]), gain["min_gain"]
+    text = f"{gain['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({seeds_text(gain)}): {w}"
+    if w == Word.CANNOT_TELL:
+        at_least = "at least " if gain.get("seed_variance") == NOT_MEASURED else ""
+        text += f" (detectable with 80% power from {at_least}{gain['mde']:+.3f})"
+    elif w == Word.DOES_NOT_HELP:
+        text += f" (upper bound below the minimum gain {delta:+.3f})"
+    elif w == Word.BELOW_MINIMUM:
+        text += f" (a gain, wholly below the minimum {delta:+.3f})"
+    elif w == Word.HARMS:
+        text += " (upper bound below 0)"
     return text
+
+
+def planned_mde(
+    test: dict[str, int], seeds: int, seed_sd: float | None = None, recall: dict[str, float] | None = None
+) -> dict:
+    """Before anyone trains: the smallest balanced-accuracy gain a test split of `test` images per
+    class detects with 80% power (two-sided 5%), from `seeds` paired runs. Each image's paired
+    difference is taken with the variance of two independent errors at the class's `recall` (0.5,
+    the largest, by default), 2 r (1 - r): real classifiers err on the same hard images, which only
+    narrows the difference, and averaging seeds is not counted on to narrow it either. The seed
+    part is 2 seed_sd^2 / seeds with seeds - 1 degrees of freedom (normal with one seed); without
+    `seed_sd` it is left out and the figure is a lower bound."""
+    for c in CLASSES:
+        if test.get(c, 0) < 2:
+            raise EvalError(f"--test needs at least 2 images of {c}, got {test.get(c, 0)}")
+    if seeds < 1:
+        raise EvalError(f"--seeds must be >= 1, got {seeds}")
+    recall = recall or {c: 0.5 for c in CLASSES}
+    for c in CLASSES:
+        if not 0 <= recall[c] <= 1:
+            raise EvalError(f"--recall of {c} must be in [0, 1], got {recall[c]}")
+    image = sum(2 * recall[c] * (1 - recall[c]) / (len(CLASSES) ** 2 * test[c]) for c in CLASSES)
+    image_df = sum(test[c] - 1 for c in CLASSES)
+    seed = 2 * check_seed_sd(seed_sd) ** 2 / seeds if seed_sd is not None else 0.0
+    seed_df = float(seeds - 1) if seeds > 1 else np.inf
+    q = (1 + LEVEL) / 2
+    half = float(np.hypot(_t(q, image_df) * np.sqrt(image), _t(q, seed_df) * np.sqrt(seed)))
+    se = float(np.sqrt(image + seed))
+    return {
+        "test": dict(test),
+        "seeds": seeds,
+        "seed_sd": seed_sd,
+        "recall": recall,
+        "se": se,
+        "mde": mde(se, _effective_df(half, se)),
+        "lower_bound": seed_sd is None,
+        "words_possible": seeds > 1 or seed_sd is not None,
+    }
