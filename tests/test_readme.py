@@ -55,7 +55,7 @@ SCALE = {
         "--stage1",
         "24",
         "--train",
-        "60",  # the positive control holds out 10 NON_AD images: a third of 60 are NON_AD
+        "60",  # the positive control's two folds need 10 NON_AD images each: a third of 60 are NON_AD
         "--test",
         "12",
         "--unlabelled",
@@ -158,6 +158,7 @@ class Runner:
         out = []
         for a in argv:
             a = a.replace("/data/", f"{self.tmp}/data/").replace("/models/", f"{self.tmp}/models/")
+            a = f"{ROOT}/{a}" if a.startswith("docs/") else a  # files the repository ships
             a = a.replace("50051", str(self.port))
             a = a.replace("gpu0:", "127.0.0.1:").replace("gpu1:", "localhost:")
             for readme_name, scaled in STEP_NAMES.items():
@@ -204,6 +205,10 @@ class Runner:
             assert (Path(args[args.index("--out") + 1]) / "manifest.json").is_file()
         elif args[:2] == ["data", "inspect"]:
             assert "AD" in output
+        elif args[0] == "judge" and "--json" in args:
+            assert json.loads(output)["naive_pick"] == "8k"
+        elif args[0] == "judge":
+            assert ("detected with 80% power" if "--plan" in args else "verdict: Cannot decide.") in output
 
     def serve(self, args: list[str]) -> None:
         assert self.server is None, "the README starts one server"

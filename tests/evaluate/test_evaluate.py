@@ -17,7 +17,8 @@ from polypsynth.cli import main
 from polypsynth.errors import EvalError
 from polypsynth.evaluate import features as features_mod
 from polypsynth.evaluate.features import InceptionExtractor, extract
-from polypsynth.evaluate.report import ACROSS_SPACES, SECTIONS, SPACE_NOTES, kid_note
+from polypsynth.evaluate.notes import ACROSS_SPACES, SPACE_NOTES, kid_note
+from polypsynth.evaluate.report import SECTIONS
 from polypsynth.evaluate.sets import synthetic_checkpoints
 from polypsynth.evaluate.tsne import embed
 

@@ -51,7 +51,12 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
     show_default=True,
     help="Feature spaces (inception, efficientnet); the first drives t-SNE and selection.",
 )
-@click.option("--classify-seeds", default=3, show_default=True, help="Classifier trainings per setting.")
+@click.option(
+    "--classify-seeds",
+    default=3,
+    show_default=True,
+    help="Classifier trainings per setting. With 1 the seed variance is not measured: every gain reads 'cannot tell' unless --seed-sd.",
+)
 @click.option("--epochs", default=3, show_default=True, help="Fine-tuning epochs of the EfficientNet.")
 @click.option("--image-size", default=96, show_default=True, help="Classifier input size.")
 @click.option(

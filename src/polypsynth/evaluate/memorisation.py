@@ -33,7 +33,6 @@ import numpy as np
 
 from polypsynth.data.records import CLASSES
 from polypsynth.errors import EvalError
-from polypsynth.evaluate.pixels import nearest_over
 
 QUANTILE = 0.05
 ALPHA = 0.05  # family-wise, over every (space, checkpoint) pair
@@ -141,6 +140,12 @@ def _fold_distances(train_f: dict, fold: Mapping[str, np.ndarray], pools: Sequen
     held = {c: np.isin(np.arange(len(train_f[c])), fold[c]) for c in CLASSES}
     rest = {c: ~m for c, m in held.items()}
     return nearest_distances(_stack(train_f, held), np.concatenate([_stack(train_f, rest), *pools]))
+
+
+def nearest_over(found: Mapping, skip: str | None = None) -> np.ndarray:
+    """Per query, the smallest distance over every pool but `skip`."""
+    kept = [n.distance for pool, n in found.items() if pool != skip]
+    return np.min(np.stack(kept), axis=0)
 
 
 def pixel_check(

@@ -138,9 +138,3 @@ def search(
                 if len(q):
                     found[name][pool].update(q, thumbs, start)
     return found
-
-
-def nearest_over(found: Mapping[str, Nearest], skip: str | None = None) -> np.ndarray:
-    """Per query, the smallest distance over every pool but `skip`."""
-    kept = [n.distance for pool, n in found.items() if pool != skip]
-    return np.min(np.stack(kept), axis=0)

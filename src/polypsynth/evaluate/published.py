@@ -114,15 +114,15 @@ def _kid_tables(kid: dict, factor: float, method: str) -> dict[str, KidTable]:
         raise EvalError("kid.checkpoints: expected at least one checkpoint")
     if "control" in kid:
         sets[CONTROL] = kid["control"]
-    out = {}
+    out: dict[str, KidTable] = {}
     for name, row in sets.items():
         where = f"kid.checkpoints.{name}" if name != CONTROL else "kid.control"
         row = _mapping(row, where, KEYS)
-        out[str(name)] = {
-            key: KidResult(m, e * factor, method, 0, 1, 0, 0)
-            for key in KEYS
-            for m, e in [_pair(row[key], f"{where}.{key}")]
-        }
+        table: KidTable = {}
+        for key in KEYS:
+            m, e = _pair(row[key], f"{where}.{key}")
+            table[key] = KidResult(m, e * factor, method, 0, 1, 0, 0)
+        out[str(name)] = table
     return out
 
 
@@ -197,7 +197,8 @@ def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = N
         m, e = _pair(kid["scale"], "kid.scale")
         scale = KidResult(m, e * factor, "published", 0, 1, 0, 0)
     notes = [note]
-    real, gains = (None, {})
+    real: dict | None = None
+    gains: dict[str, dict] = {}
     if "table1" in doc:
         table1 = _mapping(doc["table1"], "table1")
         real, gains = _gains(table1, min_gain, seed_sd)

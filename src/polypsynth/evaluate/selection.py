@@ -131,9 +131,16 @@ def _fidelity(entry: dict | None) -> dict | None:
 def _rule_row(k: KidTable, fidelity: dict | None, copying: bool | None) -> dict:
     (m_ad, se_ad), (m_non, se_non) = _margin(k, "AD"), _margin(k, "NON_AD")
     shift, shift_se = _shift_free(k)
-    lows = (m_ad - Z95 * se_ad, m_non - Z95 * se_non)
-    highs = (m_ad + Z95 * se_ad, m_non + Z95 * se_non)
-    apart = "apart" if min(lows) > 0 else ("not apart" if min(highs) < 0 else "undecided")
+    sides = {
+        c: "above zero"
+        if m - Z95 * se > 0
+        else ("below zero" if m + Z95 * se < 0 else "within its uncertainty")
+        for c, (m, se) in zip(CLASSES, ((m_ad, se_ad), (m_non, se_non)), strict=True)
+    }
+    below = [c for c in CLASSES if sides[c] == "below zero"]
+    apart = (
+        "not apart" if below else ("apart" if all(v == "above zero" for v in sides.values()) else "undecided")
+    )
     tests = _fidelity(fidelity)
     lost = [c for c in CLASSES if tests and tests[c]["status"] == "lost"]
     return {
@@ -145,6 +152,7 @@ def _rule_row(k: KidTable, fidelity: dict | None, copying: bool | None) -> dict:
         "shift_free": shift,
         "shift_free_se": shift_se,
         "classes": apart,
+        "margins": sides,  # per class: above zero, below zero or within its uncertainty (95%)
         "fidelity": tests,  # None: not measured
         "fidelity_mean": float(np.mean([fidelity["shares"][c] for c in CLASSES])) if fidelity else None,
         "copies": copying,  # None: not checked
@@ -155,10 +163,16 @@ def _rule_row(k: KidTable, fidelity: dict | None, copying: bool | None) -> dict:
 def reasons(row: dict) -> list[str]:
     """Why a row is not eligible, in words."""
     out = []
-    if row["classes"] == "not apart":
-        out.append("its classes sit closer to the other real class than to their own (margins below zero)")
-    elif row["classes"] == "undecided":
-        out.append("its cross-class margins lie within their 95% uncertainty")
+    sides = row["margins"]
+    for c in CLASSES:
+        if sides[c] == "below zero":
+            out.append(
+                f"its synthetic {c} sits closer to real {OTHER[c]} than to real {c} ({c} margin below zero)"
+            )
+    within = [c for c in CLASSES if sides[c] == "within its uncertainty"]
+    if within and row["classes"] == "undecided":
+        which = " and ".join(within)
+        out.append(f"its {which} margin{'s lie' if len(within) > 1 else ' lies'} within the 95% uncertainty")
     lost = [c for c in CLASSES if row["fidelity"] and row["fidelity"][c]["status"] == "lost"]
     if lost:
         out.append(

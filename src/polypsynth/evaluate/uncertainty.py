@@ -101,7 +101,7 @@ def _image_part(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
 
 
 def interval(
-    y_true: Sequence[int],
+    y_true: Sequence[int] | np.ndarray,
     scores: np.ndarray,
     bound: tuple[float, float] = (-1.0, 1.0),
     seed_sd: float | None = None,
