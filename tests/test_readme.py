@@ -57,7 +57,7 @@ SCALE = {
         "--train",
         "60",  # the positive control's two folds need 10 NON_AD images each: a third of 60 are NON_AD
         "--test",
-        "12",
+        "30",  # a verdict needs 10 test images of each class: a third are NON_AD
         "--unlabelled",
         "8",
         "--workers",
@@ -112,7 +112,7 @@ def _stand_ins(tmp: Path) -> None:
     generate_phantom(
         src,
         seed=5,
-        plan=PhantomPlan(size=64, stage1=20, train=60, test=12, unlabelled=6),
+        plan=PhantomPlan(size=64, stage1=20, train=60, test=30, unlabelled=6),
         workers=1,
         progress=False,
     )
@@ -208,7 +208,7 @@ class Runner:
         elif args[0] == "judge" and "--json" in args:
             assert json.loads(output)["naive_pick"] == "8k"
         elif args[0] == "judge":
-            assert ("detected with 80% power" if "--plan" in args else "verdict: Cannot decide.") in output
+            assert ("detected with 80% power" if "--plan" in args else "verdict: Cannot decide: ") in output
 
     def serve(self, args: list[str]) -> None:
         assert self.server is None, "the README starts one server"

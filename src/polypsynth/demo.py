@@ -66,7 +66,7 @@ class Profile:
 
 
 PROFILES = {
-    # Run by the test suite: every step for real, at toy size; about 1.5 minutes on 2 cores (README).
+    # Run by the test suite: every step for real, at toy size; about 1.7 minutes on 2 cores (README).
     "quick": Profile(
         phantom={"size": 64, "stage1": 160, "train": 90, "test": 45, "unlabelled": 30},
         autoencoder_steps=40,

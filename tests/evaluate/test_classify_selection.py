@@ -102,22 +102,27 @@ def test_naive_and_clinical_rules_disagree_like_in_the_study():
     p_clinical, p_naive = out["clinical"]["probability"], out["naive"]["probability"]
     assert 0.5 < p_clinical < 1 and 0 < p_naive < 1
     assert out["verdict"] == (
-        f"Worth using: step-2k (the pick in {p_clinical:.0%} of redraws from the KIDs' errors). Its synthetic classes "
-        "stay apart and recognisable, and adding its images to the real training data changed balanced accuracy by "
-        "+0.020 [+0.005, +0.040] (3 seeds): helps. The lowest same-class KID, the rule the study warns against, would "
-        f"pick step-8k (the pick in {p_naive:.0%} of redraws from the KIDs' errors)."
+        f"Worth using: step-2k ({p_clinical:.0%} of redraws); its synthetic classes stay apart and recognisable, "
+        "and its images raise balanced accuracy: +0.020 [+0.005, +0.040] (3 seeds): helps."
+    )
+    assert out["notes"][-1] == (
+        f"The lowest same-class KID, the rule the study warns against, would pick step-8k ({p_naive:.0%} of redraws)."
     )
     # With step-2k not eligible (its NON_AD margin collapsed), step-4k is picked; its images do not help,
     # and without a positive control nothing is "not worth using".
     kids["step-2k"] = _kids(0.079, 0.118, 0.090, 0.080)
     out = _select(kids, fidelity, gains)
     assert out["clinical"]["pick"] == "step-4k" and out["decision"] == "cannot decide"
-    assert out["verdict"].startswith(
-        "Cannot decide. step-4k (the pick in 100% of redraws from the KIDs' errors) passes the clinical "
-        "rules, but its images' gain is -0.010 [-0.030, +0.010] (3 seeds): does not help (upper bound below the "
-        "minimum gain +0.020). No positive control was run: nothing shows that this test split could see a gain "
-        "of +0.020, so gains below it say nothing against the images."
+    assert out["verdict"] == (
+        "Cannot decide: step-4k (100% of redraws) passes the clinical rules, but its images' gain is -0.010 "
+        "[-0.030, +0.010] (3 seeds): does not help (upper bound below the minimum gain +0.020)."
     )
+    assert out["notes"][1] == "Yet the images of step-2k clearly helped the classifier."
+    assert out["notes"][2] == (
+        "No positive control was run: nothing shows that this test split could see a gain of +0.020, so gains "
+        "below it say nothing against the images."
+    )
+    assert out["notes"][0].startswith("step-2k, step-8k: its synthetic NON_AD sits closer to real AD")
 
 
 def test_the_pick_is_made_among_eligible_checkpoints_only_and_ties_follow_the_stated_rule():
@@ -195,13 +200,14 @@ def test_a_perfect_generator_is_not_rejected_for_a_weak_judge():
     row = out["clinical"]["table"]["a"]
     assert row["fidelity"]["NON_AD"]["status"] == "undecided"  # its interval holds losses beyond 0.10
     assert row["fidelity"]["AD"]["status"] == "kept" and row["eligible"]
-    assert out["decision"] == "worth using" and out["verdict"].startswith("Worth using: a (the pick in 100%")
+    assert out["decision"] == "worth using" and out["verdict"].startswith("Worth using: a (100% of redraws)")
     # A class the judge recognises in real images but not in synthetic ones is lost.
     lost = _select(kids, {"a": {"AD": 0.2, "NON_AD": 0.49}}, {"a": _gain(0.06, 0.03, 0.09)})
     assert lost["clinical"]["table"]["a"]["fidelity"]["AD"]["status"] == "lost"
     assert lost["decision"] == "cannot decide"
-    assert "the judge recognises its AD clearly less often than real AD" in lost["verdict"]
-    assert "Yet the images of a clearly helped the classifier." in lost["verdict"]
+    assert lost["verdict"] == "Cannot decide: no checkpoint passes the clinical rules."
+    assert "a: the judge recognises its AD clearly less often than real AD." in lost["notes"]
+    assert "Yet the images of a clearly helped the classifier." in lost["notes"]
 
 
 def test_the_fidelity_gate_reads_the_judges_skill_not_its_bias():
@@ -281,19 +287,19 @@ def test_the_positive_control_tells_whether_the_rules_and_the_test_split_can_dec
     assert out["decision"] == "cannot decide"
     assert (
         "Held-out real images fail the same rules (its AD and NON_AD margins lie within the 95% uncertainty): on "
-        in out["verdict"]
+        in " ".join(out["notes"])
     )
     assert (
         "Adding held-out real images shows no gain of the minimum size either (-0.001 [-0.010, +0.010] (3 seeds): "
-        "does not help" in out["verdict"]
+        "does not help" in " ".join(out["notes"])
     )
     # When real images do help, the same flat gain of "a" says it is not worth using.
     gains["held-out real"] = _gain(0.05, 0.02, 0.08)
     out = _select(kids, fid, gains, control="held-out real")
     assert out["decision"] == "not worth using"
-    assert out["verdict"].startswith(
-        "Not worth using: no checkpoint's images raise balanced accuracy by +0.020 or more (a: -0.001 [-0.010, "
-        "+0.010] (3 seeds): does not help"
+    assert out["verdict"] == (
+        "Not worth using: no checkpoint's images raise balanced accuracy by +0.020 or more, while held-out real "
+        "images do."
     )
     # A gain above zero but wholly below the minimum is not "helps": [+0.001, +0.015] against 0.02.
     gains["a"] = _gain(0.008, 0.001, 0.015)
@@ -310,9 +316,10 @@ def test_a_harmful_control_is_called_so():
     assert gains["ctl"]["word"] == "harms" and out["decision"] == "cannot decide"
     assert (
         "Adding held-out real images lowers balanced accuracy (-0.078 [-0.118, -0.038] (2 seeds): harms (upper bound "
-        "below 0)): this classifier does not gain from more real images of this kind" in out["verdict"]
+        "below 0)): this classifier does not gain from more real images of this kind"
+        in " ".join(out["notes"])
     )
-    assert "cannot show a gain" not in out["verdict"]
+    assert "cannot show a gain" not in " ".join(out["notes"])
 
 
 def test_every_checkpoint_copying_is_read_after_the_control():
@@ -330,7 +337,8 @@ def test_every_checkpoint_copying_is_read_after_the_control():
     out = _select(kids, fid, copies=copies, control="ctl")
     assert out["decision"] == "cannot decide"
     assert (
-        "but so are held-out real images: the copy check cannot tell copies from new images" in out["verdict"]
+        "the copy check flags every checkpoint and the held-out real images alike, so it cannot tell copies"
+        in out["verdict"]
     )
 
 
@@ -348,10 +356,10 @@ def test_no_verdict_condemns_a_checkpoint_whose_interval_holds_useful_gains():
     }
     out = _select(kids, fid, gains, control="ctl")
     assert out["control"]["eligible"] and out["decision"] == "cannot decide"
-    assert (
-        "No checkpoint passes the clinical rules: a, b: its synthetic AD sits closer to real NON_AD than to real "
-        "AD (AD margin below zero), its synthetic NON_AD sits closer to real AD than to real NON_AD (NON_AD margin "
-        "below zero)." in out["verdict"]
+    assert out["verdict"] == "Cannot decide: no checkpoint passes the clinical rules."
+    assert out["notes"][0] == (
+        "a, b: its synthetic AD sits closer to real NON_AD than to real AD (AD margin below zero), its synthetic "
+        "NON_AD sits closer to real AD than to real NON_AD (NON_AD margin below zero)."
     )
 
 
@@ -365,7 +373,7 @@ def test_margins_within_their_uncertainty_cannot_decide():
     assert table["a"]["margin_AD_se"] == pytest.approx(0.003 * np.sqrt(2))
     assert table["b"]["classes"] == "not apart"
     assert out["clinical"]["pick"] is None and out["decision"] == "cannot decide"
-    assert "a: its AD and NON_AD margins lie within the 95% uncertainty" in out["verdict"]
+    assert "a: its AD and NON_AD margins lie within the 95% uncertainty." in out["notes"]
     assert table["a"]["margins"] == {"AD": "within its uncertainty", "NON_AD": "within its uncertainty"}
     # The same margins measured ten times more precisely are clearly apart.
     precise = {"a": _kids(0.050, 0.051, 0.050, 0.051, se=0.0003)}
@@ -379,9 +387,8 @@ def test_jointly_measured_margins_are_used_when_present():
     out = _select(kids, {"a": {"AD": 0.9, "NON_AD": 0.5}})
     assert out["clinical"]["table"]["a"]["margin_AD_se"] == 0.0002
     assert out["clinical"]["pick"] == "a"
-    assert out["verdict"].startswith(
-        "Cannot decide. a (the pick in 100% of redraws from the KIDs' errors) passes the clinical rules; "
-        "augmentation was not measured, so whether its images help is untested."
+    assert out["verdict"] == (
+        "Cannot decide: a (100% of redraws) passes the clinical rules, but its images' gain was not measured."
     )
 
 
@@ -390,8 +397,8 @@ def test_unmeasured_fidelity_and_copies_are_said_to_be_absent():
     row = out["clinical"]["table"]["a"]
     assert row["fidelity"] is None and row["copies"] is None and row["eligible"]
     assert out["measured"] == {"fidelity": False, "copies": False, "gains": False}
-    assert out["verdict"].startswith("Cannot decide. a (the pick in 100%")
-    assert "Its synthetic classes stay apart and recognisable" not in out["verdict"]
+    assert out["verdict"].startswith("Cannot decide: a (100% of redraws)")
+    assert "recognisable" not in out["verdict"]
 
 
 def test_rank_agreement_from_five_checkpoints():
@@ -451,3 +458,33 @@ def test_table1_runs_its_controls_paired_by_seed():
     assert out["gains"]["ctl"]["mean"] == pytest.approx(interval(y_true, diff)["mean"])
     assert out["gains"]["ctl"]["ci95"] == pytest.approx(interval(y_true, diff)["ci95"])
     assert out["control_base"]["folds"] == 2 and out["control_base"]["seeds"] == 3
+
+
+def test_a_negative_control_that_does_not_lose_makes_the_test_untrusted():
+    """A gain that helps counts only when swapping the synthetic labels costs accuracy: a classifier
+    that ignores the labels gains nothing from what the images say about pathology."""
+    kids = {"a": _kids(0.05, 0.07, 0.05, 0.07), "ctl": _kids(0.05, 0.07, 0.05, 0.07)}
+    fid = {n: {"AD": 0.8, "NON_AD": 0.6} for n in kids}
+    gains = {"a": _gain(0.06, 0.03, 0.09), "ctl": _gain(0.05, 0.02, 0.08)}
+    reads = _select(kids, fid, gains, control="ctl", negative={"a": _gain(-0.15, -0.25, -0.05)})
+    assert reads["decision"] == "worth using"
+    assert "Swapping the labels of a's images lowers accuracy (-0.150 [-0.250, -0.050] (3 seeds): harms" in (
+        " ".join(reads["notes"])
+    )
+    ignores = _select(kids, fid, gains, control="ctl", negative={"a": _gain(0.0, -0.03, 0.03)})
+    assert ignores["decision"] == "cannot decide"
+    assert ignores["verdict"] == (
+        "Cannot decide: a passes the clinical rules and its images raise balanced accuracy, but the label-swapped "
+        "control does not show that the classifier reads their labels."
+    )
+    assert "Swapping the AD and NON_AD labels of a's images does not clearly lower accuracy" in " ".join(
+        ignores["notes"]
+    )
+    # Nor can "not worth using" rest on a classifier that ignores the labels.
+    flat = {"a": _gain(-0.001, -0.01, 0.01), "ctl": _gain(0.05, 0.02, 0.08)}
+    assert _select(kids, fid, flat, control="ctl", negative={"a": _gain(-0.15, -0.25, -0.05)})[
+        "decision"
+    ] == ("not worth using")
+    assert _select(kids, fid, flat, control="ctl", negative={"a": _gain(0.0, -0.03, 0.03)})["decision"] == (
+        "cannot decide"
+    )

@@ -32,7 +32,7 @@ def eval_data(tmp_path_factory):
     generate_phantom(
         root / "real",
         seed=1,
-        plan=PhantomPlan(size=32, stage1=0, train=60, test=15, unlabelled=0),
+        plan=PhantomPlan(size=32, stage1=0, train=60, test=30, unlabelled=0),
         workers=1,
         progress=False,
     )
@@ -153,7 +153,7 @@ def test_end_to_end_report(eval_data, tmp_path):
     assert judge["kind"] == "linear probe on Inception features"
     assert results["fidelity"] == results["probe"]["fidelity"] and set(results["fidelity"]) == set(judged)
     assert judge["recall"]["AD"] == pytest.approx(results["probe"]["real"]["AD"]["recall"]["mean"])
-    assert judge["images"] == {"AD": 10, "NON_AD": 5}
+    assert judge["images"] == {"AD": 20, "NON_AD": 10}
     assert set(results["probe"]["gains"]) == set(judged)
     assert results["selection"]["gains_by"] == "EfficientNet-Lite0 (ImageNet), fine-tuned"
     sel = results["selection"]
@@ -186,7 +186,7 @@ def test_end_to_end_report(eval_data, tmp_path):
     assert sep["real_vs_synthetic"]["permutations"] == 200 and 0 < sep["real_vs_synthetic"]["p_value"] <= 1
     assert set(results["tsne"]) == {"step-001000", "step-002000"}  # no map for the control
     reconstructed = results["fidelity_reconstructed"]
-    for c, n in (("AD", 10), ("NON_AD", 5)):
+    for c, n in (("AD", 20), ("NON_AD", 10)):
         assert reconstructed[c] == pytest.approx(judge["recall"][c])
         assert reconstructed["images"][c] == n
     md = (out / "report.md").read_text()
@@ -198,7 +198,7 @@ def test_end_to_end_report(eval_data, tmp_path):
     assert "Every image compared at the generator's resolution, 32x32" in md
     assert "the positive control cross-fits the train split over 2 folds (20+10, 20+10)" in md
     assert "It is not a clinical validation." in md and "| real AD vs real NON_AD (the scale) |" in md
-    assert "| real test images after the autoencoder | 1.00 of 10 |" in md
+    assert f"| real test images after the autoencoder | {judge['recall']['AD']:.2f} of 20 |" in md
     assert "ceiling" not in md
     # Each space's Table 2 says what its features are; with two spaces, that they do not compare.
     for space in ("inception", "efficientnet"):
@@ -576,3 +576,27 @@ def test_a_kid_note_speaks_of_its_own_space_only():
     assert SPACE_NOTES["inception"] in kid_note("inception", 2) and ACROSS_SPACES.strip() in kid_note(
         "inception", 2
     )
+
+
+def test_a_test_split_too_small_for_a_verdict_is_refused(eval_data, tmp_path):
+    """20 AD and 1 NON_AD test images gave "+0.325 [+0.210, +0.440]: helps" (a class of one image
+    has no variance): no verdict below 10 test images of a class, and the error says what 10 buy."""
+    real = tmp_path / "real"
+    shutil.copytree(eval_data / "real", real)
+    gone = {
+        p.relative_to(real).as_posix()
+        for p in sorted((real / "classif" / "test" / "NON_AD").glob("*.png"))[1:]
+    }
+    for name in gone:
+        (real / name).unlink()
+    manifest = (real / "manifest.csv").read_text().splitlines()
+    (real / "manifest.csv").write_text("\n".join(r for r in manifest if r.split(",")[0] not in gone) + "\n")
+    (tmp_path / "samples").symlink_to(eval_data / "samples")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, _args(tmp_path, out, "--no-augment", "--features", "inception"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: the real test split has 20 AD and 1 NON_AD images; a verdict needs at least 10 of each class "
+        "(even at 10 + 10 a balanced-accuracy gain is detectable only from about +0.47)"
+    )
+    assert not out.exists()

@@ -33,15 +33,17 @@ def test_the_studys_tables_cannot_tell_and_say_why():
         "pick_probability",
         "decision",
         "verdict",
+        "reasons",
         "gains",
         "notes",
     }
+    assert out["verdict"] == "Cannot decide: no checkpoint passes the clinical rules."
     assert out["naive_pick"] == "8k" and out["clinical_pick"] is None
     assert 0.5 < out["pick_probability"]["naive"] < 0.8 and out["pick_probability"]["clinical"] is None
     assert out["decision"] == "cannot decide"
     assert (
         "1k, 2k, 3k, 4k, 5k, 6k, 7k, 8k: its synthetic NON_AD sits closer to real AD than to real NON_AD (NON_AD "
-        "margin below zero)." in (out["verdict"])
+        "margin below zero)." in " ".join(out["reasons"])
     )
     gain = out["gains"]["8k"]
     assert gain["word"] == "cannot tell" and gain["seeds"] == 1 and gain["seed_variance"] == "not measured"
@@ -126,10 +128,7 @@ def test_a_declared_seed_sd_lets_one_seed_speak_and_a_control_can_power_the_verd
     )
     tight = json.loads(_run(table, "--json", "--seed-sd", "0.0", "--min-gain", "0.2").output)
     assert tight["gains"]["8k"]["word"] == "does not help"
-    assert (
-        tight["decision"] == "not worth using"
-        and "while adding held-out real images does" in tight["verdict"]
-    )
+    assert tight["decision"] == "not worth using" and "while held-out real images do" in tight["verdict"]
 
 
 def test_a_std_over_subsets_becomes_a_standard_error_when_the_sizes_are_given(tmp_path):
@@ -186,7 +185,7 @@ def test_the_plan_says_what_a_test_split_can_detect():
         ),
         (
             lambda s: s.replace("8k: [{AD: [62, 15]", "9k: [{AD: [62, 15]"),
-            "table1.augmented: 9k not among kid.checkpoints",
+            "table1: 9k not among kid.checkpoints",
         ),
         (
             lambda s: s.replace("NON_AD: [19, 17]}]", "NON_AD: [19, 18]}]"),
@@ -242,3 +241,12 @@ def test_judge_does_not_load_torch():
         ).stdout.strip()
         == "False"
     )
+
+
+def test_a_published_test_split_too_small_for_a_verdict_is_refused():
+    from polypsynth.errors import EvalError
+
+    with pytest.raises(
+        EvalError, match=r"table1's test split has 20 AD and 1 NON_AD images; a verdict needs at least 10"
+    ):
+        pairing.accuracy_scores([{"AD": [15, 5], "NON_AD": [0, 1]}])

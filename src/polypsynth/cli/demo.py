@@ -16,7 +16,7 @@ from polypsynth.cli.common import main, user_errors
     type=click.Choice(["quick", "full"]),
     default="full",
     show_default=True,
-    help="quick: every step at toy size, about 1.5 min on 2 cores; full: about 15 min on 2 cores, most of "
+    help="quick: every step at toy size, about 1.7 min on 2 cores; full: about 15 min on 2 cores, most of "
     "it training (measured: README).",
 )
 @click.option("--fresh", is_flag=True, help="Start over instead of reusing finished steps.")

@@ -252,4 +252,6 @@ def evaluate_command(
         sources={"real": real, "reconstructions": reconstructions},
     )
     click.echo(evaluation.selection["verdict"])
+    for note in evaluation.selection["notes"]:
+        click.echo(f"  - {note}")
     click.echo(f"report: {Path(out) / 'index.html'}")

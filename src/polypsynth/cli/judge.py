@@ -71,6 +71,7 @@ def _table_text(published, chosen: dict) -> str:
         parts.append("gains in balanced accuracy [95%]:")
         parts += [f"  {name}: {describe(g)}" for name, g in published.gains.items()]
     parts.append(f"verdict: {sel['verdict']}")
+    parts += [f"  - {n}" for n in sel["notes"]]
     parts += [f"note: {n}" for n in published.notes]
     return "\n".join(parts)
 

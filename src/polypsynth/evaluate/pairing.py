@@ -24,6 +24,7 @@ import numpy as np
 
 from polypsynth.data.records import CLASSES
 from polypsynth.errors import EvalError
+from polypsynth.evaluate.uncertainty import check_test_split
 
 Confusion = Mapping[str, Sequence[int]]  # true class -> [predicted AD, predicted NON_AD]
 
@@ -41,6 +42,7 @@ def labels_of(confusions: Sequence[Confusion], where: str = "table1") -> np.ndar
             f"{where}: every confusion matrix must count the same test images per class, got {sorted(sizes)}"
         )
     ((n_ad, n_non),) = sizes
+    check_test_split({"AD": n_ad, "NON_AD": n_non}, f"{where}'s test split")
     return np.repeat([0, 1], [n_ad, n_non])
 
 

@@ -15,6 +15,7 @@ The file (YAML):
       real: [{AD: [64, 13], NON_AD: [17, 19]}]
       augmented: {8k: [{AD: [62, 15], NON_AD: [19, 17]}]}
       control: [...]        # optional: the same classifier with held-out real images added
+      swapped: {8k: [...]}  # optional: with 8k's images, AD and NON_AD labels swapped (negative control)
     fidelity:               # optional: the judge's recall on real test images and its shares
       judge: {recall: {AD: 0.83, NON_AD: 0.53}, images: {AD: 77, NON_AD: 36}}
       images: {AD: 48, NON_AD: 48}
@@ -59,6 +60,7 @@ class Published:
     fidelity: dict | None
     copies: dict | None
     notes: list[str] = field(default_factory=list)
+    negative: dict[str, dict] = field(default_factory=dict)  # label-swapped controls' gains
 
 
 def _pair(value, where: str) -> tuple[float, float]:
@@ -146,19 +148,31 @@ def _confusions(runs, where: str) -> list[dict]:
     return out
 
 
-def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict, dict]:
+def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict, dict, dict]:
+    """The real row's balanced accuracy, every augmented row's gain (the control's too) and every
+    swapped row's gain, each against the real row, paired by seed."""
     real = _confusions(table1.get("real"), "table1.real")
     y, right = pairing.accuracy_scores(real)
     real_row = interval(y, right, (0.0, 1.0), seed_sd)
-    added = dict(_mapping(table1.get("augmented", {}), "table1.augmented"))
+    added = {
+        str(n): (f"table1.augmented.{n}", r)
+        for n, r in _mapping(table1.get("augmented", {}), "table1.augmented").items()
+    }
     if "control" in table1:
-        added[CONTROL] = table1["control"]
-    gains = {}
-    for name, runs in added.items():
-        where = f"table1.augmented.{name}" if name != CONTROL else "table1.control"
-        y, diff = pairing.gain_scores(real, _confusions(runs, where))
-        gains[str(name)] = conclude(interval(y, diff, seed_sd=seed_sd, paired=True), min_gain)
-    return real_row, gains
+        added[CONTROL] = ("table1.control", table1["control"])
+    swapped = {
+        str(n): (f"table1.swapped.{n}", r)
+        for n, r in _mapping(table1.get("swapped", {}), "table1.swapped").items()
+    }
+
+    def gains(rows):
+        out = {}
+        for name, (where, runs) in rows.items():
+            y, diff = pairing.gain_scores(real, _confusions(runs, where))
+            out[name] = conclude(interval(y, diff, seed_sd=seed_sd, paired=True), min_gain)
+        return out
+
+    return real_row, gains(added), gains(swapped)
 
 
 def _fidelity(section: dict, names: list[str]) -> dict:
@@ -199,12 +213,18 @@ def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = N
     notes = [note]
     real: dict | None = None
     gains: dict[str, dict] = {}
+    negative: dict[str, dict] = {}
     if "table1" in doc:
         table1 = _mapping(doc["table1"], "table1")
-        real, gains = _gains(table1, min_gain, seed_sd)
-        missing = [n for n in gains if n not in kids and n != CONTROL]
+        unknown = [k for k in table1 if k not in ("real", "augmented", "control", "swapped")]
+        if unknown:
+            raise EvalError(
+                f"table1: unknown key(s) {', '.join(map(str, unknown))}; expected real, augmented, control, swapped"
+            )
+        real, gains, negative = _gains(table1, min_gain, seed_sd)
+        missing = [n for n in [*gains, *negative] if n not in kids and n != CONTROL]
         if missing:
-            raise EvalError(f"table1.augmented: {', '.join(missing)} not among kid.checkpoints")
+            raise EvalError(f"table1: {', '.join(missing)} not among kid.checkpoints")
         notes.append(
             "Gains from confusion matrices: each interval covers every pairing of the images they allow."
         )
@@ -222,18 +242,20 @@ def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = N
         + ("given." if fidelity else "not given: the clinical rule reads the margins alone.")
     )
     notes.append("Copies " + ("given." if copies else "not checked."))
-    return Published(kids, scale, gains, real, fidelity, copies, notes)
+    return Published(kids, scale, gains, real, fidelity, copies, notes, negative)
 
 
 def judge(published: Published, min_gain: float = MIN_GAIN, seed: int = 0) -> dict:
     """select() on the published figures: the same rules, picks, gains and verdict as `evaluate`."""
     control = CONTROL if CONTROL in published.kids or CONTROL in published.gains else None
+    negative = {n: g for n, g in published.negative.items()} or None
     return selection.select(
         published.kids,
         fidelity=published.fidelity,
         gains=published.gains or None,
         copies=published.copies,
         control=control,
+        negative=negative,
         min_gain=min_gain,
         seed=seed,
     )
@@ -250,6 +272,7 @@ def summary(published: Published, chosen: dict) -> dict:
         },
         "decision": chosen["decision"],
         "verdict": chosen["verdict"],
+        "reasons": chosen["notes"],
         "gains": {
             name: {
                 "word": str(g["word"]),

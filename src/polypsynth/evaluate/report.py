@@ -41,6 +41,7 @@ from polypsynth.evaluate.tables import (
     separation_rows,
     table1,
     table2,
+    verdict_rows,
 )
 from polypsynth.evaluate.verdict import MEANING
 
@@ -169,6 +170,7 @@ def _html_table(rows) -> str:
 
 SECTIONS = (
     "Verdict",
+    "Why",
     "Inputs",
     "Table 2",
     "KID curves",
@@ -285,7 +287,8 @@ def _sections(results: dict) -> list[Section]:
         else "labelled split or control; not the --train-pool images: --no-pool-features",
     )
     sections: list[Section] = [
-        ("Verdict", [results["selection"]["verdict"], MEANING], [], None),
+        ("Verdict", [results["selection"]["verdict"]], [verdict_rows(results)], None),
+        ("Why", [*results["selection"]["notes"], MEANING], [], None),
         ("Inputs", [inputs_text(results)], [inputs_rows(results)], None),
     ]
     for space in results["kid"]:

@@ -37,6 +37,7 @@ from polypsynth.evaluate.sets import (
     control_folds,
     generator_resolution,
 )
+from polypsynth.evaluate.uncertainty import check_test_split
 
 LesionOf = Callable[[Path], str]
 
@@ -53,6 +54,7 @@ def _inputs(
         empty = [c for c in CLASSES if not reconstructions.get(c)]
         if empty:
             raise EvalError(f"reconstructions hold no {', '.join(empty)} images; every class needs some")
+    check_test_split(counts(real.test))
     for ck in checkpoints:
         for c in CLASSES:
             if len(ck.images[c]) < kid.MIN_IMAGES:
@@ -176,6 +178,7 @@ def _select(
         gains_by=gains_by,
         copies=copies.copying(memo, inputs.judged),
         control=CONTROL,
+        negative=table["controls"]["swapped"] or None,
         min_gain=inputs.options.min_gain,
         seed=inputs.options.seed,
     )

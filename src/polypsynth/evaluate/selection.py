@@ -265,6 +265,7 @@ def select(
     gains_by: str | None = None,
     copies: dict[str, dict] | None = None,
     control: str | None = None,
+    negative: dict[str, dict] | None = None,
     min_gain: float = MIN_GAIN,
     seed: int = 0,
 ) -> dict:
@@ -272,7 +273,9 @@ def select(
     in order, the positive control `control` among them: judged like the rest, never picked);
     `fidelity`: fidelity_inputs, None when not measured; `gains`: augmentation gains
     (uncertainty.gain_interval) measured with `gains_by`; `copies`: memorisation per set, None when
-    not checked; `min_gain`: the smallest balanced-accuracy gain worth having."""
+    not checked; `negative`: the label-swapped controls' gains (checkpoint -> gain); `min_gain`: the
+    smallest balanced-accuracy gain worth having. The verdict is a decision, one sentence and notes
+    (verdict.py)."""
     table = clinical_table(kids, fidelity, copies)
     names = [n for n in kids if n != control]
     naive = naive_scores({n: kids[n] for n in names})
@@ -294,9 +297,7 @@ def select(
         "min_gain": min_gain,
         "measured": {"fidelity": fidelity is not None, "copies": copies is not None, "gains": bool(gains)},
     }
-    if (
-        control is not None
-    ):  # judged by the rules when its KIDs are known (a published table may give only its gain)
+    if control is not None:  # judged by the rules when its KIDs are known (a table may give only its gain)
         row = table.get(control)
         out["control"] = {
             "name": control,
@@ -305,9 +306,11 @@ def select(
             "copies": row["copies"] if row else None,
             "gain": (gains or {}).get(control),
         }
+    if negative is not None:
+        out["negative"] = negative
     if gains:
         out["agreement"] = _agreement(names, naive, table, gains)
-    out["decision"], out["verdict"] = verdict(out, gains, gains_by)
+    out["decision"], out["verdict"], out["notes"] = verdict(out, gains, gains_by)
     return out
 
 

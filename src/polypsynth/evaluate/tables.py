@@ -250,6 +250,40 @@ def selection_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def verdict_rows(results: dict, gains: dict | None = None) -> list[list[str]]:
+    """The verdict's table: per judged set, where each margin lies, each class's fidelity, copies,
+    and the gain with its word (the study's classifier's, or `gains`)."""
+    sel = results["selection"]
+    gains = gains if gains is not None else results.get("classification", {}).get("gains", {})
+    rows = [
+        [
+            "Checkpoint",
+            "margin AD",
+            "margin NON_AD",
+            "fidelity AD",
+            "fidelity NON_AD",
+            "copies",
+            "gain [95%]",
+            "word",
+        ]
+    ]
+    for name, t in sel["clinical"]["table"].items():
+        fidelity = t["fidelity"]
+        g = gains.get(name)
+        rows.append(
+            [
+                set_label(results, name),
+                f"{t['margin_AD']:+.4f} {t['margins']['AD']}",
+                f"{t['margin_NON_AD']:+.4f} {t['margins']['NON_AD']}",
+                *[fidelity[c]["status"] if fidelity else "not measured" for c in CLASSES],
+                "not checked" if t["copies"] is None else ("yes" if t["copies"] else "no"),
+                f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g else "not measured",
+                str(g["word"]) if g else "—",
+            ]
+        )
+    return rows
+
+
 def picks_text(results: dict) -> str:
     """Each rule's pick with the share of redraws from the KIDs' errors that keep it."""
     sel = results["selection"]

@@ -54,6 +54,7 @@ LEVEL = 0.95
 POWER = 0.8
 MIN_GAIN = 0.02  # default: two points of balanced accuracy
 MAX_SEED_SD = 0.5  # a balanced accuracy's standard deviation cannot exceed half its range
+MIN_TEST = 10  # test images per class below which no verdict is given (with a class of 1, its variance is 0)
 
 MEASURED, ASSUMED, NOT_MEASURED = "measured", "assumed", "not measured"  # the seed part's source
 
@@ -285,3 +286,16 @@ def planned_mde(
         "lower_bound": seed_sd is None,
         "words_possible": seeds > 1 or seed_sd is not None,
     }
+
+
+def check_test_split(counts: dict[str, int], where: str = "the real test split") -> None:
+    """No verdict from fewer than MIN_TEST test images of a class: the error states the smallest
+    gain even MIN_TEST of each could detect."""
+    short = [c for c in CLASSES if counts.get(c, 0) < MIN_TEST]
+    if short:
+        at = planned_mde({c: MIN_TEST for c in CLASSES}, 1)["mde"]
+        have = " and ".join(f"{counts.get(c, 0)} {c}" for c in CLASSES)
+        raise EvalError(
+            f"{where} has {have} images; a verdict needs at least {MIN_TEST} of each class (even at "
+            f"{MIN_TEST} + {MIN_TEST} a balanced-accuracy gain is detectable only from about {at:+.2f})"
+        )

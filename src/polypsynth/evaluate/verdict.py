@@ -1,21 +1,24 @@
-"""The verdict: "worth using", "not worth using" or "cannot decide", and the sentences that say why.
+"""The verdict: "worth using", "not worth using" or "cannot decide", in one sentence, with notes.
 
 - *worth using*: the clinical rule picks a checkpoint and its images *help* (uncertainty.Word: the
-  gain's interval lies above 0 and reaches the minimum gain).
+  gain's interval lies above 0 and reaches the minimum gain), and the label-swapped negative
+  control loses accuracy (the classifier reads the synthetic labels).
 - *not worth using*: every checkpoint copies its training images while held-out real images are
   not flagged (the copy check works on this data); or no checkpoint that does not copy earns more
-  than *does not help*, *below the minimum* or *harms*, while the positive control *helps*: held-out
-  real images added the same way show a gain, so the test split can see one. Without such a control
-  a gain below the minimum says nothing against the images.
-- *cannot decide*: everything else, with the reason: no eligible checkpoint (each one's reasons),
-  an untested or undecided gain (with its seeds and minimum detectable effect), a control that fails
-  the rules, shows no gain, harms (the classifier does not gain from more real images of this kind),
-  or is absent.
+  than *does not help*, *below the minimum* or *harms*, while the positive control *helps* (held-out
+  real images added the same way show a gain, so the test split can see one) and the negative
+  control *harms*. Without such controls a gain below the minimum says nothing against the images.
+- *cannot decide*: everything else, with the reason.
 
-It reads only the selection's dict (selection.select), so an evaluation and a published table
-(`polypsynth judge`) get the same sentences."""
+The sentence names the decision and its main reason; the notes say the rest: each ineligible
+checkpoint's reasons (which margin is below zero, which class is lost), the controls, and the naive
+pick. The report puts a table of every checkpoint between them (tables.verdict_rows). It reads only
+the selection's dict (selection.select), so an evaluation and a published table (`polypsynth judge`)
+get the same words."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from polypsynth.evaluate.uncertainty import Word, describe
 
@@ -38,14 +41,48 @@ def _word(gain: dict | None) -> Word | None:
 
 def _probability(rule: dict) -> str:
     p = rule.get("probability")
-    return f" (the pick in {p:.0%} of redraws from the KIDs' errors)" if p is not None else ""
+    return f" ({p:.0%} of redraws)" if p is not None else ""
 
 
-def _control_sentences(control: dict | None, min_gain: float) -> list[str]:
+@dataclass
+class _Reading:
+    """What the verdict reads of one selection."""
+
+    selection: dict
+    gains: dict[str, dict]
+    by: str
+    names: list[str] = field(init=False)
+
+    def __post_init__(self):
+        control = self.selection.get("control")
+        self.names = [n for n in self.selection["clinical"]["table"] if not control or n != control["name"]]
+
+    @property
+    def table(self) -> dict:
+        return self.selection["clinical"]["table"]
+
+    @property
+    def control(self) -> dict | None:
+        return self.selection.get("control")
+
+    @property
+    def min_gain(self) -> float:
+        return self.selection["min_gain"]
+
+    def gain(self, name: str) -> str:
+        return f"{describe(self.gains[name])}{self.by}" if name in self.gains else "not measured"
+
+    def untrusted(self) -> list[str]:
+        """Negative controls that did not lose accuracy."""
+        return [n for n, g in self.selection.get("negative", {}).items() if _word(g) != Word.HARMS]
+
+
+def _control_notes(r: _Reading) -> list[str]:
+    control = r.control
     if control is None:
         return [
             f"No positive control was run: nothing shows that this test split could see a gain of "
-            f"{min_gain:+.3f}, so gains below it say nothing against the images."
+            f"{r.min_gain:+.3f}, so gains below it say nothing against the images."
         ]
     out = []
     if control["eligible"] is False:
@@ -63,80 +100,94 @@ def _control_sentences(control: dict | None, min_gain: float) -> list[str]:
     elif gain is not None and word != Word.HELPS:
         out.append(
             f"Adding held-out real images shows no gain of the minimum size either ({describe(gain)}): this test "
-            f"split cannot show a gain of {min_gain:+.3f}."
+            f"split cannot show a gain of {r.min_gain:+.3f}."
         )
+    elif gain is not None:
+        out.append(f"Adding held-out real images helps ({describe(gain)}): the test split can see a gain.")
     return out
 
 
-def _no_pick_sentences(table: dict, names: list[str], gains: dict | None) -> list[str]:
+def _negative_notes(r: _Reading) -> list[str]:
+    out = []
+    for name, gain in r.selection.get("negative", {}).items():
+        if _word(gain) == Word.HARMS:
+            out.append(
+                f"Swapping the labels of {name}'s images lowers accuracy ({describe(gain)}): the classifier reads them."
+            )
+        else:
+            out.append(
+                f"Swapping the AD and NON_AD labels of {name}'s images does not clearly lower accuracy "
+                f"({describe(gain)}): the classifier is not shown to read the synthetic labels, so no gain or loss "
+                "here is shown to come from what the images say about pathology."
+            )
+    return out
+
+
+def _rule_notes(r: _Reading) -> list[str]:
     grouped: dict[str, list[str]] = {}  # checkpoints with the same reasons named together
-    for n in names:
-        grouped.setdefault(", ".join(table[n]["reasons"]), []).append(n)
-    out = [
-        "No checkpoint passes the clinical rules: "
-        + "; ".join(f"{', '.join(ns)}: {r}" for r, ns in grouped.items())
-        + "."
-    ]
-    helping = [n for n in names if not table[n]["copies"] and _word((gains or {}).get(n)) == Word.HELPS]
-    if helping:
-        out.append(f"Yet the images of {', '.join(helping)} clearly helped the classifier.")
-    return out
+    for n in r.names:
+        if r.table[n]["reasons"]:
+            grouped.setdefault(", ".join(r.table[n]["reasons"]), []).append(n)
+    return [f"{', '.join(ns)}: {reason}." for reason, ns in grouped.items()]
 
 
-def _copy_verdict(selection: dict, names: list[str], tail: str) -> tuple[str, str] | None:
-    """The verdict when every checkpoint copies, read after the control: when the control's real
-    images are flagged too, the copy check cannot tell copies from new images here."""
-    table, control = selection["clinical"]["table"], selection.get("control")
-    if any(table[n]["copies"] is not True for n in names):
-        return None
-    if control is not None and control["copies"]:
-        return "cannot decide", (
-            "Cannot decide. Every checkpoint is flagged as copying its training images, but so are held-out "
-            "real images: the copy check cannot tell copies from new images on this data." + tail
-        )
-    return "not worth using", "Not worth using: every checkpoint reproduces its training images." + tail
-
-
-def verdict(selection: dict, gains: dict[str, dict] | None, gains_by: str | None = None) -> tuple[str, str]:
-    """(decision, text) from select's dict (module docstring)."""
-    table = selection["clinical"]["table"]
-    control = selection.get("control")
-    names = [n for n in table if not control or n != control["name"]]
-    pick, naive = selection["clinical"]["pick"], selection["naive"]["pick"]
-    min_gain = selection["min_gain"]
-    by = f" ({gains_by})" if gains_by else ""
-    tail = f" The lowest same-class KID, the rule the study warns against, would pick {naive}{_probability(selection['naive'])}."
-    if pick and _word((gains or {}).get(pick)) == Word.HELPS:
+def _decide(r: _Reading) -> tuple[str, str]:
+    """(decision, sentence)."""
+    sel, table, control = r.selection, r.table, r.control
+    pick = sel["clinical"]["pick"]
+    untrusted = r.untrusted()
+    if pick and _word(r.gains.get(pick)) == Word.HELPS and not untrusted:
         fidelity = " and recognisable" if table[pick]["fidelity"] else ""
         return "worth using", (
-            f"Worth using: {pick}{_probability(selection['clinical'])}. Its synthetic classes stay apart{fidelity}, "
-            f"and adding its images to the real training data changed balanced accuracy by "
-            f"{describe(gains[pick])}{by}." + tail  # type: ignore[index]
+            f"Worth using: {pick}{_probability(sel['clinical'])}; its synthetic classes stay apart{fidelity}, and its "
+            f"images raise balanced accuracy: {r.gain(pick)}."
         )
-    copied = _copy_verdict(selection, names, tail)
-    if copied:
-        return copied
-    usable = [n for n in names if not table[n]["copies"]]
+    if r.names and all(table[n]["copies"] is True for n in r.names):
+        if control is not None and control["copies"]:
+            return "cannot decide", (
+                "Cannot decide: the copy check flags every checkpoint and the held-out real images alike, so it "
+                "cannot tell copies from new images on this data."
+            )
+        return "not worth using", "Not worth using: every checkpoint reproduces its training images."
+    usable = [n for n in r.names if not table[n]["copies"]]
     powered = control is not None and _word(control["gain"]) == Word.HELPS
-    if powered and gains and all(_word(gains.get(n)) in NO_GAIN for n in usable):
+    if powered and not untrusted and r.gains and all(_word(r.gains.get(n)) in NO_GAIN for n in usable):
         return "not worth using", (
-            f"Not worth using: no checkpoint's images raise balanced accuracy by {min_gain:+.3f} or more "
-            f"({'; '.join(f'{n}: {describe(gains[n])}' for n in usable)}{by}), while adding held-out real "
-            f"images does ({describe(control['gain'])})." + tail  # type: ignore[index]
+            f"Not worth using: no checkpoint's images raise balanced accuracy by {r.min_gain:+.3f} or more, while "
+            "held-out real images do."
         )
-    parts = ["Cannot decide."]
-    if pick and not gains:
-        parts.append(
-            f"{pick}{_probability(selection['clinical'])} passes the clinical rules; augmentation was not "
-            "measured, so whether its images help is untested."
+    if pick and _word(r.gains.get(pick)) == Word.HELPS:
+        return "cannot decide", (
+            f"Cannot decide: {pick} passes the clinical rules and its images raise balanced accuracy, but the "
+            f"label-swapped control does not show that the classifier reads their labels."
         )
-    elif pick and gains:
-        parts.append(
-            f"{pick}{_probability(selection['clinical'])} passes the clinical rules, but its images' gain is "
-            f"{describe(gains[pick]) if pick in gains else 'not measured'}{by}."
+    if pick:
+        told = "was not measured" if not r.gains else f"is {r.gain(pick)}"
+        return (
+            "cannot decide",
+            f"Cannot decide: {pick}{_probability(sel['clinical'])} passes the clinical rules, but its images' gain {told}.",
         )
-    else:
-        parts += _no_pick_sentences(table, names, gains)
-    if gains:
-        parts += _control_sentences(control, min_gain)
-    return "cannot decide", " ".join(parts) + tail
+    return "cannot decide", "Cannot decide: no checkpoint passes the clinical rules."
+
+
+def verdict(
+    selection: dict, gains: dict[str, dict] | None, gains_by: str | None = None
+) -> tuple[str, str, list[str]]:
+    """(decision, sentence, notes) from select's dict (module docstring)."""
+    r = _Reading(selection, gains or {}, f" ({gains_by})" if gains_by else "")
+    decision, sentence = _decide(r)
+    notes = _rule_notes(r)
+    helping = [
+        n
+        for n in r.names
+        if not r.table[n]["eligible"] and not r.table[n]["copies"] and _word(r.gains.get(n)) == Word.HELPS
+    ]
+    if helping:
+        notes.append(f"Yet the images of {', '.join(helping)} clearly helped the classifier.")
+    if r.gains:
+        notes += _control_notes(r) + _negative_notes(r)
+    naive = selection["naive"]
+    notes.append(
+        f"The lowest same-class KID, the rule the study warns against, would pick {naive['pick']}{_probability(naive)}."
+    )
+    return decision, sentence, notes
