@@ -46,6 +46,15 @@ def write_marker(folder: Path, what: str) -> None:
     )
 
 
+def read_marker(folder: Path) -> dict:
+    """What FOLDER's marker says ({"written_by", "what", "date"}), or {} without a readable one."""
+    try:
+        found = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def read_incomplete(folder: Path) -> dict | None:
     """The incomplete marker's content ({"have", "count", "complete_with"}), or None."""
     path = Path(folder) / INCOMPLETE

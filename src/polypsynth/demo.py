@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from polypsynth.atomic import MARKER, atomic_write_text
+from polypsynth.atomic import MARKER, atomic_write_text, make_parents, read_marker, write_marker
 from polypsynth.bundle_format import load_manifest
 from polypsynth.config import load_config
 from polypsynth.data.phantom import PhantomPlan, generate_phantom
@@ -131,9 +131,7 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
         raise PolypsynthError(f"unknown profile {profile_name!r}; expected one of {', '.join(PROFILES)}")
     profile = PROFILES[profile_name]
     out = Path(out)
-    if fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, fresh)
     start = time.perf_counter()
     timings = {}
 
@@ -169,6 +167,31 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     for line in summary["lines"]:
         click.echo(line)
     return summary
+
+
+DEMO_FOLDER = "demo folder"  # what the marker of a demo's --out says it is
+
+
+def _claim(out: Path, fresh: bool) -> None:
+    """Make OUT the demo's own folder: a new or empty one gets its marker first; one that carries a
+    demo marker is resumed (or, with `fresh`, emptied); anything else is refused, untouched."""
+    if out.exists() and not out.is_dir():
+        raise PolypsynthError(f"demo folder {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if read_marker(out).get("what") != DEMO_FOLDER:
+            raise PolypsynthError(
+                f"demo folder {out} is not empty and was not made by `polypsynth demo` (no {MARKER} marker naming a "
+                "demo folder): nothing was changed; choose another --out"
+            )
+        if fresh:
+            for child in out.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    make_parents(out, DEMO_FOLDER)
+    if not (out / MARKER).is_file():
+        write_marker(out, DEMO_FOLDER)
 
 
 def _train_once(train_dir: Path, profile: Profile, phantom: Path, seed: int) -> list[Path]:

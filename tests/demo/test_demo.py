@@ -126,3 +126,43 @@ def test_quick_demo_end_to_end(tmp_path):
     again = CliRunner().invoke(main, ["demo", "--profile", "quick", "--out", str(out)])  # from the checkout
     assert again.exit_code == 0, again.output
     assert json.loads((out / "summary.json").read_text())["timings"]["train"] < 5
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path, fresh):
+    """`demo --fresh --out DIR` deleted DIR whatever it held: a folder without the demo's marker is
+    refused, with or without --fresh, and nothing in it changes."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("four years")
+    result = CliRunner().invoke(
+        main, ["demo", "--out", str(folder), "--profile", "quick", *(["--fresh"] if fresh else [])]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: demo folder {folder} is not empty and was not made by `polypsynth demo` (no .polypsynth marker "
+        "naming a demo folder): nothing was changed; choose another --out"
+    )
+    assert [p.name for p in folder.iterdir()] == ["thesis.txt"] and (
+        folder / "thesis.txt"
+    ).read_text() == "four years"
+    # Another polypsynth folder (a report, say) is not the demo's either.
+    (folder / "thesis.txt").unlink()
+    (folder / ".polypsynth").write_text('{"what": "report folder"}')
+    assert CliRunner().invoke(main, ["demo", "--out", str(folder), "--fresh"]).exit_code == 1
+    assert (folder / ".polypsynth").read_text() == '{"what": "report folder"}'
+
+
+def test_fresh_empties_only_the_demos_own_folder(tmp_path):
+    from polypsynth.atomic import read_marker
+    from polypsynth.demo import _claim
+
+    out = tmp_path / "demo"
+    _claim(out, fresh=False)  # a new folder: made and marked first
+    assert read_marker(out)["what"] == "demo folder"
+    (out / "train").mkdir()
+    (out / "train" / "run.json").write_text("{}")
+    _claim(out, fresh=False)  # resumed: nothing removed
+    assert (out / "train" / "run.json").is_file()
+    _claim(out, fresh=True)  # started over: emptied, marked again
+    assert [p.name for p in out.iterdir()] == [".polypsynth"] and read_marker(out)["what"] == "demo folder"

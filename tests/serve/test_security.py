@@ -143,3 +143,79 @@ def test_request_size_limits(tiny_bundle, caplog):
             assert len(list(c.generate("tiny", "AD", 1, steps=STEPS, request_id="ok-1"))) == 1
     finally:
         server.stop(grace=1)
+
+
+def test_tls_and_port_mistakes_are_named_on_the_server(tiny_bundle, pki, tmp_path):
+    """A key that is not the certificate's, a file that is not PEM, a port in use: each one line
+    naming the input (all three read "cannot bind 127.0.0.1:PORT" before)."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "other.key").write_bytes(
+        other.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (tmp_path / "cert.der").write_bytes(b"not a certificate")
+    serve = ["serve", "--model", f"tiny={tiny_bundle}", "--port", "0"]
+    mismatch = CliRunner().invoke(
+        main, [*serve, "--tls-cert", str(pki / "server.pem"), "--tls-key", str(tmp_path / "other.key")]
+    )
+    assert mismatch.exit_code == 1
+    assert (
+        f"--tls-key {tmp_path / 'other.key'} is not the private key of --tls-cert {pki / 'server.pem'}"
+        in mismatch.output
+    )
+    garbage = CliRunner().invoke(
+        main, [*serve, "--tls-cert", str(tmp_path / "cert.der"), "--tls-key", str(pki / "server.key")]
+    )
+    assert (
+        garbage.exit_code == 1
+        and f"--tls-cert {tmp_path / 'cert.der'} cannot be read as PEM" in garbage.output
+    )
+    first = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_batch=2)).start()
+    try:
+        second = CliRunner().invoke(
+            main, ["serve", "--model", f"tiny={tiny_bundle}", "--port", str(first.port)]
+        )
+        assert second.exit_code == 1
+        assert (
+            f"cannot bind 127.0.0.1:{first.port}: port {first.port} is already in use on 127.0.0.1 (another "
+            "server?); choose another --port" in second.output
+        )
+        with SamplerClient(f"127.0.0.1:{first.port}") as c:  # the first server still has its port alone
+            assert [m.name for m in c.list_models()] == ["tiny"]
+    finally:
+        first.stop(grace=1)
+
+
+def test_tls_mistakes_are_named_on_the_client(tiny_bundle, pki, tmp_path):
+    """A plaintext client against a TLS server said "Socket closed"; a TLS client against a
+    plaintext one, or an http:// address, pointed elsewhere too."""
+    tls = ServerOptions(
+        port=0, max_batch=2, tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key")
+    )
+    plain = ServerOptions(port=0, max_batch=2)
+    generate = ["generate", "--model", "tiny", "--class", "AD", "--count", "1", "--retries", "0"]
+    for options, extra, said in (
+        (tls, [], "speaks TLS: pass its CA certificate with --tls-ca"),
+        (plain, ["--tls-ca", str(pki / "ca.pem")], "does not speak TLS: leave out --tls-ca"),
+    ):
+        server = SamplerServer({"tiny": tiny_bundle}, options).start()
+        try:
+            args = [*generate, "--server", f"localhost:{server.port}", "--out", str(tmp_path / "o"), *extra]
+            result = CliRunner().invoke(main, args)
+            assert (
+                result.exit_code == 1
+                and f"server localhost:{server.port}: UNAVAILABLE: the server on localhost:" in result.output
+            )
+            assert said in result.output, result.output
+            assert not (tmp_path / "o").exists()
+        finally:
+            server.stop(grace=1)
+    url = CliRunner().invoke(
+        main, [*generate, "--server", "http://localhost:50051", "--out", str(tmp_path / "o")]
+    )
+    assert url.exit_code == 1
+    assert (
+        "--server 'http://localhost:50051': a gRPC server is HOST:PORT, without http:// (for TLS pass --tls-ca)"
+        in url.output
+    )

@@ -10,7 +10,14 @@ from polypsynth.cli.common import main, user_errors
 
 
 @main.command("demo")
-@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The demo's folder: new, empty, or one an earlier demo made (its steps are reused). Any other "
+    "folder is refused and left as it is.",
+)
 @click.option(
     "--profile",
     type=click.Choice(["quick", "full"]),
@@ -19,7 +26,11 @@ from polypsynth.cli.common import main, user_errors
     help="quick: every step at toy size, about 1.7 min on 2 cores; full: about 15 min on 2 cores, most of "
     "it training (measured: README).",
 )
-@click.option("--fresh", is_flag=True, help="Start over instead of reusing finished steps.")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Start over instead of reusing finished steps (empties --out only if an earlier demo made it).",
+)
 @click.option("--seed", default=0, show_default=True)
 @user_errors
 def demo_command(out, profile, fresh, seed):

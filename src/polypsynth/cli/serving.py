@@ -240,6 +240,10 @@ def split_servers(server: str) -> list[str]:
     scheme = server.split(":", 1)[0]
     if scheme in ("dns", "ipv4", "ipv6", "unix", "unix-abstract", "vsock"):
         return [server]
+    if "://" in server:
+        raise PolypsynthError(
+            f"--server {server!r}: a gRPC server is HOST:PORT, without {scheme}:// (for TLS pass --tls-ca)"
+        )
     servers = [s.strip() for s in server.split(",")]
     if not all(servers) or len(set(servers)) != len(servers):
         raise PolypsynthError(f"--server {server!r}: expected HOST:PORT or distinct HOST:PORT,HOST:PORT,...")

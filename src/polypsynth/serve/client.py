@@ -7,6 +7,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import queue
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +112,7 @@ class SamplerClient:
                     "--allow-plaintext-token"
                 )
         self.target = target
+        self.tls = bool(tls_ca)
         options = [
             ("grpc.service_config", SERVICE_CONFIG),
             ("grpc.max_receive_message_length", max_message_mb << 20),
@@ -127,6 +130,35 @@ class SamplerClient:
 
     def close(self) -> None:
         self.channel.close()
+
+    def unreachable_hint(self, timeout: float = 2.0) -> str:
+        """Why this client may not reach its server, when a socket can tell (gRPC says only
+        UNAVAILABLE): nothing listens there, or the server speaks TLS and the client does not, or
+        the other way round. Empty when the target is not a plain HOST:PORT or nothing is found."""
+        hosts = target_hosts(self.target)
+        if (
+            len(hosts) != 1
+            or ":" not in self.target
+            or self.target.split(":", 1)[0] in ("dns", "ipv4", "ipv6", "unix")
+        ):
+            return ""
+        host, port = hosts[0], int(self.target.rsplit(":", 1)[1])
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as raw:
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # only: does it speak TLS?
+                try:
+                    with context.wrap_socket(raw, server_hostname=host):
+                        speaks_tls = True
+                except (ssl.SSLError, OSError):
+                    speaks_tls = False
+        except OSError as exc:
+            return f"nothing accepts connections on {host}:{port} ({exc.strerror or exc})"
+        if speaks_tls and not self.tls:
+            return f"the server on {host}:{port} speaks TLS: pass its CA certificate with --tls-ca"
+        if not speaks_tls and self.tls:
+            return f"the server on {host}:{port} does not speak TLS: leave out --tls-ca"
+        return ""
 
     def __enter__(self):
         return self

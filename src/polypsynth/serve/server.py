@@ -3,9 +3,12 @@ bearer-token auth, message limits sized for the largest image, and graceful shut
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import signal
+import socket
+import ssl
 import threading
 from collections.abc import Mapping
 from concurrent import futures
@@ -107,6 +110,37 @@ def check_engines_cover(bundle: str | Path, max_batch: int) -> None:
         )
 
 
+def check_tls_pair(cert: str, key: str) -> None:
+    """--tls-cert and --tls-key read as a PEM certificate and its private key, or a ServeError that
+    names which file is wrong (gRPC itself only reports that it cannot bind)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise ServeError(f"TLS file not found: {exc.filename}") from exc
+    except ssl.SSLError as exc:
+        reason = (exc.reason or "").upper()
+        if "MISMATCH" in reason:
+            raise ServeError(f"--tls-key {key} is not the private key of --tls-cert {cert}") from exc
+        which = f"--tls-key {key}" if "KEY" in reason or "PRIVATE" in reason else f"--tls-cert {cert}"
+        raise ServeError(
+            f"{which} cannot be read as PEM ({exc.reason}); expected a PEM certificate and its PEM private key"
+        ) from exc
+
+
+def _bind_failure(host: str, port: int) -> str | None:
+    """Why HOST:PORT cannot be bound, when a plain socket can tell: the port is in use."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"port {port} is already in use on {host} (another server?); choose another --port"
+        return exc.strerror
+    return None
+
+
 class SamplerServer:
     """Loads every model first (a bad bundle stops the start, no half-up server), then serves."""
 
@@ -162,6 +196,8 @@ class SamplerServer:
                 ("grpc.http2.ping_timeout_ms", int(o.keepalive_timeout_s * 1000)),
                 ("grpc.http2.max_pings_without_data", 0),  # a stalled stream sends no data
                 ("grpc.keepalive_permit_without_calls", 0),
+                # a second server on a port in use must fail to start, not share it (gRPC reuses ports)
+                ("grpc.so_reuseport", 0),
             ],
         )
         pb_grpc.add_SamplerServiceServicer_to_server(SamplerServicer(served, self.metrics), self.server)
@@ -173,6 +209,7 @@ class SamplerServer:
         if o.tls_cert or o.tls_key:
             if not (o.tls_cert and o.tls_key):
                 raise ServeError("TLS needs both --tls-cert and --tls-key")
+            check_tls_pair(o.tls_cert, o.tls_key)
             creds = grpc.ssl_server_credentials(
                 [(Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes())]
             )
@@ -182,9 +219,11 @@ class SamplerServer:
             else:
                 self.port = self.server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise ServeError(f"cannot bind {address}: {exc}") from exc
+            raise ServeError(f"cannot bind {address}: {_bind_failure(o.host, o.port) or exc}") from exc
         if self.port == 0:
-            raise ServeError(f"cannot bind {address}")
+            raise ServeError(
+                f"cannot bind {address}" + (f": {_bind_failure(o.host, o.port)}" if o.port else "")
+            )
 
     def _served(self, name: str, model) -> ServedModel:
         o = self.options

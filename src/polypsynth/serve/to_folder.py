@@ -113,8 +113,10 @@ def _provenance(
             info = _with_retries(lambda c=client: c.get_model(model), address, retries, backoff)
         except grpc.RpcError as exc:
             every = " (every server of --server must answer before a request is spread over them)"
+            hint = client.unreachable_hint() if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
             raise PolypsynthError(
-                f"server {address}: {exc.code().name}: {exc.details()}" + (every if len(clients) > 1 else "")
+                f"server {address}: {exc.code().name}: {hint or exc.details()}"
+                + (every if len(clients) > 1 else "")
             ) from exc
         provenances[address] = SamplerClient.provenance_from(info, class_name, steps, guidance, scheduler)
         classes[address] = list(info.classes)
