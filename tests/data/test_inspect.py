@@ -39,7 +39,7 @@ def test_unreadable_files_fail_unless_skipped(tmp_path):
     (tmp_path / "AD" / "bad.png").write_bytes(b"nope")
     result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path)])
     assert result.exit_code == 1
-    assert "1 image(s) cannot be decoded, first: " in result.output and "bad.png" in result.output
+    assert "1 image(s) cannot be read, first: " in result.output and "bad.png" in result.output
     result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--skip-bad"])
     assert result.exit_code == 0, result.output
     assert "unreadable files: 1" in result.output and "bad.png: " in result.output

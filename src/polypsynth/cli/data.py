@@ -94,8 +94,8 @@ def data_inspect(path, kind, labels, skip_bad, max_hash_distance, allow_leakage)
     click.echo(report.format())
     if report.unreadable and not skip_bad:
         raise DataError(
-            f"{len(report.unreadable)} image(s) cannot be decoded, first: {report.unreadable[0][0]} "
-            "(pass --skip-bad to list them and go on)"
+            f"{len(report.unreadable)} image(s) cannot be read, first: {report.unreadable[0][0]} "
+            f"({report.unreadable[0][1]}; pass --skip-bad to list them and go on)"
         )
     if allow_leakage:
         return

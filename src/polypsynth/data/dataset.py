@@ -6,23 +6,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from polypsynth.data.images import open_rgb
 from polypsynth.data.prompts import prompt_for
 from polypsynth.data.records import Record
 from polypsynth.errors import DataError
-
-
-def open_rgb(path) -> Image.Image:
-    """Decode an image as RGB; a file that cannot be decoded raises DataError naming it."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}") from exc
 
 
 def square_transform(resolution: int) -> Callable:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from polypsynth.data.dataset import open_rgb
+from polypsynth.data.images import SIXTEEN_BIT, decode, open_rgb
 from polypsynth.data.records import Record
 from polypsynth.errors import DataError
 
@@ -25,6 +25,7 @@ from polypsynth.errors import DataError
 class InspectReport:
     counts: Counter = field(default_factory=Counter)  # (label, split, quality) -> n
     resolutions: Counter = field(default_factory=Counter)  # (width, height) -> n
+    modes: Counter = field(default_factory=Counter)  # the files' own image modes (RGB, P, I;16, ...) -> n
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     duplicates: list[list[str]] = field(default_factory=list)  # groups of identical images
     leaks: list[list[str]] = field(default_factory=list)  # identical images in train and test
@@ -37,6 +38,13 @@ class InspectReport:
             lines.append(f"{label:<10} {split:<6} {quality:<12} {n}")
         lines.append(
             "resolutions: " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in self.resolutions.most_common())
+        )
+        lines.append(
+            "image modes: "
+            + ", ".join(
+                f"{mode} ({n}{', 16-bit: scaled to 8 bits' if mode in SIXTEEN_BIT else ''})"
+                for mode, n in self.modes.most_common()
+            )
         )
         lines.append(f"unreadable files: {len(self.unreadable)}")
         lines += [f"  {p}: {why}" for p, why in self.unreadable]
@@ -155,10 +163,12 @@ def inspect_records(
     hashed: list[tuple[Record, list[int]]] = []
     for record in tqdm(records, desc="inspect", unit="img", disable=not progress):
         try:
-            image = open_rgb(record.path)
+            decoded = decode(record.path)
         except DataError as exc:
             report.unreadable.append((str(record.path), str(exc.__cause__ or exc)))
             continue
+        image = decoded.image
+        report.modes[decoded.mode] += 1
         report.counts[(record.label, record.split, record.quality)] += 1
         report.resolutions[image.size] += 1
         by_hash[content_hash(image)].append(record)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from polypsynth.bundle_format import file_sha256
-from polypsynth.data.dataset import open_rgb, square_transform
+from polypsynth.data.dataset import square_transform
+from polypsynth.data.images import open_rgb
 from polypsynth.errors import EvalError
 from polypsynth.evaluate.backbone import build_backbone, lite0_weights_path, normalise
 

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from polypsynth.atomic import atomic_dir
+from polypsynth.data.images import open_rgb
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate import tsne
 from polypsynth.evaluate.kid import COMPARISONS
@@ -134,10 +134,7 @@ def sample_grid(checkpoints, path: Path, per_class: int = 4, tile: int = 96) -> 
     )
     for j, ck in enumerate(checkpoints):
         for i, c in enumerate(CLASSES):
-            imgs = [
-                np.asarray(Image.open(p).convert("RGB").resize((tile, tile)))
-                for p in ck.images[c][:per_class]
-            ]
+            imgs = [np.asarray(open_rgb(p).resize((tile, tile))) for p in ck.images[c][:per_class]]
             while len(imgs) < per_class:
                 imgs.append(np.zeros((tile, tile, 3), np.uint8))
             half = (per_class + 1) // 2
