@@ -188,62 +188,134 @@ class PolypsynthConfig:
             raise ConfigError(
                 f"model.resolution must be a positive multiple of 8, got {self.model.resolution}"
             )
+        if self.model.pretrained is None:
+            self._validate_tiny()
         for name in ("autoencoder", "pretrain", "finetune"):
-            stage: StageConfig = getattr(self.stage, name)
-            where = f"stage.{name}"
-            if stage.steps < 0:
-                raise ConfigError(f"{where}.steps must be >= 0, got {stage.steps}")
-            if stage.enabled and stage.steps > 0 and stage.batch_size <= 0:
-                raise ConfigError(f"{where}.batch_size must be > 0, got {stage.batch_size}")
-            if stage.gradient_accumulation < 1:
-                raise ConfigError(
-                    f"{where}.gradient_accumulation must be >= 1, got {stage.gradient_accumulation}"
-                )
-            if not (math.isfinite(stage.learning_rate) and stage.learning_rate > 0):
-                raise ConfigError(
-                    f"{where}.learning_rate must be a positive number, got {stage.learning_rate}"
-                )
-            if stage.checkpoint_every < 0:
-                raise ConfigError(f"{where}.checkpoint_every must be >= 0, got {stage.checkpoint_every}")
-            if stage.crop is not None:
-                down = 2 ** (len(self.model.tiny.vae_channels) - 1)
-                if name != "autoencoder":
-                    raise ConfigError(f"{where}.crop applies to the autoencoder stage only; remove it")
-                if not (0 < stage.crop <= self.model.resolution and stage.crop % down == 0):
-                    raise ConfigError(
-                        f"{where}.crop must be a multiple of {down} (the VAE's downsampling) between "
-                        f"{down} and model.resolution {self.model.resolution}, got {stage.crop}"
-                    )
-            if not 0.0 <= stage.crop_share <= 1.0:
-                raise ConfigError(f"{where}.crop_share must be in [0, 1], got {stage.crop_share}")
-            for share_name in ("replay_share", "unlabelled_share"):
-                share = getattr(stage, share_name)
-                if not 0.0 <= share < 1.0:
-                    raise ConfigError(f"{where}.{share_name} must be in [0, 1), got {share}")
-            if stage.replay_share + stage.unlabelled_share >= 1.0:
-                raise ConfigError(
-                    f"{where}: replay_share + unlabelled_share must be < 1 so the main data is drawn, "
-                    f"got {stage.replay_share + stage.unlabelled_share}"
-                )
-            if stage.replay_share > 0 and not stage.replay:
-                raise ConfigError(f"{where}.replay_share is {stage.replay_share} but {where}.replay is empty")
-            if stage.unlabelled_share > 0 and not stage.unlabelled:
-                raise ConfigError(
-                    f"{where}.unlabelled_share is {stage.unlabelled_share} but {where}.unlabelled is empty"
-                )
-            for i, src in enumerate([*stage.data, *stage.replay, *stage.unlabelled]):
-                if src.kind == "phantom" and src.subset not in ("stage1", "classif", "unlabelled"):
-                    raise ConfigError(
-                        f"{where} source {i} ({src.path}): phantom needs subset stage1, classif or "
-                        f"unlabelled, got {src.subset!r}"
-                    )
-                if src.frame_step < 1:
-                    raise ConfigError(f"{where} source {i} ({src.path}): frame_step must be >= 1")
+            self._validate_stage(name, getattr(self.stage, name))
         if not 0.0 <= self.train.cond_dropout < 1.0:
             raise ConfigError(f"train.cond_dropout must be in [0, 1), got {self.train.cond_dropout}")
         if not 0.0 < self.train.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.train.ema_decay}")
+        self._validate_numbers()
         return self
+
+    def _validate_stage(self, name: str, stage: StageConfig) -> None:
+        where = f"stage.{name}"
+        if stage.steps < 0:
+            raise ConfigError(f"{where}.steps must be >= 0, got {stage.steps}")
+        if stage.enabled and stage.steps > 0 and stage.batch_size <= 0:
+            raise ConfigError(f"{where}.batch_size must be > 0, got {stage.batch_size}")
+        if stage.gradient_accumulation < 1:
+            raise ConfigError(
+                f"{where}.gradient_accumulation must be >= 1, got {stage.gradient_accumulation}"
+            )
+        if not (math.isfinite(stage.learning_rate) and stage.learning_rate > 0):
+            raise ConfigError(f"{where}.learning_rate must be a positive number, got {stage.learning_rate}")
+        if stage.checkpoint_every < 0:
+            raise ConfigError(f"{where}.checkpoint_every must be >= 0, got {stage.checkpoint_every}")
+        if stage.crop is not None:
+            down = 2 ** (len(self.model.tiny.vae_channels) - 1)
+            if name != "autoencoder":
+                raise ConfigError(f"{where}.crop applies to the autoencoder stage only; remove it")
+            if not (0 < stage.crop <= self.model.resolution and stage.crop % down == 0):
+                raise ConfigError(
+                    f"{where}.crop must be a multiple of {down} (the VAE's downsampling) between "
+                    f"{down} and model.resolution {self.model.resolution}, got {stage.crop}"
+                )
+        if not 0.0 <= stage.crop_share <= 1.0:
+            raise ConfigError(f"{where}.crop_share must be in [0, 1], got {stage.crop_share}")
+        for share_name in ("replay_share", "unlabelled_share"):
+            share = getattr(stage, share_name)
+            if not 0.0 <= share < 1.0:
+                raise ConfigError(f"{where}.{share_name} must be in [0, 1), got {share}")
+        if stage.replay_share + stage.unlabelled_share >= 1.0:
+            raise ConfigError(
+                f"{where}: replay_share + unlabelled_share must be < 1 so the main data is drawn, "
+                f"got {stage.replay_share + stage.unlabelled_share}"
+            )
+        if stage.replay_share > 0 and not stage.replay:
+            raise ConfigError(f"{where}.replay_share is {stage.replay_share} but {where}.replay is empty")
+        if stage.unlabelled_share > 0 and not stage.unlabelled:
+            raise ConfigError(
+                f"{where}.unlabelled_share is {stage.unlabelled_share} but {where}.unlabelled is empty"
+            )
+        for i, src in enumerate([*stage.data, *stage.replay, *stage.unlabelled]):
+            if src.kind == "phantom" and src.subset not in ("stage1", "classif", "unlabelled"):
+                raise ConfigError(
+                    f"{where} source {i} ({src.path}): phantom needs subset stage1, classif or "
+                    f"unlabelled, got {src.subset!r}"
+                )
+            if src.frame_step < 1:
+                raise ConfigError(f"{where} source {i} ({src.path}): frame_step must be >= 1")
+
+    def _validate_numbers(self) -> None:
+        """Counts and rates that would fail, or divide by zero, only once training runs."""
+        checks: list[tuple[str, Any, bool, str]] = [
+            ("train.log_every", self.train.log_every, self.train.log_every >= 1, ">= 1"),
+            ("train.num_workers", self.train.num_workers, self.train.num_workers >= 0, ">= 0"),
+        ]
+        gamma = self.train.min_snr_gamma
+        checks.append(
+            (
+                "train.min_snr_gamma",
+                gamma,
+                gamma is None or (math.isfinite(gamma) and gamma > 0),
+                "> 0 or null",
+            )
+        )
+        for name in ("autoencoder", "pretrain", "finetune"):
+            stage: StageConfig = getattr(self.stage, name)
+            checks.append(
+                (f"stage.{name}.lr_warmup_steps", stage.lr_warmup_steps, stage.lr_warmup_steps >= 0, ">= 0")
+            )
+            checks.append((f"stage.{name}.kl_weight", stage.kl_weight, stage.kl_weight >= 0, ">= 0"))
+        for key, value, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{key} must be {expected}, got {value}")
+
+    def _validate_tiny(self) -> None:
+        """The tiny model's shape, checked before anything is built (diffusers and transformers
+        would refuse it deep inside their constructors)."""
+        tiny, where = self.model.tiny, "model.tiny"
+        for key in ("unet_channels", "vae_channels"):
+            widths = getattr(tiny, key)
+            if not widths or any(w < 1 for w in widths):
+                raise ConfigError(f"{where}.{key} must be a non-empty list of positive widths, got {widths}")
+        for key in (
+            "layers_per_block",
+            "attention_head_dim",
+            "latent_channels",
+            "text_hidden_size",
+            "text_layers",
+            "text_heads",
+            "max_text_length",
+        ):
+            if getattr(tiny, key) < 1:
+                raise ConfigError(f"{where}.{key} must be >= 1, got {getattr(tiny, key)}")
+        bad = [c for c in tiny.unet_channels if c % tiny.attention_head_dim]
+        if bad:
+            raise ConfigError(
+                f"{where}.attention_head_dim {tiny.attention_head_dim} (channels per head) must divide every "
+                f"{where}.unet_channels entry {tiny.unet_channels}; {bad} are not multiples of it"
+            )
+        if tiny.text_hidden_size % tiny.text_heads:
+            raise ConfigError(
+                f"{where}.text_hidden_size {tiny.text_hidden_size} must be a multiple of {where}.text_heads "
+                f"{tiny.text_heads} (each head takes an equal share)"
+            )
+        groups = min(8, *tiny.unet_channels, *tiny.vae_channels)  # the tiny model's GroupNorm groups
+        uneven = [c for c in [*tiny.unet_channels, *tiny.vae_channels] if c % groups]
+        if uneven:
+            raise ConfigError(
+                f"{where}: every unet_channels and vae_channels width must be a multiple of {groups} (the group "
+                f"norms' groups), got {uneven}"
+            )
+        factor = 2 ** (len(tiny.vae_channels) - 1) * 2 ** (len(tiny.unet_channels) - 1)
+        if self.model.resolution % factor:
+            raise ConfigError(
+                f"model.resolution {self.model.resolution} must be divisible by {factor} for {where}.vae_channels "
+                f"{tiny.vae_channels} and {where}.unet_channels {tiny.unet_channels}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import numpy as np
@@ -268,8 +269,8 @@ def test_frozen_prefix_that_matches_nothing(make_config, tmp_path):
         match=r"stage.finetune.freeze: prefix 'down_block.0' matches no U-Net parameter; valid prefixes: conv_in, time_proj, time_embedding, down_blocks, down_blocks.0",
     ):
         train(cfg, tmp_path / "run", progress=False)
-    # Refused at the finetune stage: the pretrain checkpoint before it stays, to resume from.
-    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-000006"]
+    # Refused before the first step of pretrain, the stage before it: nothing trained, no folder left.
+    assert not (tmp_path / "run").exists()
 
 
 def test_stage_without_data(make_config, tmp_path):
@@ -345,3 +346,112 @@ def test_resume_from_a_damaged_training_state_names_the_file(make_config, tmp_pa
     assert result.output.splitlines()[-1].startswith(f"Error: {file}"), result.output
     assert message in result.output
     assert [p.name for p in list_checkpoints(out)] == ["step-000002", "step-000003"]  # nothing new
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            {"stage__finetune__freeze": ["conv_inn"]},
+            r"stage.finetune.freeze: prefix 'conv_inn' matches no U-Net parameter",
+        ),
+        (
+            {"stage__finetune__data": [{"kind": "image_folder", "path": "/nowhere/cvc"}]},
+            r"stage.finetune.data\[0\] \(image_folder /nowhere/cvc\): ",
+        ),
+        (
+            {
+                "stage__finetune__unlabelled": [
+                    {"kind": "phantom", "path": "/nowhere", "subset": "unlabelled"}
+                ]
+            },
+            r"stage.finetune.unlabelled\[0\] \(phantom /nowhere\): ",
+        ),
+        (
+            {"prompts": {"ADENOMA": "an adenoma"}},
+            r"prompts: 'ADENOMA' names no class; prompts may be set for AD, NON_AD",
+        ),
+    ],
+)
+def test_a_later_stages_mistake_stops_the_run_before_its_first_step(make_config, tmp_path, override, message):
+    """A typo in the finetune stage surfaced only when finetune started, after pretrain had trained
+    (the whole 20,000-step stage 1 of sd15-polyp.yaml); now before any step, the folder taken back."""
+    result = CliRunner().invoke(
+        main, ["train", "--config", str(make_config(**override)), "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 1 and re.search(message, result.output), result.output
+    assert "Traceback" not in result.output and "pretrain:" not in result.output  # no stage ran
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_label_map_names_its_stage(make_config, tmp_path):
+    bad = [{"kind": "phantom", "path": "x", "subset": "classif", "label_map": {"serrated": "SSL"}}]
+    result = CliRunner().invoke(
+        main, ["train", "--config", str(make_config(stage__finetune__data=bad)), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 1
+    assert (
+        "stage.finetune.data[0] (phantom x): label map: 'serrated' maps to 'SSL'; targets must be one of"
+        in result.output
+    )
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("train.log_every=0", "train.log_every must be >= 1, got 0"),
+        ("train.num_workers=-2", "train.num_workers must be >= 0, got -2"),
+        (
+            "model.tiny.unet_channels=[]",
+            "model.tiny.unet_channels must be a non-empty list of positive widths, got []",
+        ),
+        ("model.tiny.attention_head_dim=0", "model.tiny.attention_head_dim must be >= 1, got 0"),
+        (
+            "model.tiny.text_hidden_size=15",
+            "model.tiny.text_hidden_size 15 must be a multiple of model.tiny.text_heads 2",
+        ),
+        (
+            "model.tiny.unet_channels=[16,20]",
+            "model.tiny.attention_head_dim 8 (channels per head) must divide every",
+        ),
+        (
+            "model.tiny.vae_channels=[16,16,16,16,16,16]",
+            "model.resolution 32 must be divisible by 64 for model.tiny.vae_channels",
+        ),
+        ("stage.pretrain.lr_warmup_steps=-1", "stage.pretrain.lr_warmup_steps must be >= 0, got -1"),
+    ],
+)
+def test_numbers_that_fail_only_once_training_runs_are_refused_first(make_config, tmp_path, setting, message):
+    args = ["train", "--config", str(make_config()), "--out", str(tmp_path / "run"), "--set", setting]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, (
+        result.output
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_may_change_a_stage_that_has_not_started(make_config, tmp_path):
+    """After pretrain, finetune's settings may be corrected and the run resumed; what has been
+    trained (pretrain, the model, the training options) may not change."""
+    out = tmp_path / "run"
+    first = make_config(stage__pretrain__steps=2, stage__finetune__enabled=False)
+    assert CliRunner().invoke(main, ["train", "--config", str(first), "--out", str(out)]).exit_code == 0
+    fixed = make_config(
+        stage__pretrain__steps=2, stage__finetune__steps=1, stage__finetune__learning_rate=5e-4
+    )
+    resumed = CliRunner().invoke(
+        main, ["train", "--config", str(fixed), "--out", str(out), "--resume", "latest"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert "finetune: 1 steps" in resumed.output and "pretrain" not in resumed.output
+    changed = make_config(  # once finetune has trained, only its steps may grow; pretrain may not change
+        stage__pretrain__steps=2,
+        stage__pretrain__learning_rate=0.5,
+        stage__finetune__steps=2,
+        stage__finetune__learning_rate=5e-4,
+    )
+    refused = CliRunner().invoke(
+        main, ["train", "--config", str(changed), "--out", str(out), "--resume", "latest"]
+    )
+    assert refused.exit_code == 1 and "the config differs from the run in" in refused.output
+    assert "stage.pretrain.learning_rate" in refused.output and "stage.finetune" not in refused.output

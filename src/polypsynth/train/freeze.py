@@ -15,17 +15,24 @@ def valid_prefixes(module) -> list[str]:
     return names
 
 
-def freeze_modules(module, prefixes, where: str = "freeze") -> list[str]:
-    """Set requires_grad=False on every parameter under the prefixes; returns the frozen names."""
-    frozen = []
-    named = list(module.named_parameters())
+def check_prefixes(module, prefixes, where: str = "freeze") -> list[str]:
+    """The parameter names under the prefixes; a ConfigError naming a prefix that matches none."""
+    matched = []
+    named = [n for n, _ in module.named_parameters()]
     for prefix in prefixes:
-        hits = [n for n, _ in named if n == prefix or n.startswith(prefix + ".")]
+        hits = [n for n in named if n == prefix or n.startswith(prefix + ".")]
         if not hits:
             raise ConfigError(
                 f"{where}: prefix {prefix!r} matches no U-Net parameter; valid prefixes: {', '.join(valid_prefixes(module))}"
             )
-        frozen += hits
+        matched += hits
+    return matched
+
+
+def freeze_modules(module, prefixes, where: str = "freeze") -> list[str]:
+    """Set requires_grad=False on every parameter under the prefixes; returns the frozen names."""
+    frozen = check_prefixes(module, prefixes, where)
+    named = list(module.named_parameters())
     keep = set(frozen)
     for name, param in named:
         if name in keep:

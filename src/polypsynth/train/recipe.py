@@ -29,8 +29,6 @@ from polypsynth.config import PolypsynthConfig, StageConfig, to_dict
 from polypsynth.data.dataset import RecordDataset
 from polypsynth.data.prompts import class_prompt
 from polypsynth.data.records import CLASSES, Record
-from polypsynth.data.sources import load_source
-from polypsynth.errors import ConfigError
 from polypsynth.models import Components, build_tiny, load_components, load_pretrained
 from polypsynth.train.checkpoint import (
     TrainState,
@@ -43,6 +41,7 @@ from polypsynth.train.checkpoint import (
 from polypsynth.train.grid import write_sample_grid
 from polypsynth.train.mix import MixPlan, StepBatchSampler
 from polypsynth.train.objectives import AutoencoderObjective, DiffusionObjective, Objective
+from polypsynth.train.preflight import PlannedStage, check_run
 from polypsynth.train.run_folder import RunError, config_hash, on_cpu, prepare_out
 from polypsynth.train.validate import validation_loss
 
@@ -70,15 +69,6 @@ def _initial_components(cfg: PolypsynthConfig) -> Components:
     return components
 
 
-def _records(stage_name: str, stage: StageConfig):
-    if not stage.data:
-        raise ConfigError(f"stage.{stage_name}.data is empty: the stage has nothing to train on")
-    pools = []
-    for sources in (stage.data, stage.replay, stage.unlabelled):
-        pools.append([r for src in sources for r in load_source(src)])
-    return pools
-
-
 def _step_generator(seed: int, stage_index: int, step: int, process: int) -> torch.Generator:
     value = np.random.SeedSequence([seed, stage_index, step, process]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(value))
@@ -100,10 +90,17 @@ def train(
 
 
 def _train(cfg: PolypsynthConfig, out: Path, resume: str | None, progress: bool) -> dict[str, StageResult]:
-    prepare_out(out, cfg, resume)
-    ckpt = resolve_resume(out, resume) if resume else None
+    ckpt = (
+        resolve_resume(out, resume)
+        if resume and (resume != "latest" or (out / "run.json").is_file())
+        else None
+    )
     state = read_state(ckpt) if ckpt else None
-    if state is not None and state.config_hash != config_hash(cfg):
+    prepare_out(out, cfg, resume, trained_through=state.stage if state else None)
+    if state is not None and state.config_hash not in (
+        config_hash(cfg),
+        config_hash(cfg, through=state.stage),
+    ):
         raise RunError(
             f"--resume {ckpt}: the checkpoint belongs to another configuration (hash {state.config_hash})"
         )
@@ -120,26 +117,47 @@ def _train(cfg: PolypsynthConfig, out: Path, resume: str | None, progress: bool)
     accelerator.init_trackers("train", config=flat)
     components = load_components(ckpt) if ckpt else _initial_components(cfg)
     components.text_encoder.requires_grad_(False)
+    plan = _plan(cfg, components, state)
+    pools = check_run(cfg, components.unet, plan)  # every stage's data and freeze list, before any step
 
     results: dict[str, StageResult] = {}
     global_step = state.global_step if state else 0
+    for planned in plan:
+        resume_from = ckpt if state is not None and planned.index == STAGES.index(state.stage) else None
+        run = _StageRun(
+            cfg,
+            planned.index,
+            planned.name,
+            planned.stage,
+            components,
+            accelerator,
+            out,
+            planned.start,
+            resume_from,
+            progress,
+        )
+        results[planned.name] = _run_stage(run, global_step, pools[planned.name])
+        global_step += planned.stage.steps - planned.start
+    accelerator.end_training()
+    return results
+
+
+def _plan(cfg: PolypsynthConfig, components: Components, state: TrainState | None) -> list[PlannedStage]:
+    """The stages this run trains, each from its first step (a resumed stage from the checkpoint's)."""
+    plan = []
     for index, name in enumerate(STAGES):
         stage: StageConfig = getattr(cfg.stage, name)
         if not stage.enabled or stage.steps == 0 or (name == "autoencoder" and components.pretrained_vae):
             continue
-        start, resume_from = 0, None
+        start = 0
         if state is not None:
             done_index = STAGES.index(state.stage)
             if index < done_index or (index == done_index and state.stage_step >= stage.steps):
                 continue
             if index == done_index:
-                start, resume_from = state.stage_step, ckpt
-        run = _StageRun(cfg, index, name, stage, components, accelerator, out, start, resume_from, progress)
-        result = _run_stage(run, global_step)
-        results[name] = result
-        global_step += stage.steps - start
-    accelerator.end_training()
-    return results
+                start = state.stage_step
+        plan.append(PlannedStage(index, name, stage, start))
+    return plan
 
 
 def _flatten(node, prefix=""):
@@ -260,9 +278,8 @@ def _prepare(run: _StageRun, objective: Objective, params: list[torch.nn.Paramet
     return model, optimizer, lr_scheduler
 
 
-def _run_stage(run: _StageRun, global_step: int) -> StageResult:
+def _run_stage(run: _StageRun, global_step: int, pools: list[list[Record]]) -> StageResult:
     setup_start = time.perf_counter()
-    pools = _records(run.name, run.stage)
     objective = _objective(run, pools)
     params = [p for p in objective.trainable.parameters() if p.requires_grad]
     model, optimizer, lr_scheduler = _prepare(run, objective, params)
@@ -300,7 +317,7 @@ def _run_stage(run: _StageRun, global_step: int) -> StageResult:
                 run.name,
                 step + 1,
                 global_step,
-                config_hash(run.cfg),
+                config_hash(run.cfg, through=run.name),
                 ema=objective.ema is not None,
                 processes=accelerator.num_processes,
             )

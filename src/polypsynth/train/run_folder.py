@@ -23,8 +23,19 @@ class RunError(PolypsynthError):
     """The output folder or the resume request does not fit this run."""
 
 
-def _comparable(cfg_dict: dict) -> dict:
+STAGE_ORDER = ("autoencoder", "pretrain", "finetune")
+
+
+def _comparable(cfg_dict: dict, through: str | None = None) -> dict:
+    """What resuming may not change: everything but _RESUMABLE_CHANGES; with `through` (the stage
+    a checkpoint was saved in), only what has been trained: the model, the training options, the
+    stages up to that one, and the prompts once a diffusion stage has run. Stages after it are free."""
     out = copy.deepcopy(cfg_dict)
+    if through is not None:
+        trained = STAGE_ORDER[: STAGE_ORDER.index(through) + 1]
+        out["stage"] = {k: v for k, v in out.get("stage", {}).items() if k in trained}
+        if through == "autoencoder":
+            out.pop("prompts", None)
 
     def strip(node):
         if isinstance(node, dict):
@@ -38,8 +49,8 @@ def _comparable(cfg_dict: dict) -> dict:
     return out
 
 
-def config_hash(cfg: PolypsynthConfig) -> str:
-    text = json.dumps(_comparable(to_dict(cfg)), sort_keys=True)
+def config_hash(cfg: PolypsynthConfig, through: str | None = None) -> str:
+    text = json.dumps(_comparable(to_dict(cfg), through), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -50,7 +61,11 @@ def _diff_keys(a, b, prefix="") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def prepare_out(out: Path, cfg: PolypsynthConfig, resume: str | None) -> None:
+def prepare_out(
+    out: Path, cfg: PolypsynthConfig, resume: str | None, trained_through: str | None = None
+) -> None:
+    """Refuse an --out that holds something else; on resume, a config that changes what has been
+    trained (`trained_through`: the resumed checkpoint's stage); write run.json."""
     run_file = out / "run.json"
     current = to_dict(cfg)
     # A run that stopped before its first checkpoint has nothing to keep: start it afresh.
@@ -61,7 +76,7 @@ def prepare_out(out: Path, cfg: PolypsynthConfig, resume: str | None) -> None:
                 f"--out {out} already holds a run; pass --resume latest to continue it, or choose another --out"
             )
         previous = json.loads(run_file.read_text())["config"]
-        changed = _diff_keys(_comparable(previous), _comparable(current))
+        changed = _diff_keys(_comparable(previous, trained_through), _comparable(current, trained_through))
         if changed:
             raise RunError(f"--resume: the config differs from the run in {out} at: {', '.join(changed)}")
     elif not restart and out.exists() and any(out.iterdir()):
