@@ -102,7 +102,7 @@ class Manifest:
         values["latent_shape"] = tuple(values["latent_shape"])
         if values.get("text_shape") is not None:
             values["text_shape"] = tuple(values["text_shape"])
-        values["defaults"] = values.get("defaults") or {}
+        values["defaults"] = _defaults(values.get("defaults") or {}, where)
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -110,6 +110,22 @@ class Manifest:
         out["latent_shape"] = list(self.latent_shape)
         out["text_shape"] = list(self.text_shape) if self.text_shape is not None else None
         return out
+
+
+def _defaults(given, where: str) -> dict:
+    """The recorded sampling defaults, each of its type (their ranges are the request's to check)."""
+    if not isinstance(given, dict):
+        raise SamplingError(f"{where}: defaults must be an object, got {given!r}")
+    kinds: dict[str, tuple[type | tuple[type, ...], str]] = {
+        "steps": (int, "a whole number"),
+        "guidance": ((int, float), "a number"),
+        "scheduler": (str, "a name"),
+    }
+    for key, (kind, what) in kinds.items():
+        value = given.get(key)
+        if key in given and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise SamplingError(f"{where}: defaults.{key} must be {what}, got {value!r}")
+    return given
 
 
 def write_manifest(bundle: Path, manifest: Manifest) -> None:

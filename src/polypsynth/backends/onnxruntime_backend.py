@@ -138,12 +138,18 @@ class OnnxRuntimeBackend:
         res = manifest.resolution
         self.sessions = {}
         for name in ("unet", "vae_decoder"):
-            session = ort.InferenceSession(
-                str(bundle / f"{name}.onnx"),
-                options,
-                providers=self.providers,
-                provider_options=provider_options,
-            )
+            try:
+                session = ort.InferenceSession(
+                    str(bundle / f"{name}.onnx"),
+                    options,
+                    providers=self.providers,
+                    provider_options=provider_options,
+                )
+            except Exception as exc:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...) share no base
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise SamplingError(
+                    f"{bundle / name}.onnx cannot be loaded by ONNX Runtime ({first}); re-export the checkpoint"
+                ) from exc
             check_active(self.providers, session.get_providers(), f"{bundle / name}.onnx")
             self.sessions[name] = session
         self.output_shape = {"unet": (c, h, w), "vae_decoder": (3, res, res)}

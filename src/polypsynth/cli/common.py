@@ -26,11 +26,31 @@ def user_errors(fn):
         except PolypsynthError as exc:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:
-            if exc.errno not in REFUSED_WRITES or not exc.filename:
+            if exc.errno not in REFUSED_WRITES:
                 raise
-            raise click.ClickException(f"{exc.filename}: {exc.strerror}") from exc
+            if exc.filename:
+                raise click.ClickException(f"{exc.filename}: {exc.strerror}") from exc
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # no file named: the output stream, or a library's write
+                _quiet_stdout()
+                raise click.ClickException(
+                    f"no space left to write the output ({exc.strerror}): free some space, or write elsewhere"
+                ) from exc
+            raise
 
     return wrapper
+
+
+def _quiet_stdout() -> None:
+    """A full stdout would fail again when Python flushes it at exit (a second traceback): point
+    the process's stdout at /dev/null before the one-line error goes to stderr."""
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test runner's buffer)
+        pass
 
 
 def real_options(fn):

@@ -18,7 +18,13 @@ def data() -> None:
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Folder to write (must be new or empty)."
 )
-@click.option("--seed", default=0, show_default=True, help="Seed; the same seed gives identical files.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed (>= 0); the same seed gives identical files.",
+)
 @click.option("--size", default=256, show_default=True, help="Image side in pixels (multiple of 8).")
 @click.option(
     "--stage1", "stage1", default=600, show_default=True, help="Stage-1 frames (polyp / non-polyp)."
@@ -28,11 +34,17 @@ def data() -> None:
 @click.option(
     "--unlabelled", default=120, show_default=True, help="High-quality polyp images without labels."
 )
-@click.option("--ad-share", default=2 / 3, show_default=True, help="Share of AD in train and test.")
+@click.option(
+    "--ad-share",
+    default=2 / 3,
+    show_default="2/3",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Share of AD in train and test, in (0, 1).",
+)
 @click.option(
     "--ambiguous-share", default=0.25, show_default=True, help="Share of polyps with weak or mixed cues."
 )
-@click.option("--workers", default=None, type=int, help="Processes (default: all cores).")
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @user_errors
 def data_phantom(

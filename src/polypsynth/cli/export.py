@@ -25,7 +25,7 @@ def _int_list(text: str) -> list[int]:
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
-@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset, 14 (attention) up to 23.")
 @click.option(
     "--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True
 )

@@ -191,7 +191,7 @@ def generate_command(
     from tqdm import tqdm
 
     from polypsynth.atomic import check_writable
-    from polypsynth.sampling.request import MAX_SEED
+    from polypsynth.sampling.request import MAX_COUNT, MAX_SEED, Defaults, RequestError, SamplingParams
     from polypsynth.serve.client import SamplerClient
     from polypsynth.serve.server import read_token
     from polypsynth.serve.to_folder import write_folder
@@ -203,6 +203,12 @@ def generate_command(
             f"--seed {seed} with --count {count}: image i uses seed + i, which must stay within 0 .. "
             f"{MAX_SEED} (2^64 - 1); the largest seed for {count} images is {MAX_SEED - count + 1}"
         )
+    try:  # the settings given are checked here, before any server is asked (the model fills the rest)
+        SamplingParams.with_defaults(
+            Defaults(), class_name, count, seed, steps, guidance, scheduler
+        ).validate([class_name], MAX_COUNT)
+    except RequestError as exc:
+        raise PolypsynthError(f"--{exc.field.replace('class_name', 'class')}: {exc.message}") from exc
     servers = split_servers(server)
     check_writable(Path(out) / class_name)  # before asking any server
     token = read_token(token_file)

@@ -52,6 +52,25 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
+MIN_IMAGE_SIZE = 32  # EfficientNet halves its input five times
+
+
+def check_options(options: ClassifierOptions) -> ClassifierOptions:
+    """The classifier's settings in range, or an EvalError naming the option."""
+    check_device(options.device)
+    if options.epochs < 1:
+        raise EvalError(f"--epochs must be >= 1, got {options.epochs}")
+    if options.image_size < MIN_IMAGE_SIZE:
+        raise EvalError(
+            f"--image-size must be >= {MIN_IMAGE_SIZE} (EfficientNet halves its input five times), got {options.image_size}"
+        )
+    if options.batch_size < 1:
+        raise EvalError(f"classifier batch size must be >= 1, got {options.batch_size}")
+    if not options.learning_rate > 0:
+        raise EvalError(f"classifier learning rate must be > 0, got {options.learning_rate}")
+    return options
+
+
 def _autocast(device: torch.device):
     """bf16 autocast on CUDA (no loss scaling needed); full precision on the CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

@@ -48,7 +48,7 @@ class EvalOptions:
         if self.classify_seeds < 1:
             raise EvalError(f"classify seeds must be >= 1, got {self.classify_seeds}")
         classify.check_device(self.device)
-        classify.check_device(self.classifier.device)
+        classify.check_options(self.classifier)
         if not 0 < self.synthetic_share <= 10:
             raise EvalError(f"synthetic share must be in (0, 10], got {self.synthetic_share}")
         check_min_gain(self.min_gain)

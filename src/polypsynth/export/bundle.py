@@ -13,7 +13,7 @@ from polypsynth import __version__
 from polypsynth.atomic import atomic_dir, prepare_target
 from polypsynth.backends.onnxruntime_backend import import_onnxruntime
 from polypsynth.bundle_format import Manifest, checkpoint_hash, file_sha256, write_manifest
-from polypsynth.export.onnx import ExportError, export_onnx, parity, trace_device
+from polypsynth.export.onnx import ExportError, check_opset, export_onnx, parity, trace_device
 from polypsynth.export.ort_optimize import NEEDS_PROVIDER, OPTIMIZE, optimize_for_cuda
 from polypsynth.export.spec import UNetExport, VaeDecoderExport, unet_spec, vae_decoder_spec
 from polypsynth.export.tensorrt import build_engines
@@ -65,6 +65,7 @@ def export_bundle(
     if not batch_sizes or min(batch_sizes) < 1:
         raise ExportError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     optimize = _check_optimize(optimize, dtype, tensorrt)
+    check_opset(opset)
     prepare_target(out, overwrite, "bundle folder")
     checkpoint = Path(checkpoint).resolve()
     components = load_components(checkpoint)

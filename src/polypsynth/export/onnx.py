@@ -24,6 +24,27 @@ def trace_device(dtype=torch.float32) -> torch.device:
     return torch.device("cuda" if dtype == torch.float16 and torch.cuda.is_available() else "cpu")
 
 
+MIN_OPSET = 14  # scaled_dot_product_attention, in every attention of the U-Net and the VAE
+
+
+def max_opset() -> int:
+    """The newest opset the installed torch exporters write (23 in torch 2.14, both exporters:
+    tested)."""
+    from torch.onnx import _constants  # the exporters' own limit; no public name exists
+
+    return int(getattr(_constants, "ONNX_MAX_OPSET", 18))
+
+
+def check_opset(opset: int) -> int:
+    top = max_opset()
+    if not MIN_OPSET <= opset <= top:
+        raise ExportError(
+            f"--opset must be between {MIN_OPSET} (attention needs it) and {top} (the newest this torch "
+            f"exports), got {opset}"
+        )
+    return opset
+
+
 def export_onnx(
     module: torch.nn.Module,
     spec: ComponentSpec,

@@ -58,6 +58,8 @@ def missing_files(folder: Path) -> list[str]:
     if not (folder / "model_index.json").is_file():
         missing.append("model_index.json")
     for name in ("unet", "vae", "text_encoder"):
+        if not (folder / name / "config.json").is_file():
+            missing.append(f"{name}/config.json")
         if not _has_weights(folder / name):
             missing.append(f"{name}/*.safetensors")
     if not (folder / "tokenizer").is_dir() or not any((folder / "tokenizer").iterdir()):
@@ -90,18 +92,43 @@ def _load_from(source: str, local_files_only: bool, pretrained_vae: bool) -> Com
     from transformers import CLIPTextModel, CLIPTokenizer
 
     offline = local_files_only
-    unet = UNet2DConditionModel.from_pretrained(
-        source, subfolder="unet", use_safetensors=True, local_files_only=offline
-    )
-    vae = AutoencoderKL.from_pretrained(
-        source, subfolder="vae", use_safetensors=True, local_files_only=offline
-    )
-    text_encoder = CLIPTextModel.from_pretrained(
-        source, subfolder="text_encoder", use_safetensors=True, local_files_only=offline
-    )
-    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=offline)
-    scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", local_files_only=offline)
-    return Components(unet, vae, text_encoder, tokenizer, scheduler, pretrained_vae=pretrained_vae)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(
+            source, subfolder="unet", use_safetensors=True, local_files_only=offline
+        )
+        vae = AutoencoderKL.from_pretrained(
+            source, subfolder="vae", use_safetensors=True, local_files_only=offline
+        )
+        text_encoder = CLIPTextModel.from_pretrained(
+            source, subfolder="text_encoder", use_safetensors=True, local_files_only=offline
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=offline)
+        scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", local_files_only=offline)
+    except (OSError, ValueError, RuntimeError) as exc:  # a config its weights do not fit, a bad file
+        raise ModelLoadError(f"model {source} cannot be loaded: {str(exc).splitlines()[0]}") from exc
+    components = Components(unet, vae, text_encoder, tokenizer, scheduler, pretrained_vae=pretrained_vae)
+    _check_fit(components, source)
+    return components
+
+
+def _check_fit(components: Components, source: str) -> None:
+    """The parts were made for each other: a U-Net copied from another model fails here, named,
+    not at its first forward pass ("mat1 and mat2 shapes cannot be multiplied")."""
+    unet, vae, text = components.unet.config, components.vae.config, components.text_encoder.config
+    pairs = [
+        (
+            "the U-Net's cross-attention width",
+            unet.cross_attention_dim,
+            "the text encoder's width",
+            text.hidden_size,
+        ),
+        ("the U-Net's input channels", unet.in_channels, "the VAE's latent channels", vae.latent_channels),
+    ]
+    for what, value, other, expected in pairs:
+        if value != expected:
+            raise ModelLoadError(
+                f"model {source}: {what} is {value} but {other} is {expected}; its parts come from different models"
+            )
 
 
 def load_pretrained(path_or_id: str | os.PathLike) -> Components:
