@@ -129,16 +129,28 @@ def _generate_args(server, out, *extra):
     ]
 
 
-def test_a_refused_request_leaves_no_folder(server, tmp_path):
+def test_a_refused_request_leaves_no_folder(server, tiny_bundle, tmp_path):
     out = tmp_path / "new" / "samples"
     result = CliRunner().invoke(main, _generate_args(server, out, "--class", "ad", "--count", "2"))
     assert result.exit_code == 1
     assert f"--class 'ad': model 'tiny' on 127.0.0.1:{server.port} has classes AD, NON_AD" in result.output
     assert not (tmp_path / "new").exists()  # neither OUT nor the folders above it were made
-    # Refused by the server after the folder was opened (seed + count past 2^64 - 1 is caught by
-    # the CLI; steps past the limit only by the server): the folder made for it is taken back.
+    # Steps past the limit: refused by the CLI before any server is asked or any folder made.
     result = CliRunner().invoke(main, _generate_args(server, out, "--class", "AD", "--steps", "501"))
-    assert result.exit_code == 1 and "INVALID_ARGUMENT: steps: must be" in result.output, result.output
+    assert result.exit_code == 1 and "--steps: must be between 1 and 500, got 501" in result.output, (
+        result.output
+    )
+    assert not (tmp_path / "new").exists()
+    # Refused by the server after the folder was opened (a count over its --max-count, which the
+    # client cannot know): the folder made for it is taken back.
+    small = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_count=3)).start()
+    try:
+        result = CliRunner().invoke(main, _generate_args(small, out, "--class", "AD", "--count", "4"))
+    finally:
+        small.stop(grace=1)
+    assert (
+        result.exit_code == 1 and "INVALID_ARGUMENT: count: must be between 1 and 3, got 4" in result.output
+    ), result.output
     assert not (tmp_path / "new").exists()
     # A seed range past the torch generators' limit: the same rule as `sample`, before anything.
     result = CliRunner().invoke(

@@ -139,8 +139,8 @@ def test_deadline_exceeded_drops_the_queue(server, client, wait_until):
     ("kwargs", "field", "message"),
     [
         ({"class_name": "SSL"}, "class_name", "unknown class 'SSL'; the model's classes: AD, NON_AD"),
-        ({"count": 0}, "count", "must be between 1 and 10000, got 0"),
-        ({"count": 10001}, "count", "must be between 1 and 10000, got 10001"),
+        ({"count": 0}, "count", "must be between 1 and 100000, got 0"),
+        ({"count": 100001}, "count", "must be between 1 and 100000, got 100001"),
         ({"steps": 501}, "steps", "must be between 1 and 500, got 501"),
         ({"steps": 0}, "steps", "must be between 1 and 500, got 0"),
         ({"guidance": -1.0}, "guidance_scale", "must be a finite number >= 0, got -1.0"),

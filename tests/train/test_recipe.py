@@ -455,3 +455,29 @@ def test_resume_may_change_a_stage_that_has_not_started(make_config, tmp_path):
     )
     assert refused.exit_code == 1 and "the config differs from the run in" in refused.output
     assert "stage.pretrain.learning_rate" in refused.output and "stage.finetune" not in refused.output
+
+
+def test_ctrl_c_says_how_to_resume(make_config, tmp_path, monkeypatch):
+    """Ctrl-C printed only "Aborted!": it now names the last checkpoint and the command that goes on."""
+    from polypsynth.train import recipe
+
+    original = recipe._run_stage
+
+    def interrupted(run, global_step, pools):
+        if run.name == "finetune":
+            raise KeyboardInterrupt
+        return original(run, global_step, pools)
+
+    monkeypatch.setattr(recipe, "_run_stage", interrupted)
+    config, out = make_config(stage__pretrain__steps=2), tmp_path / "run"
+    args = ["train", "--config", str(config), "--out", str(out), "--set", "stage.finetune.steps=3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"interrupted; the last checkpoint is {out / 'checkpoints' / 'step-000002'}" in result.output
+    assert (
+        f"Continue with: polypsynth train --config {config} --out {out} --set stage.finetune.steps=3 --resume latest"
+        in result.output
+    )
+    monkeypatch.setattr(recipe, "_run_stage", original)
+    resumed = CliRunner().invoke(main, [*args, "--resume", "latest"])
+    assert resumed.exit_code == 0 and "finetune: 3 steps" in resumed.output, resumed.output

@@ -30,7 +30,10 @@ def user_errors(fn):
                 raise
             if exc.filename:
                 raise click.ClickException(f"{exc.filename}: {exc.strerror}") from exc
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # no file named: the output stream, or a library's write
+            if exc.errno in (
+                errno.ENOSPC,
+                errno.EDQUOT,
+            ):  # no file named: the output stream, or a library's write
                 _quiet_stdout()
                 raise click.ClickException(
                     f"no space left to write the output ({exc.strerror}): free some space, or write elsewhere"
@@ -54,7 +57,8 @@ def _quiet_stdout() -> None:
 
 
 def real_options(fn):
-    """`--real` and `--real-kind`: the real AD / NON_AD data of `reconstruct` and `evaluate`."""
+    """`--real`, `--real-kind` and `--label`: the real AD / NON_AD data of `reconstruct` and `evaluate`."""
+    fn = label_option(fn)
     fn = click.option(
         "--real-kind",
         type=click.Choice(["phantom", "image_folder", "csv", "cvc_classif"]),
@@ -68,12 +72,36 @@ def real_options(fn):
     )(fn)
 
 
-def load_real_set(real: str, real_kind: str | None):
+label_option = click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="NAME=LABEL",
+    help="Map a label name of the data to AD, NON_AD, polyp or non_polyp, e.g. 'ssl=AD' (repeatable).",
+)
+
+
+def label_map(labels):
+    """The LabelMap of repeated --label NAME=LABEL options."""
+    from polypsynth.data.records import LabelMap
+    from polypsynth.errors import DataError
+
+    extra = {}
+    for item in labels:
+        name, sep, label = item.partition("=")
+        if not sep or not name:
+            raise DataError(f"--label expects NAME=LABEL, got {item!r}")
+        extra[name] = label
+    return LabelMap(extra)
+
+
+def load_real_set(real: str, real_kind: str | None, labels=()):
     """The AD / NON_AD records of --real as train and test image sets."""
     from polypsynth.data.sources import load_any
     from polypsynth.evaluate.sets import real_data
 
-    return real_data([r for r in load_any(real, real_kind) if r.label in ("AD", "NON_AD")])
+    records = load_any(real, real_kind, label_map(labels))
+    return real_data([r for r in records if r.label in ("AD", "NON_AD")])
 
 
 # Leakage search of `data inspect` and `evaluate` (the default is data.inspect.MAX_HASH_DISTANCE).

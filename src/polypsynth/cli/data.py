@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from polypsynth.cli.common import main, max_hash_distance_option, user_errors
+from polypsynth.cli.common import label_map, label_option, main, max_hash_distance_option, user_errors
 
 # --- data -----------------------------------------------------------------------------------------
 
@@ -79,9 +79,7 @@ def data_phantom(
     type=click.Choice(["phantom", "image_folder", "csv", "sun", "cvc_classif", "cvc_segment"]),
     help="Dataset layout (default: guessed from the path).",
 )
-@click.option(
-    "--label", "labels", multiple=True, metavar="NAME=LABEL", help="Extra label mapping, e.g. 'ssl=AD'."
-)
+@label_option
 @click.option("--skip-bad", is_flag=True, help="List unreadable images instead of failing on them.")
 @max_hash_distance_option
 @click.option(
@@ -91,17 +89,10 @@ def data_phantom(
 def data_inspect(path, kind, labels, skip_bad, max_hash_distance, allow_leakage):
     """Counts per class/split/quality, resolutions, unreadable files and train/test leakage."""
     from polypsynth.data.inspect import inspect_records
-    from polypsynth.data.records import LabelMap
     from polypsynth.data.sources import load_any
     from polypsynth.errors import DataError
 
-    extra = {}
-    for item in labels:
-        name, sep, label = item.partition("=")
-        if not sep:
-            raise DataError(f"--label expects NAME=LABEL, got {item!r}")
-        extra[name] = label
-    records = load_any(path, kind, LabelMap(extra))
+    records = load_any(path, kind, label_map(labels))
     report = inspect_records(records, max_distance=max_hash_distance)
     click.echo(report.format())
     if report.unreadable and not skip_bad:

@@ -31,7 +31,13 @@ from polypsynth.cli.common import main, user_errors
     is_flag=True,
     help="Start over instead of reusing finished steps (empties --out only if an earlier demo made it).",
 )
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed of the data, training and sampling.",
+)
 @user_errors
 def demo_command(out, profile, fresh, seed):
     """The whole study on the built-in phantom: data, training, export, gRPC sampling, evaluation."""

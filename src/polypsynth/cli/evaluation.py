@@ -17,12 +17,18 @@ from polypsynth.cli.common import load_real_set, main, max_hash_distance_option,
     help="Checkpoint or diffusers model folder whose autoencoder (vae/) is used.",
 )
 @real_options
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "train"]),
+    default="test",
+    show_default=True,
+    help="Which split of --real to pass through the autoencoder.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="OUT/{AD,NON_AD}/*.png")
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
 @user_errors
-def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
+def reconstruct_command(model, real, real_kind, labels, split, out, device, overwrite):
     """Real images encoded and decoded by a model's autoencoder: what the judge makes of real images
     after the autoencoder, a reference for class fidelity (pass the folder to `evaluate
     --reconstructions`)."""
@@ -30,7 +36,7 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
 
     from polypsynth.evaluate.reconstruct import write_reconstructions
 
-    images = getattr(load_real_set(real, real_kind), split)
+    images = getattr(load_real_set(real, real_kind, labels), split)
     written = write_reconstructions(model, images, Path(out), overwrite=overwrite, device=device)
     counts = ", ".join(f"{len(v)} {c}" for c, v in written.items())
     click.echo(f"wrote {counts} reconstructions to {out}")
@@ -169,12 +175,19 @@ def reconstruct_command(model, real, real_kind, split, out, device, overwrite):
     show_default=True,
     help="Torch device for features and classifiers, e.g. cuda (classifiers train in bf16 mixed precision).",
 )
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed of the control folds, KID blocks, permutations, subsets and classifiers.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing report folder.")
 @user_errors
 def evaluate_command(
     real,
     real_kind,
+    labels,
     synthetic,
     out,
     features,
@@ -239,7 +252,7 @@ def evaluate_command(
         seed_sd=seed_sd,
         copy_tolerance=copy_tolerance,
     ).validate()
-    real_set = load_real_set(real, real_kind)
+    real_set = load_real_set(real, real_kind, labels)
     recon = reconstruction_set(reconstructions) if reconstructions else None
     evaluation = evaluate_to_report(
         real_set,

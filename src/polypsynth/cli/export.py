@@ -24,10 +24,20 @@ def _int_list(text: str) -> list[int]:
     "--checkpoint", required=True, type=click.Path(exists=True, file_okay=False), help="Checkpoint folder."
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Weights and inputs of the graphs (fp16 for GPUs).",
+)
 @click.option("--opset", default=17, show_default=True, help="ONNX opset, 14 (attention) up to 23.")
 @click.option(
-    "--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True
+    "--exporter",
+    type=click.Choice(["torchscript", "dynamo"]),
+    default="torchscript",
+    show_default=True,
+    help="torch.onnx exporter: the TorchScript tracer or torch.export (dynamo).",
 )
 @click.option(
     "--optimize",

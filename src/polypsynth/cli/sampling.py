@@ -21,6 +21,7 @@ def backend_flags(fn):
             type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
             default="onnxruntime",
             show_default=True,
+            help="What runs the model: onnxruntime and tensorrt take a bundle, torch a checkpoint folder.",
         ),
         click.option(
             "--provider",
@@ -75,7 +76,13 @@ def backend_flags(fn):
 )
 @backend_flags
 @click.option("--class", "class_name", required=True, help="Class to generate, e.g. AD or NON_AD.")
-@click.option("--count", default=16, show_default=True)
+@click.option(
+    "--count",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Images to write (1 to 100,000).",
+)
 @click.option("--seed", default=0, show_default=True, help="Image i uses seed + i.")
 @click.option("--steps", type=int, help="Denoising steps. Default: the model's (25 unless its bundle says).")
 @click.option(
@@ -87,7 +94,9 @@ def backend_flags(fn):
 @click.option(
     "--scheduler", help="ddim, dpm++, euler or pndm. Default: the model's (dpm++ unless its bundle says)."
 )
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images denoised together."
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<class>/.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT/<class>/ folder.")
 @user_errors

@@ -46,7 +46,7 @@ from polypsynth.errors import PolypsynthError
 )
 @click.option(
     "--max-count",
-    default=10_000,
+    default=100_000,
     show_default=True,
     type=click.IntRange(min=1),
     help="Images per request at most.",
@@ -54,9 +54,19 @@ from polypsynth.errors import PolypsynthError
 @click.option(
     "--token-file", type=click.Path(dir_okay=False), help="Require 'authorization: Bearer <token>'."
 )
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False))
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False))
-@click.option("--grace", default=30.0, show_default=True, help="Seconds in-flight requests get on shutdown.")
+@click.option(
+    "--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve TLS with this PEM certificate."
+)
+@click.option(
+    "--tls-key", type=click.Path(exists=True, dir_okay=False), help="The PEM private key of --tls-cert."
+)
+@click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds in-flight requests get on shutdown.",
+)
 @click.option(
     "--stream-window",
     type=click.IntRange(min=1),
@@ -72,7 +82,13 @@ from polypsynth.errors import PolypsynthError
     help="Seconds between the server's HTTP/2 pings on a connection with calls; a client that does not "
     "answer within --keepalive-timeout is dropped and its requests freed.",
 )
-@click.option("--keepalive-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option(
+    "--keepalive-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a connection has to answer a keepalive ping before it is dropped.",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
@@ -143,17 +159,27 @@ def serve_command(
     "dns:///host:port balances whole requests over replicas (round_robin).",
 )
 @click.option("--model", required=True, help="Model name on the server.")
-@click.option("--class", "class_name", required=True)
-@click.option("--count", default=100, show_default=True)
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1))
+@click.option("--class", "class_name", required=True, help="Class to generate, e.g. AD or NON_AD.")
+@click.option(
+    "--count", default=100, show_default=True, help="Images in the folder when done (1 to 100,000)."
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1), help="Image i uses seed + i."
+)
 @click.option("--steps", type=int, help="Default: the model's.")
 @click.option("--guidance", type=float, help="Default: the model's.")
 @click.option("--scheduler", default="", help="Default: the model's.")
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<class>/ (resumable)."
 )
-@click.option("--token-file", type=click.Path(dir_okay=False))
-@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False), help="A file holding the server's bearer token."
+)
+@click.option(
+    "--tls-ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The CA certificate (PEM) that signed a TLS server's certificate.",
+)
 @click.option(
     "--allow-plaintext-token",
     is_flag=True,
@@ -191,24 +217,11 @@ def generate_command(
     from tqdm import tqdm
 
     from polypsynth.atomic import check_writable
-    from polypsynth.sampling.request import MAX_COUNT, MAX_SEED, Defaults, RequestError, SamplingParams
     from polypsynth.serve.client import SamplerClient
     from polypsynth.serve.server import read_token
     from polypsynth.serve.to_folder import write_folder
 
-    if count < 1:
-        raise PolypsynthError(f"--count must be >= 1, got {count}")
-    if seed + count - 1 > MAX_SEED:
-        raise PolypsynthError(
-            f"--seed {seed} with --count {count}: image i uses seed + i, which must stay within 0 .. "
-            f"{MAX_SEED} (2^64 - 1); the largest seed for {count} images is {MAX_SEED - count + 1}"
-        )
-    try:  # the settings given are checked here, before any server is asked (the model fills the rest)
-        SamplingParams.with_defaults(
-            Defaults(), class_name, count, seed, steps, guidance, scheduler
-        ).validate([class_name], MAX_COUNT)
-    except RequestError as exc:
-        raise PolypsynthError(f"--{exc.field.replace('class_name', 'class')}: {exc.message}") from exc
+    _check_request(class_name, count, seed, steps, guidance, scheduler)
     servers = split_servers(server)
     check_writable(Path(out) / class_name)  # before asking any server
     token = read_token(token_file)
@@ -218,6 +231,16 @@ def generate_command(
     again = shlex.join(["polypsynth", *sys.argv[1:]])  # the command that completes an unfinished folder
     try:
         with tqdm(total=count, desc=f"generate {class_name}", unit="img") as bar:
+            bar.set_postfix_str("waiting for the first batch")
+            started = []
+
+            def progress(n: int) -> None:  # the rate counts from the first image, not from the request
+                if not started:
+                    started.append(True)
+                    bar.reset(total=count)
+                    bar.set_postfix_str("")
+                bar.update(n)
+
             folder = write_folder(
                 clients,
                 out,
@@ -228,7 +251,7 @@ def generate_command(
                 steps,
                 guidance,
                 scheduler,
-                bar.update,
+                progress,
                 retries,
                 complete_with=again,
             )
@@ -238,6 +261,25 @@ def generate_command(
         for client in clients.values():
             client.close()
     click.echo(f"{count} images in {folder}" + (f" from {len(clients)} servers" if len(clients) > 1 else ""))
+
+
+def _check_request(class_name, count, seed, steps, guidance, scheduler) -> None:
+    """The settings given, checked before any server is asked (the model's defaults fill the rest)."""
+    from polypsynth.sampling.request import MAX_COUNT, MAX_SEED, Defaults, RequestError, SamplingParams
+
+    if count < 1:
+        raise PolypsynthError(f"--count must be >= 1, got {count}")
+    if seed + count - 1 > MAX_SEED:
+        raise PolypsynthError(
+            f"--seed {seed} with --count {count}: image i uses seed + i, which must stay within 0 .. "
+            f"{MAX_SEED} (2^64 - 1); the largest seed for {count} images is {MAX_SEED - count + 1}"
+        )
+    try:
+        SamplingParams.with_defaults(
+            Defaults(), class_name, count, seed, steps, guidance, scheduler
+        ).validate([class_name], MAX_COUNT)
+    except RequestError as exc:
+        raise PolypsynthError(f"--{exc.field.replace('class_name', 'class')}: {exc.message}") from exc
 
 
 def split_servers(server: str) -> list[str]:

@@ -93,7 +93,8 @@ class LabelMap:
             known = ", ".join(sorted(self._map))
             place = f" in {where}" if where else ""
             raise DataError(
-                f"unknown label {name!r}{place}; known labels: {known} (add others with a label map)"
+                f"unknown label {name!r}{place}; known labels: {known} (map others with --label NAME=LABEL, "
+                "or label_map in a training config)"
             )
         return label
 

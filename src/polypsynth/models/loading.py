@@ -156,9 +156,9 @@ def load_pretrained(path_or_id: str | os.PathLike) -> Components:
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
         return _load_from(text, local_files_only=offline, pretrained_vae=True)
-    except (OSError, ValueError) as exc:
+    except ModelLoadError as exc:
         hint = " (HF_HUB_OFFLINE is set: only a cached copy can load)" if offline else ""
-        raise ModelLoadError(f"cannot load pretrained model {text!r}{hint}: {exc}") from exc
+        raise ModelLoadError(f"cannot load pretrained model {text!r}{hint}: {exc.__cause__ or exc}") from exc
 
 
 def resolution_of(components: Components) -> int:

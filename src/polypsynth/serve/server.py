@@ -46,7 +46,9 @@ class ServerOptions:
     max_batch: int = 32
     max_wait_ms: float = 10.0
     max_queued_images: int = 100_000
-    max_count: int = 10_000
+    max_count: int = (
+        100_000  # sampling.request.MAX_COUNT: a request streams, so any count needs a few batches of memory
+    )
     workers: int = 32
     token: str | None = None
     tls_cert: str | None = None

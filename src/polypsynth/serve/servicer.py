@@ -30,7 +30,7 @@ class ServedModel:
     name: str
     model: SamplerModel
     batcher: Batcher
-    max_count: int = 10_000
+    max_count: int = 100_000
 
     def info(self) -> pb.ModelInfo:
         return pb.ModelInfo(
