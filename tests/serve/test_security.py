@@ -219,3 +219,44 @@ def test_tls_mistakes_are_named_on_the_client(tiny_bundle, pki, tmp_path):
         "--server 'http://localhost:50051': a gRPC server is HOST:PORT, without http:// (for TLS pass --tls-ca)"
         in url.output
     )
+
+
+def test_a_wrong_token_is_refused_on_every_kind_of_call(tiny_bundle):
+    """GenerateWithCredit (bidirectional, the call the client makes) and Generate (server
+    streaming) are refused with a handler of their own kind, like the unary calls."""
+    server = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_batch=2, token="right")).start()
+    try:
+        with SamplerClient(f"127.0.0.1:{server.port}", token="wrong") as c:
+            with pytest.raises(grpc.RpcError) as credit:
+                list(c.generate("tiny", "AD", 1, steps=STEPS))
+            plain = c.stub.Generate(
+                pb.GenerateRequest(model="tiny", class_name="AD", count=1, steps=STEPS), metadata=c.metadata
+            )
+            with pytest.raises(grpc.RpcError) as streamed:
+                list(plain)
+        for err in (credit, streamed):
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert (
+                err.value.details() == "missing or invalid bearer token (metadata authorization: Bearer ...)"
+            )
+        with SamplerClient(f"127.0.0.1:{server.port}", token="right") as c:
+            assert len(list(c.generate("tiny", "AD", 1, steps=STEPS))) == 1
+    finally:
+        server.stop(grace=1)
+
+
+def test_two_signals_stop_the_server_once(tiny_bundle):
+    import threading
+
+    server = SamplerServer({"tiny": tiny_bundle}, ServerOptions(port=0, max_batch=2)).start()
+    batcher = server.models["tiny"].batcher
+    closes = []
+    original = batcher.close
+    batcher.close = lambda: (closes.append(1), original())[1]
+    threads = [threading.Thread(target=server.stop, kwargs={"grace": 1}) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads) and closes == [1]
+    server.stop()  # and a third call later returns at once

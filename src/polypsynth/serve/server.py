@@ -74,8 +74,14 @@ class _BearerAuth(grpc.ServerInterceptor):
                 "missing or invalid bearer token (metadata authorization: Bearer ...)",
             )
 
-        self._deny = grpc.unary_unary_rpc_method_handler(deny)
-        self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
+        # a refusal of the method's own kind: unary, server-streaming (Generate) or bidirectional
+        # (GenerateWithCredit, the call the polypsynth client makes)
+        self._deny = {
+            (False, False): grpc.unary_unary_rpc_method_handler(deny),
+            (False, True): grpc.unary_stream_rpc_method_handler(deny),
+            (True, False): grpc.stream_unary_rpc_method_handler(deny),
+            (True, True): grpc.stream_stream_rpc_method_handler(deny),
+        }
 
     def intercept_service(self, continuation, details):
         if details.method.startswith(OPEN_METHODS):
@@ -84,7 +90,10 @@ class _BearerAuth(grpc.ServerInterceptor):
         given = meta.get("authorization", "")
         if given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), self._token):
             return continuation(details)
-        return self._deny_stream if details.method.endswith("/Generate") else self._deny
+        handler = continuation(details)
+        if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED, as without a token
+            return None
+        return self._deny[handler.request_streaming, handler.response_streaming]
 
 
 def read_token(path: str | None) -> str | None:
@@ -179,6 +188,7 @@ class SamplerServer:
                 m.batcher.close()
             raise
         self._stopped = threading.Event()
+        self._stop_lock, self._stopping = threading.Lock(), False
         self.metrics_port: int | None = None
 
     def _build_server(self) -> None:
@@ -279,8 +289,15 @@ class SamplerServer:
         return self
 
     def stop(self, grace: float | None = None) -> None:
-        """Health goes NOT_SERVING, new RPCs are refused, in-flight ones get `grace` seconds."""
-        if self._stopped.is_set():
+        """Health goes NOT_SERVING, new RPCs are refused, in-flight ones get `grace` seconds. Once:
+        a second call (two signals, each on its own thread) waits for the first to finish."""
+        with self._stop_lock:
+            if self._stopping:
+                first = False
+            else:
+                self._stopping = first = True
+        if not first:
+            self._stopped.wait()
             return
         self.health.enter_graceful_shutdown()
         event = self.server.stop(self.options.grace_seconds if grace is None else grace)
