@@ -56,7 +56,6 @@ class Published:
     kids: dict[str, KidTable]
     scale: KidResult | None
     gains: dict[str, dict]
-    real: dict | None
     fidelity: dict | None
     copies: dict | None
     notes: list[str] = field(default_factory=list)
@@ -148,12 +147,11 @@ def _confusions(runs, where: str) -> list[dict]:
     return out
 
 
-def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict, dict, dict]:
-    """The real row's balanced accuracy, every augmented row's gain (the control's too) and every
-    swapped row's gain, each against the real row, paired by seed."""
+def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict, dict]:
+    """Every augmented row's gain (the control's too) and every swapped row's gain, each against
+    the real row, paired by seed."""
     real = _confusions(table1.get("real"), "table1.real")
-    y, right = pairing.accuracy_scores(real)
-    real_row = interval(y, right, (0.0, 1.0), seed_sd)
+    pairing.labels_of(real, "table1.real")  # a test split every gain can be read on
     added = {
         str(n): (f"table1.augmented.{n}", r)
         for n, r in _mapping(table1.get("augmented", {}), "table1.augmented").items()
@@ -172,7 +170,7 @@ def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict, 
             out[name] = conclude(interval(y, diff, seed_sd=seed_sd, paired=True), min_gain)
         return out
 
-    return real_row, gains(added), gains(swapped)
+    return gains(added), gains(swapped)
 
 
 def _fidelity(section: dict, names: list[str]) -> dict:
@@ -211,7 +209,6 @@ def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = N
         m, e = _pair(kid["scale"], "kid.scale")
         scale = KidResult(m, e * factor, "published", 0, 1, 0, 0)
     notes = [note]
-    real: dict | None = None
     gains: dict[str, dict] = {}
     negative: dict[str, dict] = {}
     if "table1" in doc:
@@ -221,7 +218,7 @@ def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = N
             raise EvalError(
                 f"table1: unknown key(s) {', '.join(map(str, unknown))}; expected real, augmented, control, swapped"
             )
-        real, gains, negative = _gains(table1, min_gain, seed_sd)
+        gains, negative = _gains(table1, min_gain, seed_sd)
         missing = [n for n in [*gains, *negative] if n not in kids and n != CONTROL]
         if missing:
             raise EvalError(f"table1: {', '.join(missing)} not among kid.checkpoints")
@@ -242,20 +239,19 @@ def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = N
         + ("given." if fidelity else "not given: the clinical rule reads the margins alone.")
     )
     notes.append("Copies " + ("given." if copies else "not checked."))
-    return Published(kids, scale, gains, real, fidelity, copies, notes, negative)
+    return Published(kids, scale, gains, fidelity, copies, notes, negative)
 
 
 def judge(published: Published, min_gain: float = MIN_GAIN, seed: int = 0) -> dict:
     """select() on the published figures: the same rules, picks, gains and verdict as `evaluate`."""
     control = CONTROL if CONTROL in published.kids or CONTROL in published.gains else None
-    negative = {n: g for n, g in published.negative.items()} or None
     return selection.select(
         published.kids,
         fidelity=published.fidelity,
         gains=published.gains or None,
         copies=published.copies,
         control=control,
-        negative=negative,
+        negative=published.negative or None,
         min_gain=min_gain,
         seed=seed,
     )

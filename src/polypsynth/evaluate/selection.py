@@ -34,7 +34,7 @@ import math
 import numpy as np
 
 from polypsynth.data.records import CLASSES
-from polypsynth.evaluate.kid import KidTable
+from polypsynth.evaluate.kid import OTHER, KidTable
 from polypsynth.evaluate.uncertainty import MIN_GAIN
 from polypsynth.evaluate.verdict import verdict
 
@@ -49,9 +49,6 @@ def naive_scores(kids: dict[str, KidTable]) -> dict[str, float]:
     return {
         c: (k["syn_AD_vs_real_AD"].mean + k["syn_NON_AD_vs_real_NON_AD"].mean) / 2 for c, k in kids.items()
     }
-
-
-OTHER = {"AD": "NON_AD", "NON_AD": "AD"}
 
 
 def _margin(k: KidTable, cls: str) -> tuple[float, float]:
