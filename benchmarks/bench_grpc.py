@@ -98,7 +98,7 @@ def main() -> None:
     from polypsynth.models import build_tiny, save_components
     from polypsynth.sampling.loop import sample_images
     from polypsynth.sampling.model import open_model
-    from polypsynth.sampling.request import SamplingParams
+    from polypsynth.sampling.request import make_params
     from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
     from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
     from polypsynth.serve.client import SamplerClient
@@ -109,9 +109,9 @@ def main() -> None:
     save_components(build_tiny(cfg.model.tiny, cfg.model.resolution), tmp / "ckpt")
     export_bundle(tmp / "ckpt", tmp / "bundle")
     model = open_model(tmp / "bundle", "onnxruntime")
-    sample_images(model, SamplingParams("AD", MAX_BATCH, steps=args.steps), batch_size=MAX_BATCH)  # warm-up
+    sample_images(model, make_params("AD", MAX_BATCH, steps=args.steps), batch_size=MAX_BATCH)  # warm-up
     start = time.perf_counter()
-    sample_images(model, SamplingParams("AD", args.images, steps=args.steps), batch_size=MAX_BATCH)
+    sample_images(model, make_params("AD", args.images, steps=args.steps), batch_size=MAX_BATCH)
     in_process = args.images / (time.perf_counter() - start)
     batch_seconds = MAX_BATCH / in_process
 

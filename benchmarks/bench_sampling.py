@@ -25,12 +25,13 @@ CONFIG = Path(__file__).parents[1] / "configs" / "phantom-tiny.yaml"
 
 def _throughput(model, batch: int, steps: int, repeats: int) -> float:
     from polypsynth.sampling.loop import sample_batch
+    from polypsynth.sampling.request import Settings
 
     seeds = list(range(batch))
-    sample_batch(model, seeds, ["AD"] * batch, steps, 3.0, "dpm++")  # warm-up
+    sample_batch(model, seeds, ["AD"] * batch, Settings(steps, 3.0, "dpm++"))  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
-        sample_batch(model, seeds, ["AD"] * batch, steps, 3.0, "dpm++")
+        sample_batch(model, seeds, ["AD"] * batch, Settings(steps, 3.0, "dpm++"))
     return batch * repeats / (time.perf_counter() - start)
 
 

@@ -90,6 +90,7 @@ def check_nan(components, conditioning, device: str, workdir: Path) -> dict:
     from polypsynth.models import save_components
     from polypsynth.sampling.loop import sample_batch
     from polypsynth.sampling.model import model_from_components
+    from polypsynth.sampling.request import Settings
 
     broken = copy.deepcopy(components)
     with torch.no_grad():
@@ -100,7 +101,7 @@ def check_nan(components, conditioning, device: str, workdir: Path) -> dict:
         copy.deepcopy(broken), conditioning, "nan", workdir, device=device, dtype=dtype
     )
     try:
-        images = sample_batch(model, [0], ["AD"], 2, 7.5, "dpm++")
+        images = sample_batch(model, [0], ["AD"], Settings(2, 7.5, "dpm++"))
         out["sampling"] = f"NOT refused: {images.shape[0]} image(s) returned"
     except PolypsynthError as exc:
         out["sampling"] = f"refused: {exc}"

@@ -148,29 +148,18 @@ class DiffusersPipelineSampler:
 
     def __init__(self, components, conditioning, device: str):
         import torch
-        from diffusers import StableDiffusionPipeline
         from diffusers.models.attention_processor import AttnProcessor2_0
 
+        from polypsynth.models.loading import latent_shape
         from polypsynth.sampling.schedulers import make_scheduler
 
-        self.pipe = StableDiffusionPipeline(
-            vae=components.vae,
-            text_encoder=components.text_encoder,
-            tokenizer=components.tokenizer,
-            unet=components.unet,
-            scheduler=make_scheduler(SCHEDULER, dict(components.scheduler.config)),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        ).to(device, torch.float16)
+        scheduler = make_scheduler(SCHEDULER, dict(components.scheduler.config))
+        self.pipe = components.pipeline(scheduler).to(device, torch.float16)
         self.pipe.unet.set_attn_processor(AttnProcessor2_0())
         self.pipe.vae.set_attn_processor(AttnProcessor2_0())
         self.pipe.set_progress_bar_config(disable=True)
         self.conditioning, self.device = conditioning, device
-        vae = components.vae
-        down = 2 ** (len(vae.config.block_out_channels) - 1)
-        size = int(vae.config.sample_size) // down
-        self.latent_shape = (int(vae.config.latent_channels), size, size)
+        self.latent_shape = latent_shape(components)
 
     def __call__(self, seeds, class_name: str, steps: int, guidance: float) -> np.ndarray:
         import torch
@@ -200,8 +189,11 @@ class LoopSampler:
 
     def __call__(self, seeds, class_name: str, steps: int, guidance: float) -> np.ndarray:
         from polypsynth.sampling.loop import sample_batch
+        from polypsynth.sampling.request import Settings
 
-        return sample_batch(self.model, seeds, [class_name] * len(seeds), steps, guidance, SCHEDULER)
+        return sample_batch(
+            self.model, seeds, [class_name] * len(seeds), Settings(steps, guidance, SCHEDULER)
+        )
 
 
 def bundle_available(variant: str) -> str | None:

@@ -97,6 +97,7 @@ def _probe(target: str, model: str, steps: int, stop: threading.Event, latencies
 def reference_images(model, results: list[ClientResult], steps: int, batch: int = 16) -> dict:
     """Local images for every (seed, class) that arrived, in batches of one class."""
     from polypsynth.sampling.loop import sample_batch
+    from polypsynth.sampling.request import Settings
 
     wanted: dict[str, set[int]] = {}
     for r in results:
@@ -107,7 +108,9 @@ def reference_images(model, results: list[ClientResult], steps: int, batch: int 
         for k in range(0, len(ordered), batch):
             chunk = ordered[k : k + batch]
             for s, pixels in zip(
-                chunk, sample_batch(model, chunk, [class_name] * len(chunk), steps, 3.0, "dpm++"), strict=True
+                chunk,
+                sample_batch(model, chunk, [class_name] * len(chunk), Settings(steps, 3.0, "dpm++")),
+                strict=True,
             ):
                 reference[(class_name, s)] = pixels.tobytes()
     return reference

@@ -21,12 +21,9 @@ def phantom_small(tmp_path_factory):
 
 # --- a tiny random-weight model, its checkpoint folder and its bundle (sampling, serving) ----
 
-from polypsynth.config import TinyModelConfig  # noqa: E402
-from polypsynth.models import build_tiny, save_components  # noqa: E402
+from tiny_model import SMALL  # noqa: E402
 
-SMALL = TinyModelConfig(
-    unet_channels=[16, 32], vae_channels=[16, 32, 32], text_hidden_size=16, text_layers=1, text_heads=2
-)
+from polypsynth.models import build_tiny, save_components  # noqa: E402
 
 
 @pytest.fixture(scope="session")

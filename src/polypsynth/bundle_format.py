@@ -62,6 +62,38 @@ REQUIRED = (
 
 
 @dataclass(frozen=True)
+class Settings:
+    """How to draw: denoising steps, classifier-free guidance scale and scheduler. A bundle records
+    its model's (Manifest.defaults: what a request leaves out); a bundle written before they were
+    recorded has these. The guidance default is moderate (3.0): higher scales show the class more
+    strongly and trade away variety. Their ranges are the request's to check
+    (sampling.request.Params.validate)."""
+
+    steps: int = 25
+    guidance: float = 3.0
+    scheduler: str = "dpm++"
+
+    @classmethod
+    def from_dict(cls, given, where: str = "manifest.json") -> Settings:
+        """Recorded settings, each of its type; a key left out takes the default."""
+        if not isinstance(given, dict):
+            raise SamplingError(f"{where}: defaults must be an object, got {given!r}")
+        kinds: dict[str, tuple[type | tuple[type, ...], str]] = {
+            "steps": (int, "a whole number"),
+            "guidance": ((int, float), "a number"),
+            "scheduler": (str, "a name"),
+        }
+        for key, (kind, what) in kinds.items():
+            value = given.get(key)
+            if key in given and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise SamplingError(f"{where}: defaults.{key} must be {what}, got {value!r}")
+        return cls(**{k: given[k] for k in kinds if k in given})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Manifest:
     """BUNDLE/manifest.json, typed. This module alone reads and writes the file; every other part
     sees these fields. The optional ones are absent from bundles written before they existed."""
@@ -76,10 +108,7 @@ class Manifest:
     files: dict[str, str]  # file name -> sha256
     format_version: int = MANIFEST_VERSION
     source_checkpoint: str | None = None
-    channels: int = 3
-    defaults: dict[str, Any] = field(
-        default_factory=dict
-    )  # steps, guidance, scheduler where a request gives none
+    defaults: Settings = field(default_factory=lambda: Settings())  # where a request gives none
     text_shape: tuple[int, int] | None = None
     opset: int | None = None
     exporter: str | None = None
@@ -102,7 +131,7 @@ class Manifest:
         values["latent_shape"] = tuple(values["latent_shape"])
         if values.get("text_shape") is not None:
             values["text_shape"] = tuple(values["text_shape"])
-        values["defaults"] = _defaults(values.get("defaults") or {}, where)
+        values["defaults"] = Settings.from_dict(values.get("defaults") or {}, where)
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -110,22 +139,6 @@ class Manifest:
         out["latent_shape"] = list(self.latent_shape)
         out["text_shape"] = list(self.text_shape) if self.text_shape is not None else None
         return out
-
-
-def _defaults(given, where: str) -> dict:
-    """The recorded sampling defaults, each of its type (their ranges are the request's to check)."""
-    if not isinstance(given, dict):
-        raise SamplingError(f"{where}: defaults must be an object, got {given!r}")
-    kinds: dict[str, tuple[type | tuple[type, ...], str]] = {
-        "steps": (int, "a whole number"),
-        "guidance": ((int, float), "a number"),
-        "scheduler": (str, "a name"),
-    }
-    for key, (kind, what) in kinds.items():
-        value = given.get(key)
-        if key in given and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise SamplingError(f"{where}: defaults.{key} must be {what}, got {value!r}")
-    return given
 
 
 def write_manifest(bundle: Path, manifest: Manifest) -> None:

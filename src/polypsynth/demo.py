@@ -38,6 +38,7 @@ from polypsynth.evaluate.sets import real_data
 from polypsynth.evaluate.tables import experiments
 from polypsynth.evaluate.uncertainty import describe
 from polypsynth.export.bundle import export_bundle
+from polypsynth.sampling.request import Draw, Given, Request
 from polypsynth.serve.client import SamplerClient
 from polypsynth.serve.server import SamplerServer, ServerOptions
 from polypsynth.serve.to_folder import write_folder
@@ -157,7 +158,7 @@ def run_demo(out: str | Path, profile_name: str = "full", fresh: bool = False, s
     _step("4/5 evaluation: KID x4, t-SNE, class fidelity, augmented classification")
     report = out / "report"
     if not (report / "results.json").is_file():
-        _evaluate(out, report, profile, phantom, checkpoints, bundles, seed)
+        _evaluate(out, report, profile, phantom, checkpoints, bundles=bundles, seed=seed)
     results = json.loads((report / "results.json").read_text())
     timings["evaluate"] = time.perf_counter() - t
 
@@ -215,7 +216,7 @@ def _export_all(checkpoints: list[Path], bundles_dir: Path) -> dict[str, Path]:
 
 
 def _evaluate(
-    out: Path, report: Path, profile: Profile, phantom: Path, checkpoints: list[Path], bundles, seed: int
+    out: Path, report: Path, profile: Profile, phantom: Path, checkpoints: list[Path], *, bundles, seed: int
 ) -> None:
     resolutions = {load_manifest(b, verify_hashes=False).resolution for b in bundles.values()}
     options = EvalOptions(
@@ -238,7 +239,16 @@ def _evaluate(
         f"phantom {sub}": [r.path for r in load_phantom(phantom, sub)] for sub in ("stage1", "unlabelled")
     }
     sources = {"real": str(phantom), "reconstructions": str(out / "reconstructions")}
-    evaluate_to_report(real, out / "samples", options, report, recon, pools, overwrite=True, sources=sources)
+    evaluate_to_report(
+        real,
+        out / "samples",
+        options,
+        report,
+        reconstructions=recon,
+        train_pools=pools,
+        overwrite=True,
+        sources=sources,
+    )
 
 
 def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile) -> None:
@@ -256,17 +266,9 @@ def _sample_over_grpc(bundles: dict[str, Path], samples: Path, profile: Profile)
         with SamplerClient(f"127.0.0.1:{server.port}") as client:
             for name, c in todo:
                 with tqdm(total=profile.samples_per_class, desc=f"sample {name} {c}", unit="img") as bar:
-                    write_folder(
-                        client,
-                        samples / name,
-                        name,
-                        c,
-                        profile.samples_per_class,
-                        seed=0,
-                        steps=profile.sample_steps,
-                        guidance=profile.guidance,
-                        progress=bar.update,
-                    )
+                    given = Given(steps=profile.sample_steps, guidance=profile.guidance)
+                    request = Request(Draw(c, profile.samples_per_class, seed=0), given)
+                    write_folder(client, samples / name, name, request, progress=bar.update)
     finally:
         server.stop(grace=1)
 

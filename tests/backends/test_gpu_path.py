@@ -23,7 +23,7 @@ from polypsynth.export.spec import unet_spec, vae_decoder_spec
 from polypsynth.models import load_components, save_components
 from polypsynth.sampling.loop import sample_batch
 from polypsynth.sampling.model import open_model
-from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.request import Settings, make_params
 from polypsynth.sampling.to_folder import sample_to_folder
 from polypsynth.serve.server import SamplerServer, ServeError, ServerOptions
 
@@ -52,10 +52,10 @@ def test_non_finite_sampling_fails_and_writes_nothing(nan_checkpoint, tmp_path):
         SamplingError,
         match=r"the torch backend in fp32 produced non-finite values \(NaN or inf\) in the final latents; no image was kept",
     ):
-        sample_batch(model, [0, 1], ["AD", "NON_AD"], 2, 3.0, "dpm++")
-    params = SamplingParams("AD", 3, steps=2)
+        sample_batch(model, [0, 1], ["AD", "NON_AD"], Settings(2, 3.0, "dpm++"))
+    params = make_params("AD", 3, steps=2)
     with pytest.raises(SamplingError, match="non-finite"):
-        sample_to_folder(nan_checkpoint, "torch", params, tmp_path / "out", batch_size=2, model=model)
+        sample_to_folder(model, params, tmp_path / "out", batch_size=2)
     assert not (tmp_path / "out" / "AD").exists()
 
 
@@ -98,8 +98,12 @@ def test_fp16_export_by_conversion_keeps_the_manifest_types(tiny_checkpoint, tmp
     # The fp16 bundle samples the same images as the fp32 one, within fp16's precision.
     fp32 = export_bundle(tiny_checkpoint, tmp_path / "b32")
     assert fp32.fp16_by is None
-    a = sample_batch(open_model(tmp_path / "b16", "onnxruntime"), [1, 2], ["AD", "AD"], 3, 3.0, "ddim")
-    b = sample_batch(open_model(tmp_path / "b32", "onnxruntime"), [1, 2], ["AD", "AD"], 3, 3.0, "ddim")
+    a = sample_batch(
+        open_model(tmp_path / "b16", "onnxruntime"), [1, 2], ["AD", "AD"], Settings(3, 3.0, "ddim")
+    )
+    b = sample_batch(
+        open_model(tmp_path / "b32", "onnxruntime"), [1, 2], ["AD", "AD"], Settings(3, 3.0, "ddim")
+    )
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0
 
 
@@ -147,8 +151,10 @@ def test_backend_options_are_validated():
 def test_torch_backend_options(tiny_checkpoint):
     with pytest.raises(SamplingError, match="cuda_graphs needs a CUDA device; the torch backend runs on cpu"):
         open_model(tiny_checkpoint, "torch", device="cpu", cuda_graphs=True)
-    fp32 = sample_batch(open_model(tiny_checkpoint, "torch"), [3], ["AD"], 3, 3.0, "ddim")
-    bf16 = sample_batch(open_model(tiny_checkpoint, "torch", dtype="bf16"), [3], ["AD"], 3, 3.0, "ddim")
+    fp32 = sample_batch(open_model(tiny_checkpoint, "torch"), [3], ["AD"], Settings(3, 3.0, "ddim"))
+    bf16 = sample_batch(
+        open_model(tiny_checkpoint, "torch", dtype="bf16"), [3], ["AD"], Settings(3, 3.0, "ddim")
+    )
     assert bf16.shape == fp32.shape and np.abs(bf16.astype(int) - fp32.astype(int)).mean() < 3.0
 
 
@@ -208,8 +214,8 @@ def test_cuda_graphs_replay_equals_eager(tiny_checkpoint):
     eager = open_model(tiny_checkpoint, "torch", device="cuda", dtype="fp16")
     graphed = open_model(tiny_checkpoint, "torch", device="cuda", dtype="fp16", cuda_graphs=True)
     for seeds in ([0], [1, 2, 3], [4]):  # a new shape records a graph, a known one replays it
-        a = sample_batch(eager, seeds, ["AD"] * len(seeds), 3, 3.0, "dpm++")
-        b = sample_batch(graphed, seeds, ["AD"] * len(seeds), 3, 3.0, "dpm++")
+        a = sample_batch(eager, seeds, ["AD"] * len(seeds), Settings(3, 3.0, "dpm++"))
+        b = sample_batch(graphed, seeds, ["AD"] * len(seeds), Settings(3, 3.0, "dpm++"))
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     assert len(graphed.backend._unet.graphs) == 2
 
@@ -227,12 +233,12 @@ def _ort_cuda() -> bool:
 def test_onnxruntime_cuda_graphs_replay_equals_plain_runs(tiny_checkpoint, tmp_path):
     from polypsynth.export.bundle import export_bundle
 
-    export_bundle(tiny_checkpoint, tmp_path / "b", "fp16", optimize="cuda")
+    export_bundle(tiny_checkpoint, tmp_path / "b", dtype="fp16", optimize="cuda")
     plain = open_model(tmp_path / "b", "onnxruntime", providers=("cuda",))
     graphed = open_model(tmp_path / "b", "onnxruntime", providers=("cuda",), cuda_graphs=True)
     for seeds in ([0], [1, 2, 3], [4], [5, 6, 7]):  # new shapes record, known ones replay
-        a = sample_batch(plain, seeds, ["AD"] * len(seeds), 3, 3.0, "dpm++")
-        b = sample_batch(graphed, seeds, ["AD"] * len(seeds), 3, 3.0, "dpm++")
+        a = sample_batch(plain, seeds, ["AD"] * len(seeds), Settings(3, 3.0, "dpm++"))
+        b = sample_batch(graphed, seeds, ["AD"] * len(seeds), Settings(3, 3.0, "dpm++"))
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     assert sorted(graphed.backend._graphs) == [
         ("unet", 2),

@@ -436,7 +436,7 @@ def test_table1_runs_its_controls_paired_by_seed():
 
     cks = [Checkpoint(n, i, {"AD": list(range(30)), "NON_AD": list(range(20))}) for i, n in enumerate("ab")]
     plan = table1.Plan(seeds=3, base_seed=5, n_synthetic=30, folds=2, swap_control=["b"], min_gain=0.05)
-    out = table1.run_table(cks, plan, run_real, run_augmented, run_base, control="ctl")
+    out = table1.run_table(cks, plan, run_real, run_augmented, run_base=run_base, control="ctl")
     assert [c for c in calls if c[0] == "real"] == [("real", s) for s in (5, 6, 7)]
     assert [c for c in calls if c[0] == "a"] == [("a", {"AD": 15, "NON_AD": 15}, s, False) for s in (5, 6, 7)]
     assert [c[3] for c in calls if c[0] == "b"] == [False] * 3 + [True] * 3

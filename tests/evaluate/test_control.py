@@ -73,7 +73,7 @@ def test_frame_level_folds_make_the_control_optimistic_and_lesion_folds_do_not()
     lesion = lesion_groups(r"pattern:^(L[AN]\d+)-")
 
     def control(folds):
-        check = memorisation.check(feats, test, {"ctl": feats}, "ctl", folds.folds)
+        check = memorisation.check(feats, test, {"ctl": feats}, control="ctl", folds=folds.folds)
         return memorisation.correct({"s": check})["s"]["checkpoints"]["ctl"]
 
     by_frame, by_lesion = control(control_folds(real, 2, 0)), control(control_folds(real, 2, 0, lesion))

@@ -513,12 +513,12 @@ def test_a_test_image_in_a_training_pool_stops_the_evaluation(eval_data, tmp_pat
         options, real, checkpoints, [*checkpoints, control_checkpoint(real)], 32, GeneratorView(32), False
     )
     pools = {"stage1": [pool / "wide.png"]}
-    found = find_leakage(real, pools, copy_search(inputs, pools), options, False, [])
+    found = find_leakage(real, pools, copy_search(inputs, pools), options, False, lesions=[])
     assert len(found.pairs) == 1 and found.pairs[0]["pool"] == "stage1"
     assert found.pairs[0]["space"] == "pixel distance" and found.pairs[0]["distance"] <= 0.25
     assert found.pools == {"real train split": 60, "stage1": 1}  # the folds' pools are one split here
     assert found.to_dict()["pairs"] == 1 and found.to_dict()["examples"] == found.pairs
-    clean = find_leakage(real, {}, copy_search(inputs, {}), EvalOptions(), False, [])
+    clean = find_leakage(real, {}, copy_search(inputs, {}), EvalOptions(), False, lesions=[])
     assert clean.pairs == []
 
 

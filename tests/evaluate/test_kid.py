@@ -16,7 +16,7 @@ from polypsynth.evaluate.kid import (
 
 def kid(a, b, block_size=BLOCK_SIZE, seed=0, names=("set a", "set b")) -> KidResult:
     """One KID through the estimator behind kid_table (its one-pair case)."""
-    kids, _ = kid_mod._table({names[0]: a}, {names[1]: b}, [names], {}, block_size, seed, {})
+    kids, _ = kid_mod._table({names[0]: a}, {names[1]: b}, [names], {}, block_size, seed=seed, kernel_kw={})
     return kids[names]
 
 
@@ -24,7 +24,13 @@ def kid_margin(syn, other, same, block_size=BLOCK_SIZE, seed=0) -> ContrastResul
     """One cross-class margin through the estimator behind kid_table."""
     terms = [(1.0, "synthetic", "real other"), (-1.0, "synthetic", "real same")]
     _, margins = kid_mod._table(
-        {"synthetic": syn}, {"real other": other, "real same": same}, [], {"m": terms}, block_size, seed, {}
+        {"synthetic": syn},
+        {"real other": other, "real same": same},
+        [],
+        {"m": terms},
+        block_size,
+        seed=seed,
+        kernel_kw={},
     )
     return margins["m"]
 

@@ -72,7 +72,9 @@ def test_a_checkpoint_that_copies_training_images_is_caught():
         {c: np.arange(1, len(v), 2) for c, v in train.items()},
     ]
     copies_of_held = {c: v[1::2] + rng.normal(0, 0.01, v[1::2].shape) for c, v in train.items()}
-    out = _decided(memorisation.check(train, test, {"ctl": train, "copier": copies_of_held}, "ctl", folds))
+    out = _decided(
+        memorisation.check(train, test, {"ctl": train, "copier": copies_of_held}, control="ctl", folds=folds)
+    )
     assert out["checkpoints"]["ctl"]["copies"] is False and out["checkpoints"]["ctl"]["images"] == 200
     assert out["checkpoints"]["ctl"]["near_copies"] < 0.15
     assert (

@@ -126,7 +126,7 @@ def test_the_dynamo_exporter_gives_the_same_images(tiny_checkpoint, tiny_bundle,
     from polypsynth.cli import main
     from polypsynth.sampling.loop import sample_images
     from polypsynth.sampling.model import open_model
-    from polypsynth.sampling.request import SamplingParams
+    from polypsynth.sampling.request import make_params
 
     out = tmp_path / "dynamo"
     result = CliRunner().invoke(
@@ -135,7 +135,7 @@ def test_the_dynamo_exporter_gives_the_same_images(tiny_checkpoint, tiny_bundle,
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
     assert manifest.exporter == "dynamo" and all(f["max_rel"] < 1e-3 for f in manifest.parity.values())
-    params = SamplingParams("AD", 2, seed=3, steps=3)
+    params = make_params("AD", 2, seed=3, steps=3)
     dynamo = sample_images(open_model(out, "onnxruntime"), params)
     torchscript = sample_images(open_model(tiny_bundle, "onnxruntime"), params)
     assert dynamo.shape == (2, 32, 32, 3)

@@ -105,13 +105,13 @@ def test_cuda_optimisation_needs_the_cuda_provider_and_no_tensorrt(tiny_checkpoi
         ExportError,
         match=r"--optimize cuda needs onnxruntime's CUDAExecutionProvider \(.*\); available here: .*CPUExecutionProvider\. ",
     ):
-        export_bundle(tiny_checkpoint, out, "fp16", optimize="cuda")
+        export_bundle(tiny_checkpoint, out, dtype="fp16", optimize="cuda")
     with pytest.raises(
         ExportError, match="TensorRT cannot parse: build TensorRT engines from a portable bundle"
     ):
-        export_bundle(tiny_checkpoint, out, "fp16", optimize="cuda", tensorrt=True)
+        export_bundle(tiny_checkpoint, out, dtype="fp16", optimize="cuda", tensorrt=True)
     with pytest.raises(ExportError, match="unknown optimisation 'tensorrt'; expected one of none, cuda"):
-        export_bundle(tiny_checkpoint, out, "fp16", optimize="tensorrt")
+        export_bundle(tiny_checkpoint, out, dtype="fp16", optimize="tensorrt")
     assert not out.exists()
 
 
@@ -128,7 +128,7 @@ def test_an_optimised_bundle_records_its_kernels_and_refuses_the_cpu(tiny_checkp
         return {"max_abs": 0.0, "max_rel": 0.0, "batch": 2, "seed": 0}
 
     monkeypatch.setattr(bundle_mod, "parity", parity_on_cpu)
-    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", "fp16")
+    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", dtype="fp16")
     assert asked == ["CUDAExecutionProvider"] * 2
     assert manifest.optimized_for == "cuda" and manifest.needs_provider == "CUDAExecutionProvider"
     assert manifest.fp16_by == "optimizer"
@@ -160,6 +160,6 @@ def test_an_optimised_bundle_records_its_kernels_and_refuses_the_cpu(tiny_checkp
 
 
 def test_the_default_on_a_cpu_is_the_portable_graph(tiny_checkpoint, tmp_path):
-    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", "fp16")
+    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", dtype="fp16")
     assert manifest.optimized_for is None and manifest.needs_provider is None
     assert manifest.fused_nodes is None and manifest.fp16_by == "conversion"

@@ -2,15 +2,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from tiny_model import SMALL
 
-from polypsynth.config import TinyModelConfig
 from polypsynth.data.prompts import CLASS_PROMPTS
 from polypsynth.models import build_tiny, load_components, load_pretrained, save_components
 from polypsynth.models.loading import ModelLoadError
-
-SMALL = TinyModelConfig(
-    unet_channels=[16, 32], vae_channels=[16, 32, 32], text_hidden_size=16, text_layers=1, text_heads=2
-)
 
 
 @pytest.fixture(scope="module")

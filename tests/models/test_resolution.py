@@ -5,14 +5,10 @@ import json
 
 import numpy as np
 from PIL import Image
+from tiny_model import SMALL
 
-from polypsynth.config import TinyModelConfig
 from polypsynth.models import build_tiny, load_components, save_components
 from polypsynth.models.loading import resolution_of
-
-SMALL = TinyModelConfig(
-    unet_channels=[16, 32], vae_channels=[16, 32, 32], text_hidden_size=16, text_layers=1, text_heads=2
-)
 
 
 def _checkpoint(folder, recorded):
@@ -26,13 +22,14 @@ def test_recorded_resolution_wins_over_the_vae_config(tmp_path):
     from polypsynth.export.bundle import export_bundle
     from polypsynth.sampling.loop import sample_batch
     from polypsynth.sampling.model import open_model
+    from polypsynth.sampling.request import Settings
 
     trained_at_64 = _checkpoint(tmp_path / "at64", 64)
     assert json.loads((trained_at_64 / "polypsynth.json").read_text())["resolution"] == 64
     assert resolution_of(load_components(trained_at_64)) == 64
     model = open_model(trained_at_64, "torch")
     assert model.latent_shape == (4, 16, 16) and model.resolution == 64
-    images = sample_batch(model, [1], ["AD"], steps=2, guidance=3.0, scheduler="ddim")
+    images = sample_batch(model, [1], ["AD"], Settings(2, 3.0, "ddim"))
     assert images.shape == (1, 64, 64, 3)
     export_bundle(trained_at_64, tmp_path / "bundle")
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())

@@ -6,6 +6,7 @@ loop that they all share would pass them; this one compares with an independent 
 import numpy as np
 import pytest
 import torch
+from tiny_model import SMALL
 
 from polypsynth.sampling.conditioning import compute_conditioning
 from polypsynth.sampling.model import model_from_components
@@ -17,29 +18,14 @@ SEEDS = [5, 6]
 
 @pytest.fixture(scope="module")
 def tiny():
-    from polypsynth.config import TinyModelConfig
     from polypsynth.models import build_tiny
 
-    config = TinyModelConfig(
-        unet_channels=[16, 32], vae_channels=[16, 32, 32], text_hidden_size=16, text_layers=1, text_heads=2
-    )
-    components = build_tiny(config, resolution=32, seed=7)
+    components = build_tiny(SMALL, resolution=32, seed=7)
     return components, compute_conditioning(components)
 
 
 def _pipeline_images(components, conditioning, scheduler, latent_shape, steps, guidance):
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=make_scheduler(scheduler, dict(components.scheduler.config)),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = components.pipeline(make_scheduler(scheduler, dict(components.scheduler.config)))
     pipe.set_progress_bar_config(disable=True)
     n = len(SEEDS)
     with torch.no_grad():
@@ -57,10 +43,11 @@ def _pipeline_images(components, conditioning, scheduler, latent_shape, steps, g
 @pytest.mark.parametrize("scheduler", list(SCHEDULERS))
 def test_loop_equals_diffusers_pipeline(tiny, tmp_path, scheduler):
     from polypsynth.sampling.loop import sample_batch
+    from polypsynth.sampling.request import Settings
 
     components, conditioning = tiny
     model = model_from_components(components, conditioning, "golden", tmp_path, device="cpu", dtype="fp32")
-    ours = sample_batch(model, SEEDS, ["AD"] * len(SEEDS), steps=6, guidance=3.0, scheduler=scheduler)
+    ours = sample_batch(model, SEEDS, ["AD"] * len(SEEDS), Settings(6, 3.0, scheduler))
     theirs = _pipeline_images(components, conditioning, scheduler, model.latent_shape, 6, 3.0)
     assert ours.shape == theirs.shape == (2, 32, 32, 3)
     diff = np.abs(ours.astype(int) - theirs.astype(int))

@@ -8,7 +8,7 @@ from polypsynth.cli import main
 from polypsynth.sampling.loop import sample_images
 from polypsynth.sampling.model import open_model
 from polypsynth.sampling.output import read_provenance
-from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.request import make_params
 
 
 def test_sample_writes_images_with_provenance(tiny_bundle, tmp_path):
@@ -41,7 +41,7 @@ def test_sample_writes_images_with_provenance(tiny_bundle, tmp_path):
     assert prov["seed"] == "7" and prov["class_name"] == "NON_AD" and prov["guidance"] == "3.0"
     # The images are the sampler's images for those seeds.
     expected = sample_images(
-        open_model(tiny_bundle, "onnxruntime"), SamplingParams("NON_AD", 3, seed=5, steps=3)
+        open_model(tiny_bundle, "onnxruntime"), make_params("NON_AD", 3, seed=5, steps=3)
     )
     assert np.array_equal(np.stack([np.asarray(Image.open(f)) for f in files]), expected)
     result = CliRunner().invoke(main, args)

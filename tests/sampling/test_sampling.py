@@ -9,7 +9,7 @@ from polypsynth.errors import SamplingError
 from polypsynth.sampling.conditioning import Conditioning
 from polypsynth.sampling.loop import sample_batch, sample_images
 from polypsynth.sampling.model import open_model
-from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.request import Settings, make_params
 from polypsynth.sampling.schedulers import SCHEDULERS
 from polypsynth.sampling.seeds import initial_noise
 
@@ -41,7 +41,7 @@ def test_noise_is_per_image():
 def test_torch_and_onnxruntime_give_the_same_images(torch_model, ort_model):
     assert torch_model.model_hash == ort_model.model_hash  # provenance names the same model
     assert ort_model.classes == ["AD", "NON_AD"] and ort_model.latent_shape == (4, 8, 8)
-    params = SamplingParams("AD", 4, seed=10, steps=5, guidance=3.0, scheduler="ddim")
+    params = make_params("AD", 4, seed=10, steps=5, guidance=3.0, scheduler="ddim")
     a, b = sample_images(torch_model, params), sample_images(ort_model, params)
     assert a.shape == (4, 32, 32, 3) and a.dtype == np.uint8
     assert _diff(a, b) <= UINT8_TOL
@@ -50,12 +50,12 @@ def test_torch_and_onnxruntime_give_the_same_images(torch_model, ort_model):
 @pytest.mark.parametrize("which", ["torch", "onnxruntime"])
 def test_batch_packing_does_not_change_images(which, torch_model, ort_model):
     model = torch_model if which == "torch" else ort_model
-    params = SamplingParams("NON_AD", 6, seed=100, steps=4, scheduler="dpm++")
+    params = make_params("NON_AD", 6, seed=100, steps=4, scheduler="dpm++")
     one_batch = sample_images(model, params, batch_size=6)
     singles = sample_images(model, params, batch_size=1)
     assert _diff(one_batch, singles) <= UINT8_TOL
     # A server packs images of other requests (and classes) alongside: the image stays the same.
-    mixed = sample_batch(model, [999, 103, 7], ["AD", "NON_AD", "AD"], 4, 3.0, "dpm++")
+    mixed = sample_batch(model, [999, 103, 7], ["AD", "NON_AD", "AD"], Settings(4, 3.0, "dpm++"))
     assert _diff(mixed[1], one_batch[3]) <= UINT8_TOL
     # Resuming at image 4 gives images 4 and 5 again.
     assert _diff(sample_images(model, params, batch_size=2, start=4), one_batch[4:]) <= UINT8_TOL
@@ -63,7 +63,7 @@ def test_batch_packing_does_not_change_images(which, torch_model, ort_model):
 
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
 def test_each_scheduler_runs(scheduler, torch_model):
-    images = sample_images(torch_model, SamplingParams("AD", 2, seed=1, steps=4, scheduler=scheduler))
+    images = sample_images(torch_model, make_params("AD", 2, seed=1, steps=4, scheduler=scheduler))
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
     assert images.std() > 0 and not np.array_equal(images[0], images[1])
 
@@ -72,7 +72,7 @@ def test_guidance_zero_is_the_unconditional_model(torch_model):
     """guidance 0 takes the unconditional pass alone; guidance 1 the conditional alone. With the
     class embedding replaced by the unconditional one, both must agree."""
     cond = torch_model.conditioning
-    params0 = SamplingParams("AD", 2, seed=4, steps=4, guidance=0.0, scheduler="ddim")
+    params0 = make_params("AD", 2, seed=4, steps=4, guidance=0.0, scheduler="ddim")
     uncond_only = sample_images(torch_model, params0)
     swapped = Conditioning(
         cond.prompts, cond.unconditional.expand_as(cond.embeddings).clone(), cond.unconditional
@@ -80,41 +80,39 @@ def test_guidance_zero_is_the_unconditional_model(torch_model):
     torch_model.conditioning = swapped
     try:
         as_class = sample_images(
-            torch_model, SamplingParams("AD", 2, seed=4, steps=4, guidance=1.0, scheduler="ddim")
+            torch_model, make_params("AD", 2, seed=4, steps=4, guidance=1.0, scheduler="ddim")
         )
     finally:
         torch_model.conditioning = cond
     assert _diff(uncond_only, as_class) == 0
-    guided = sample_images(
-        torch_model, SamplingParams("AD", 2, seed=4, steps=4, guidance=5.0, scheduler="ddim")
-    )
+    guided = sample_images(torch_model, make_params("AD", 2, seed=4, steps=4, guidance=5.0, scheduler="ddim"))
     assert _diff(guided, uncond_only) > 0
 
 
 def test_same_request_same_images(ort_model):
-    params = SamplingParams("AD", 2, seed=7, steps=3)
+    params = make_params("AD", 2, seed=7, steps=3)
     assert np.array_equal(sample_images(ort_model, params), sample_images(ort_model, params))
 
 
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        (SamplingParams("SSL", 1), r"class_name: unknown class 'SSL'; the model's classes: AD, NON_AD"),
-        (SamplingParams("AD", 0), "count: must be between 1 and 100000, got 0"),
-        (SamplingParams("AD", 100_001), "count: must be between 1 and 100000, got 100001"),
-        (SamplingParams("AD", 1, steps=0), "steps: must be between 1 and 500, got 0"),
-        (SamplingParams("AD", 1, steps=501), "steps: must be between 1 and 500, got 501"),
+        (make_params("SSL", 1), r"class_name: unknown class 'SSL'; the model's classes: AD, NON_AD"),
+        (make_params("AD", 0), "count: must be between 1 and 100000, got 0"),
+        (make_params("AD", 100_001), "count: must be between 1 and 100000, got 100001"),
+        (make_params("AD", 1, steps=0), "steps: must be between 1 and 500, got 0"),
+        (make_params("AD", 1, steps=501), "steps: must be between 1 and 500, got 501"),
         (
-            SamplingParams("AD", 2, seed=2**64 - 1),
+            make_params("AD", 2, seed=2**64 - 1),
             re.escape(
                 "seed: image i uses seed + i, so seed + count - 1 must be at most 18446744073709551615 (torch "
                 "generators); got seed 18446744073709551615 with count 2"
             ),
         ),
-        (SamplingParams("AD", 1, guidance=-1.0), "guidance: must be a finite number >= 0, got -1.0"),
-        (SamplingParams("AD", 1, guidance=math.nan), "guidance: must be a finite number >= 0, got nan"),
+        (make_params("AD", 1, guidance=-1.0), "guidance: must be a finite number >= 0, got -1.0"),
+        (make_params("AD", 1, guidance=math.nan), "guidance: must be a finite number >= 0, got nan"),
         (
-            SamplingParams("AD", 1, scheduler="lms"),
+            make_params("AD", 1, scheduler="lms"),
             "scheduler: unknown scheduler 'lms'; valid schedulers: ddim, dpm\\+\\+, euler, pndm",
         ),
     ],

@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 
 from polypsynth.sampling.model import open_model
-from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.request import make_params, make_request
 from polypsynth.sampling.to_folder import sample_to_folder
 
 BATCH = 8
@@ -31,8 +31,8 @@ def test_sample_holds_a_few_batches_whatever_the_count(tiny_bundle, tmp_path):
     model = open_model(tiny_bundle, "onnxruntime")
 
     def run(count):
-        params = SamplingParams("AD", count, steps=1)
-        return lambda: sample_to_folder(None, "", params, tmp_path / str(count), BATCH, model=model)
+        params = make_params("AD", count, steps=1)
+        return lambda: sample_to_folder(model, params, tmp_path / str(count), batch_size=BATCH)
 
     run(8)()  # first-call allocations (sessions, schedulers) out of the comparison
     small, large = _peak(run(200)), _peak(run(2000))
@@ -52,7 +52,9 @@ def test_generate_through_the_service_holds_a_few_batches(tiny_bundle, tmp_path)
         with SamplerClient(f"localhost:{server.port}") as client:
 
             def run(count):
-                return lambda: write_folder(client, tmp_path / str(count), "tiny", "AD", count, steps=1)
+                return lambda: write_folder(
+                    client, tmp_path / str(count), "tiny", make_request("AD", count, steps=1)
+                )
 
             run(8)()
             small, large = _peak(run(200)), _peak(run(2000))

@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from polypsynth.sampling.model import open_model
+from polypsynth.sampling.request import RequestError, make_params
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
 from polypsynth.serve.client import SamplerClient
@@ -82,9 +83,14 @@ def test_a_seed_past_the_generator_range_fails_that_request_only(serve):
     assert not t.is_alive()
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details() == (
-        "seed: image i uses seed + i, so seed + first_index + count - 1 must be at most 18446744073709551615; "
-        "got seed 18446744073709551597 with first_index 0 and count 20"
+        "seed: image i uses seed + i, so seed + count - 1 must be at most 18446744073709551615 (torch "
+        "generators); got seed 18446744073709551597 with count 20 (the largest seed for 20 images is "
+        "18446744073709551596)"
     )
+    # One limit, one message: the local path and the CLI say the same (sampling.request.Draw).
+    with pytest.raises(RequestError) as local:
+        make_params("AD", 20, seed=2**64 - 19).validate(["AD"])
+    assert f"seed: {local.value.message}" == err.value.details()
     assert sorted(results["good"]) == list(range(20))  # the last seed used is 2**64 - 1
 
 

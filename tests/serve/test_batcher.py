@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.request import make_params
 from polypsynth.serve.batcher import Batcher, Job, QueueFull
 
 WAIT = 30  # seconds; only reached when something is broken
@@ -23,7 +23,7 @@ class FakeSampler:
         self.entered = threading.Semaphore(0)
         self.poison = set(poison)
 
-    def __call__(self, model, seeds, classes, steps, guidance, scheduler):
+    def __call__(self, model, seeds, classes, settings):
         self.calls.append(list(seeds))
         self.entered.release()
         assert self.gate.wait(WAIT)
@@ -38,7 +38,7 @@ class FakeSampler:
 
 
 def job(count, seed=0, cls="AD", steps=2):
-    return Job(SamplingParams(cls, count, seed, steps, 3.0, "dpm++"))
+    return Job(make_params(cls, count, seed=seed, steps=steps, guidance=3.0, scheduler="dpm++"))
 
 
 def drain(j):

@@ -14,7 +14,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.model import open_model
+from polypsynth.sampling.request import make_params, make_request
 from polypsynth.sampling.to_folder import sample_to_folder
 from polypsynth.serve.client import SamplerClient
 from polypsynth.serve.server import SamplerServer, ServerOptions
@@ -66,10 +67,7 @@ def test_generate_survives_a_killed_and_restarted_server(tiny_bundle, tmp_path):
                 c,
                 tmp_path / "remote",
                 "tiny",
-                "AD",
-                40,
-                seed=11,
-                steps=2,
+                make_request("AD", 40, seed=11, steps=2),
                 progress=progress,
                 retries=30,
                 backoff=(0.2, 1.0),
@@ -82,7 +80,9 @@ def test_generate_survives_a_killed_and_restarted_server(tiny_bundle, tmp_path):
                 proc.terminate()
                 proc.wait(WAIT)
     local = sample_to_folder(
-        tiny_bundle, "onnxruntime", SamplingParams("AD", 40, 11, 2, 3.0, "dpm++"), tmp_path / "local"
+        open_model(tiny_bundle, "onnxruntime"),
+        make_params("AD", 40, seed=11, steps=2, guidance=3.0, scheduler="dpm++"),
+        tmp_path / "local",
     )
     names = sorted(p.name for p in local.iterdir())
     assert sorted(p.name for p in folder.iterdir()) == names and len(names) == 42  # + jsonl, marker
@@ -151,10 +151,7 @@ def test_one_request_spread_over_two_servers_survives_losing_one(tiny_bundle, tm
             clients,
             tmp_path / "remote",
             "tiny",
-            "AD",
-            60,
-            seed=5,
-            steps=2,
+            make_request("AD", 60, seed=5, steps=2),
             progress=progress,
             retries=2,
             backoff=(0.1, 0.2),
@@ -187,7 +184,9 @@ def test_one_request_spread_over_two_servers_survives_losing_one(tiny_bundle, tm
                 proc.terminate()
                 proc.wait(WAIT)
     local = sample_to_folder(
-        tiny_bundle, "onnxruntime", SamplingParams("AD", 60, 5, 2, 3.0, "dpm++"), tmp_path / "local"
+        open_model(tiny_bundle, "onnxruntime"),
+        make_params("AD", 60, seed=5, steps=2, guidance=3.0, scheduler="dpm++"),
+        tmp_path / "local",
     )
     names = sorted(p.name for p in local.iterdir())
     assert sorted(p.name for p in folder.iterdir()) == names and len(names) == 62  # + jsonl, marker

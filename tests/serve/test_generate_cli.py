@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from polypsynth.cli import main
 from polypsynth.sampling.output import read_provenance
+from polypsynth.sampling.request import make_request
 from polypsynth.serve.server import SamplerServer, ServerOptions
 
 
@@ -96,14 +97,18 @@ def test_server_lists_and_counts(tmp_path):
     for bad in ("a:1,,b:2", "a:1,a:1"):
         with pytest.raises(PolypsynthError, match="expected HOST:PORT or distinct HOST:PORT,HOST:PORT"):
             split_servers(bad)
-    for count in ("0", "-1"):
-        result = CliRunner().invoke(
-            main,
-            ["generate", "--server", "127.0.0.1:1", "--model", "m", "--class", "AD", "--count", count]
-            + ["--out", str(tmp_path / "o")],
-        )
-        assert result.exit_code == 1 and f"--count must be >= 1, got {count}" in result.output
-        assert not (tmp_path / "o").exists()
+    # generate and sample share their request options (cli/sampling.py request_options): one range.
+    for command in (
+        ["generate", "--server", "127.0.0.1:1", "--model", "m"],
+        ["sample", "--model", str(tmp_path)],
+    ):
+        for count in ("0", "-1", "100001"):
+            result = CliRunner().invoke(
+                main, [*command, "--class", "AD", "--count", count, "--out", str(tmp_path / "o")]
+            )
+            assert result.exit_code == 2, result.output
+            assert f"Invalid value for '--count': {count} is not in the range 1<=x<=100000" in result.output
+            assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
@@ -178,7 +183,9 @@ def test_an_unfinished_folder_is_marked_refused_and_completed(server, tiny_bundl
             raise KeyboardInterrupt
 
     with SamplerClient(f"127.0.0.1:{server.port}") as client, pytest.raises(KeyboardInterrupt):
-        write_folder(client, out, "tiny", "AD", 6, steps=2, progress=interrupt, complete_with=command)
+        write_folder(
+            client, out, "tiny", make_request("AD", 6, steps=2), progress=interrupt, complete_with=command
+        )
     marker = json.loads((out / "AD" / INCOMPLETE).read_text())
     assert marker == {"have": 3, "count": 6, "complete_with": command}
     assert len(list((out / "AD").glob("*.png"))) == 3 and not (out / "AD" / MARKER).exists()
@@ -230,7 +237,9 @@ def test_a_server_gone_mid_request_leaves_a_marked_folder(tiny_bundle, tmp_path)
 
     try:
         with SamplerClient(f"127.0.0.1:{s.port}") as client, pytest.raises(PolypsynthError) as err:
-            write_folder(client, tmp_path, "tiny", "NON_AD", 40, steps=2, progress=stop_server, retries=0)
+            write_folder(
+                client, tmp_path, "tiny", make_request("NON_AD", 40, steps=2), progress=stop_server, retries=0
+            )
     finally:
         s.stop(grace=0)
     assert "the server gave up with" in str(err.value) and "UNAVAILABLE" in str(err.value)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.model import open_model
+from polypsynth.sampling.request import make_params, make_request
 from polypsynth.sampling.to_folder import sample_to_folder
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve.client import SamplerClient
@@ -56,9 +57,13 @@ def test_models_are_listed_with_defaults_and_limits(client, server):
 
 
 def test_grpc_images_equal_local_sample_images(client, tiny_bundle, tmp_path):
-    remote = write_folder(client, tmp_path / "remote", "tiny", "AD", 5, seed=42, steps=STEPS, guidance=3.0)
+    remote = write_folder(
+        client, tmp_path / "remote", "tiny", make_request("AD", 5, seed=42, steps=STEPS, guidance=3.0)
+    )
     local = sample_to_folder(
-        tiny_bundle, "onnxruntime", SamplingParams("AD", 5, 42, STEPS, 3.0, "dpm++"), tmp_path / "local"
+        open_model(tiny_bundle, "onnxruntime"),
+        make_params("AD", 5, seed=42, steps=STEPS, guidance=3.0, scheduler="dpm++"),
+        tmp_path / "local",
     )
     for i in range(5):
         name = f"{i:06d}.png"

@@ -10,11 +10,12 @@ from click.testing import CliRunner
 from polypsynth.cli import main
 from polypsynth.export.bundle import export_bundle
 from polypsynth.sampling.output import read_provenance
-from polypsynth.sampling.request import Defaults
+from polypsynth.sampling.request import Settings
 from polypsynth.serve.client import SamplerClient
 from polypsynth.serve.server import SamplerServer, ServerOptions
+from polypsynth.serve.wire import provenance_of
 
-DEFAULTS = Defaults(steps=3, guidance=0.1, scheduler="euler")  # 0.1 has no exact float32
+DEFAULTS = Settings(steps=3, guidance=0.1, scheduler="euler")  # 0.1 has no exact float32
 
 
 @pytest.fixture(scope="module")
@@ -86,4 +87,4 @@ def test_every_image_carries_its_settings(server):
         "ddim",
         "onnxruntime",
     )
-    assert SamplerClient.provenance_of(image).guidance == 0.1
+    assert provenance_of(image).guidance == 0.1

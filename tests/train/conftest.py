@@ -1,19 +1,6 @@
 import pytest
 import yaml
-
-TINY_MODEL = {
-    "resolution": 32,
-    "tiny": {
-        "unet_channels": [16, 32],
-        "layers_per_block": 1,
-        "attention_head_dim": 8,
-        "vae_channels": [16, 32, 32],
-        "latent_channels": 4,
-        "text_hidden_size": 16,
-        "text_layers": 1,
-        "text_heads": 2,
-    },
-}
+from tiny_model import TINY_MODEL
 
 
 @pytest.fixture(scope="session")

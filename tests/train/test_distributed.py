@@ -84,9 +84,11 @@ def test_the_fp16_grad_scaler_is_saved_and_restored(tiny_checkpoint, tmp_path):
     components = load_components(tiny_checkpoint)
     state = TrainState("finetune", 1, 1, "hash")
     with_scaler = save_checkpoint(
-        tmp_path / "a", components, state, layer.state_dict(), optimizer, schedule, scaler=scaler
+        tmp_path / "a", components, state, layer.state_dict(), optimizer, lr_scheduler=schedule, scaler=scaler
     )
-    without = save_checkpoint(tmp_path / "b", components, state, layer.state_dict(), optimizer, schedule)
+    without = save_checkpoint(
+        tmp_path / "b", components, state, layer.state_dict(), optimizer, lr_scheduler=schedule
+    )
 
     fresh = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
     load_training_state(with_scaler, *parts(), scaler=fresh)

@@ -21,14 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polypsynth.backends.registry import PROVIDERS
 from polypsynth.bundle_format import Manifest
 from polypsynth.errors import SamplingError
 
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
 _NP = {"fp32": np.float32, "fp16": np.float16}
 _TORCH = {"fp32": torch.float32, "fp16": torch.float16}
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -114,13 +110,6 @@ class OnnxRuntimeBackend:
         self._graphs: dict[
             tuple[str, int], tuple
         ] = {}  # (component, batch) -> binding, inputs, output, run options
-        needs = manifest.needs_provider
-        if needs and self.providers[0] != needs:
-            raise SamplingError(
-                f"bundle {bundle} is optimised for onnxruntime's {needs} (fused operators that exist only "
-                f"there), but the providers asked for are {', '.join(self.providers)}: pass --provider cuda on "
-                "a GPU machine, or export the checkpoint again with --optimize none for a portable bundle"
-            )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:

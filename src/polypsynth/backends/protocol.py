@@ -3,9 +3,10 @@ at load time: the sampling loop, the server and the export parity check rely on 
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # types only: the registry imports this module without torch
+    import torch
 
 
 @runtime_checkable

@@ -3,10 +3,14 @@ torch.compile or CUDA graphs; CUDA when present, CPU otherwise."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from polypsynth.backends.cuda_graphs import CudaGraphed
+from polypsynth.bundle_format import Manifest
 from polypsynth.errors import SamplingError
+from polypsynth.models import load_components
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -18,6 +22,7 @@ class TorchBackend:
     def __init__(
         self,
         components,
+        *,
         device: str | None = None,
         dtype: str = "fp32",
         channels_last: bool = False,
@@ -83,3 +88,8 @@ class TorchBackend:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self._decoder(latents.to(self.device, self.dtype)).float()
+
+
+def from_bundle(bundle: Path, manifest: Manifest, **options) -> TorchBackend:
+    """The torch backend over a bundle's source checkpoint (the registry checked it is there)."""
+    return TorchBackend(load_components(str(manifest.source_checkpoint)), **options)

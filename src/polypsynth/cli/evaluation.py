@@ -259,8 +259,8 @@ def evaluate_command(
         synthetic,
         options,
         out,
-        recon,
-        pool_images(list(train_pools)),
+        reconstructions=recon,
+        train_pools=pool_images(list(train_pools)),
         overwrite=overwrite,
         sources={"real": real, "reconstructions": reconstructions},
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from polypsynth.cli.common import main, user_errors
-from polypsynth.cli.sampling import backend_flags
+from polypsynth.cli.sampling import backend_flags, request_options
 from polypsynth.errors import PolypsynthError
 
 # --- serve and generate ---------------------------------------------------------------------------
@@ -159,16 +159,7 @@ def serve_command(
     "dns:///host:port balances whole requests over replicas (round_robin).",
 )
 @click.option("--model", required=True, help="Model name on the server.")
-@click.option("--class", "class_name", required=True, help="Class to generate, e.g. AD or NON_AD.")
-@click.option(
-    "--count", default=100, show_default=True, help="Images in the folder when done (1 to 100,000)."
-)
-@click.option(
-    "--seed", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1), help="Image i uses seed + i."
-)
-@click.option("--steps", type=int, help="Default: the model's.")
-@click.option("--guidance", type=float, help="Default: the model's.")
-@click.option("--scheduler", default="", help="Default: the model's.")
+@request_options
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/<class>/ (resumable)."
 )
@@ -193,21 +184,7 @@ def serve_command(
     help="Retries in a row, with exponential backoff, while the server is unavailable.",
 )
 @user_errors
-def generate_command(
-    server,
-    model,
-    class_name,
-    count,
-    seed,
-    steps,
-    guidance,
-    scheduler,
-    out,
-    token_file,
-    tls_ca,
-    allow_plaintext_token,
-    retries,
-):
+def generate_command(server, model, request, out, token_file, tls_ca, allow_plaintext_token, retries):
     """Pull images from a polypsynth server into an image folder (re-running resumes)."""
     import shlex
     import sys
@@ -221,8 +198,9 @@ def generate_command(
     from polypsynth.serve.server import read_token
     from polypsynth.serve.to_folder import write_folder
 
-    _check_request(class_name, count, seed, steps, guidance, scheduler)
+    _check_request(request)
     servers = split_servers(server)
+    class_name, count = request.draw.class_name, request.draw.count
     check_writable(Path(out) / class_name)  # before asking any server
     token = read_token(token_file)
     clients = {
@@ -242,18 +220,7 @@ def generate_command(
                 bar.update(n)
 
             folder = write_folder(
-                clients,
-                out,
-                model,
-                class_name,
-                count,
-                seed,
-                steps,
-                guidance,
-                scheduler,
-                progress,
-                retries,
-                complete_with=again,
+                clients, out, model, request, progress=progress, retries=retries, complete_with=again
             )
     except grpc.RpcError as exc:
         raise PolypsynthError(f"{exc.code().name}: {exc.details()}") from exc
@@ -263,21 +230,13 @@ def generate_command(
     click.echo(f"{count} images in {folder}" + (f" from {len(clients)} servers" if len(clients) > 1 else ""))
 
 
-def _check_request(class_name, count, seed, steps, guidance, scheduler) -> None:
-    """The settings given, checked before any server is asked (the model's defaults fill the rest)."""
-    from polypsynth.sampling.request import MAX_COUNT, MAX_SEED, Defaults, RequestError, SamplingParams
+def _check_request(request) -> None:
+    """The request as given, checked before any server is asked: the settings given, and what to
+    draw against the class asked for (the model's defaults, and its classes, are the server's)."""
+    from polypsynth.sampling.request import RequestError, Settings
 
-    if count < 1:
-        raise PolypsynthError(f"--count must be >= 1, got {count}")
-    if seed + count - 1 > MAX_SEED:
-        raise PolypsynthError(
-            f"--seed {seed} with --count {count}: image i uses seed + i, which must stay within 0 .. "
-            f"{MAX_SEED} (2^64 - 1); the largest seed for {count} images is {MAX_SEED - count + 1}"
-        )
     try:
-        SamplingParams.with_defaults(
-            Defaults(), class_name, count, seed, steps, guidance, scheduler
-        ).validate([class_name], MAX_COUNT)
+        request.resolve(Settings()).validate([request.draw.class_name])
     except RequestError as exc:
         raise PolypsynthError(f"--{exc.field.replace('class_name', 'class')}: {exc.message}") from exc
 

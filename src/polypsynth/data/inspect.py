@@ -133,6 +133,7 @@ def near_duplicates(
 def leakage(
     test: Sequence,
     pools: Mapping[str, Sequence],
+    *,
     max_distance: int = MAX_HASH_DISTANCE,
     progress: bool = False,
     test_hashes: np.ndarray | None = None,

@@ -161,6 +161,7 @@ def _render_job(args: tuple[_Job, str]) -> str:
 
 def generate_phantom(
     out: str | os.PathLike,
+    *,
     seed: int = 0,
     plan: PhantomPlan | None = None,
     overwrite: bool = False,

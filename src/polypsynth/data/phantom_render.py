@@ -77,7 +77,7 @@ def _lines(n: np.ndarray, width: float) -> np.ndarray:
     return np.exp(-((n / width) ** 2))
 
 
-def _polyp_geometry(rng, xx, yy, lumen, size, close_up):
+def _polyp_geometry(rng, xx, yy, lumen, size, *, close_up):
     """Height field of a sessile or pedunculated dome, placed away from the lumen."""
     reach, min_gap, radii = (0.25, 0.35, (0.45, 0.7)) if close_up else (0.55, 0.45, (0.18, 0.38))
     for _ in range(20):
@@ -116,7 +116,7 @@ def _noise_at(rng, u: np.ndarray, v: np.ndarray, freq_u: float, freq_v: float) -
     return ndimage.map_coordinates(grid, coords, order=3, mode="grid-wrap")
 
 
-def _ad_surface(rng, img, inside, uv, size, cue):
+def _ad_surface(rng, img, inside, uv, size, *, cue):
     """NICE 2: brown vessels around oval, tubular or branched white structures."""
     u, v, a, _ = uv
     pattern = rng.choice(["oval", "tubular", "branched"])
@@ -135,7 +135,7 @@ def _ad_surface(rng, img, inside, uv, size, cue):
     return img
 
 
-def _non_ad_surface(rng, img, inside, uv, size, cue):
+def _non_ad_surface(rng, img, inside, uv, size, *, cue):
     """NICE 1: uniform dark or white spots; no or isolated lacy vessels."""
     u, v, a, _ = uv
     spacing = a / rng.uniform(5.0, 8.0)
@@ -221,7 +221,7 @@ def _polyp(rng, img: np.ndarray, spec: PhantomSpec, lumen) -> tuple[np.ndarray, 
     contact shadow; returns the image, the polyp's height map and its mask."""
     size = spec.size
     xx, yy = _grid(size)
-    height, d2, uv = _polyp_geometry(rng, xx, yy, lumen, size, spec.close_up)
+    height, d2, uv = _polyp_geometry(rng, xx, yy, lumen, size, close_up=spec.close_up)
     inside = np.clip((1.0 - d2) * 6.0, 0.0, 1.0)
     inside = np.maximum(inside, np.clip(height * 3.0, 0.0, 1.0))
     pathology = spec.pathology or rng.choice(PATHOLOGIES)
@@ -232,15 +232,15 @@ def _polyp(rng, img: np.ndarray, spec: PhantomSpec, lumen) -> tuple[np.ndarray, 
     if pathology == "AD":
         poly = _mix(poly, brown, 0.55 * own["color"] * inside)
         poly = _mix(poly, light, 0.45 * other["color"] * inside)
-        poly = _ad_surface(rng, poly, inside, uv, size, own)
+        poly = _ad_surface(rng, poly, inside, uv, size, cue=own)
         if other["spots"] > 0:
-            poly = _non_ad_surface(rng, poly, inside, uv, size, other)
+            poly = _non_ad_surface(rng, poly, inside, uv, size, cue=other)
     else:
         poly = _mix(poly, light, 0.45 * own["color"] * inside)
         poly = _mix(poly, brown, 0.55 * other["color"] * inside)
-        poly = _non_ad_surface(rng, poly, inside, uv, size, own)
+        poly = _non_ad_surface(rng, poly, inside, uv, size, cue=own)
         if other["white"] > 0:
-            poly = _ad_surface(rng, poly, inside, uv, size, other)
+            poly = _ad_surface(rng, poly, inside, uv, size, cue=other)
     img = poly * inside[..., None] + img * (1.0 - inside[..., None])
     # Contact shadow just outside the rim.
     rim = np.sqrt(np.clip(d2, 0.0, None))

@@ -70,8 +70,8 @@ def probe_experiments(inputs: Inputs, space: Space, reconstructed_f: dict | None
         _plan(inputs, [ck.name for ck in inputs.checkpoints], inputs.synthetic_count),  # cheap: every swap
         lambda _seed: probe.run(np.asarray(train_x), train_y, test_x, test_y)[1],  # the fit is deterministic
         run_augmented if inputs.options.augment else None,
-        lambda f, _seed: fold_runs[f][1],
-        CONTROL,
+        run_base=lambda f, _seed: fold_runs[f][1],
+        control=CONTROL,
     )
     return {"features": "inception", "fidelity": fidelity, "reconstructed": reconstructed, **table}
 
@@ -105,7 +105,7 @@ def efficientnet_table(inputs: Inputs) -> tuple[dict, list, list[list], classify
         paths, labels = labelled(sets)
         desc = f"classifier {next(counter)} of {runs}: {desc}"
         model = classify.train_classifier(
-            paths + extra[0], labels + extra[1], copts, seed, bank, desc, inputs.progress
+            paths + extra[0], labels + extra[1], copts, seed, bank, desc=desc, progress=inputs.progress
         )
         pred = classify.predict(model, test_paths, bank)
         run = {
@@ -136,8 +136,8 @@ def efficientnet_table(inputs: Inputs) -> tuple[dict, list, list[list], classify
         ),  # the costliest control: the last one
         run_real,
         run_augmented if options.augment else None,
-        run_base,
-        CONTROL,
+        run_base=run_base,
+        control=CONTROL,
     )
     return {"classifier": backbone.describe(copts.weights), **table}, models, fold_models, bank
 
@@ -167,7 +167,7 @@ def probe_fidelity(inputs: Inputs, space: Space, reconstructed_f: dict | None, r
 
 
 def vote_fidelity(
-    inputs: Inputs, table: dict, models: list, fold_models: list[list], bank, reconstructions
+    inputs: Inputs, table: dict, models: list, fold_models: list[list], bank, *, reconstructions
 ) -> Fidelity:
     """Class fidelity judged by the real-only EfficientNets of Table 1 (no Inception features)."""
 

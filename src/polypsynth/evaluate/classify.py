@@ -99,6 +99,7 @@ def train_classifier(
     options: ClassifierOptions,
     seed: int,
     bank: ImageBank,
+    *,
     desc: str = "classifier",
     progress: bool = True,
 ) -> torch.nn.Module:

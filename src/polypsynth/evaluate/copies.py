@@ -89,6 +89,7 @@ def find_leakage(
     found: dict,
     options: EvalOptions,
     progress: bool,
+    *,
     lesions: list[dict],
 ) -> Leakage:
     """Test images that are near-duplicates of a training image: within `max_hash_distance` bits
@@ -100,7 +101,13 @@ def find_leakage(
     pairs = {}
     for pair in lesions:
         pairs[(pair["test"], pair["image"])] = pair
-    for pair in leakage(test, searched, options.max_hash_distance, progress, hash_flips(test)):
+    for pair in leakage(
+        test,
+        searched,
+        max_distance=options.max_hash_distance,
+        progress=progress,
+        test_hashes=hash_flips(test),
+    ):
         pairs[(pair["test"], pair["image"])] = {
             **pair,
             "pool": _shown(pair["pool"]),
@@ -144,7 +151,13 @@ def memorisation_checks(inputs: Inputs, spaces: dict[str, Space], found: dict) -
     k = len(real.folds)
     memo = {
         name: memorisation.check(
-            f.real, f.test, f.synthetic, CONTROL, real.folds, pools=f.pools, tolerance=options.copy_tolerance
+            f.real,
+            f.test,
+            f.synthetic,
+            control=CONTROL,
+            folds=real.folds,
+            pools=f.pools,
+            tolerance=options.copy_tolerance,
         )
         for name, f in spaces.items()
     }
@@ -152,7 +165,7 @@ def memorisation_checks(inputs: Inputs, spaces: dict[str, Space], found: dict) -
         found,
         TEST,
         options.max_pixel_distance,
-        options.copy_tolerance,
+        tolerance=options.copy_tolerance,
         control=CONTROL,
         folds={fold_query(f, k): fold_pool(f, k) for f in range(k)},
     )

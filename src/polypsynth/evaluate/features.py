@@ -225,6 +225,7 @@ def extract(
     extractor,
     paths: Sequence[Path],
     cache_dir: Path | None,
+    *,
     desc: str = "features",
     batch_size: int = 32,
     progress: bool = True,

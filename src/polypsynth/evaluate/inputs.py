@@ -36,7 +36,7 @@ class Inputs:
 
     def features(self, extractor: Extractor, paths: list[Path], desc: str) -> np.ndarray:
         cache = Path(self.options.cache_dir) if self.options.cache_dir else None
-        return extract(extractor, paths, cache, desc, progress=self.progress, view=self.view)
+        return extract(extractor, paths, cache, desc=desc, progress=self.progress, view=self.view)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ def evaluate_to_report(
     synthetic: str | Path,
     options: EvalOptions,
     out: str | Path,
+    *,
     reconstructions: dict[str, list[Path]] | None = None,
     train_pools: dict[str, list[Path]] | None = None,
     overwrite: bool = False,

@@ -209,6 +209,7 @@ def _table(
     pairs: list[tuple[str, str]],
     contrasts: dict[object, Terms],
     block_size: int,
+    *,
     seed: int,
     kernel_kw: dict,
 ) -> tuple[dict, dict]:
@@ -258,7 +259,7 @@ def kid_table(
         for c in CLASSES
     }
     margins["shift_free"] = [term for c in CLASSES for term in margins[f"margin_{c}"]]
-    kids, contrasts = _table(syn, ref, pairs, margins, block_size, seed, {})
+    kids, contrasts = _table(syn, ref, pairs, margins, block_size, seed=seed, kernel_kw={})
     out: KidTable = {key: kids[p] for (key, *_), p in zip(COMPARISONS, pairs, strict=True)}
     out.update(contrasts)
     return out
@@ -267,7 +268,9 @@ def kid_table(
 def real_scale(real: dict[str, np.ndarray], block_size: int = BLOCK_SIZE, seed: int = 0) -> KidResult:
     """KID(real AD, real NON_AD): how far apart the real classes are, the scale a margin is read on."""
     a, b = (f"real {c}" for c in CLASSES)
-    kids, _ = _table({a: real[CLASSES[0]]}, {b: real[CLASSES[1]]}, [(a, b)], {}, block_size, seed, {})
+    kids, _ = _table(
+        {a: real[CLASSES[0]]}, {b: real[CLASSES[1]]}, [(a, b)], {}, block_size, seed=seed, kernel_kw={}
+    )
     return kids[a, b]
 
 

@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from polypsynth.atomic import atomic_dir, prepare_target
+from polypsynth.data.dataset import to_uint8
 from polypsynth.evaluate.features import load_batch
 from polypsynth.models.loading import ModelLoadError, _has_weights, check_weights, meta_resolution
 from polypsynth.sampling.output import image_name
@@ -63,8 +64,7 @@ def reconstruct(
     for i in range(0, len(paths), batch):
         x = load_batch(paths[i : i + batch], size).to(device) * 2.0 - 1.0
         y = vae.decode(vae.encode(x).latent_dist.mode()).sample
-        pixels = ((y.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-        out.append(pixels.permute(0, 2, 3, 1).cpu().numpy())
+        out.append(to_uint8(y))
     return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
@@ -72,6 +72,7 @@ def write_reconstructions(
     model: str | os.PathLike,
     images: Mapping[str, Sequence[Path]],
     out: str | os.PathLike,
+    *,
     overwrite: bool = False,
     batch: int = 16,
     device: str = "cpu",

@@ -49,6 +49,7 @@ def _inputs(
     options: EvalOptions,
     reconstructions: dict[str, list[Path]] | None,
     progress: bool,
+    *,
     lesion_of: LesionOf | None,
 ) -> Inputs:
     if reconstructions is not None:
@@ -142,11 +143,13 @@ def _maps_and_separations(space: Space, inputs: Inputs) -> tuple[dict[str, tsne.
     return maps, out
 
 
-def _fidelity(inputs: Inputs, spaces, extractors, table, models, bank, reconstructions) -> Fidelity:
+def _fidelity(inputs: Inputs, spaces, extractors, table, models, *, bank, reconstructions) -> Fidelity:
     """Class fidelity by the Inception probe when its features exist, else by Table 1's EfficientNets."""
     if "inception" not in spaces:
         real_models, fold_models = models
-        return augment.vote_fidelity(inputs, table, real_models, fold_models, bank, reconstructions)
+        return augment.vote_fidelity(
+            inputs, table, real_models, fold_models, bank, reconstructions=reconstructions
+        )
     rec_f = None
     if reconstructions:
         rec_f = {
@@ -159,7 +162,7 @@ def _fidelity(inputs: Inputs, spaces, extractors, table, models, bank, reconstru
 
 
 def _select(
-    inputs: Inputs, kids: dict[str, KidTable], fidelity: Fidelity, table: dict, memo: dict, leaks: Leakage
+    inputs: Inputs, kids: dict[str, KidTable], fidelity: Fidelity, table: dict, memo: dict, *, leaks: Leakage
 ) -> dict:
     """Both rules' picks and the verdict (selection.select), warned when test images leak."""
     gains_by = f"{table['classifier']}, fine-tuned"
@@ -190,6 +193,7 @@ def evaluate(
     real: RealData,
     checkpoints: list[Checkpoint],
     options: EvalOptions,
+    *,
     progress: bool = True,
     reconstructions: dict[str, list[Path]] | None = None,
     train_pools: dict[str, list[Path]] | None = None,
@@ -205,10 +209,10 @@ def evaluate(
     lesion with both train and test images is leakage."""
     options.validate()
     pools = train_pools or {}
-    inputs = _inputs(real, checkpoints, options, reconstructions, progress, lesion_of)
+    inputs = _inputs(real, checkpoints, options, reconstructions, progress, lesion_of=lesion_of)
     found = copies.copy_search(inputs, pools)
     lesions = copies.lesion_pairs(inputs.real, lesion_of)
-    leaks = copies.find_leakage(inputs.real, pools, found, options, progress, lesions)
+    leaks = copies.find_leakage(inputs.real, pools, found, options, progress, lesions=lesions)
     extractors = _extractors(options)
     searched = {n: p for n, p in pools.items() if p} if options.pool_features else {}
     spaces = {name: _space(inputs, name, ex, searched) for name, ex in extractors.items()}
@@ -216,7 +220,15 @@ def evaluate(
     memo = copies.memorisation_checks(inputs, spaces, found)
     primary = spaces[options.features[0]]
     table, real_models, fold_models, bank = augment.efficientnet_table(inputs)
-    fidelity = _fidelity(inputs, spaces, extractors, table, (real_models, fold_models), bank, reconstructions)
+    fidelity = _fidelity(
+        inputs,
+        spaces,
+        extractors,
+        table,
+        (real_models, fold_models),
+        bank=bank,
+        reconstructions=reconstructions,
+    )
     maps, separations = _maps_and_separations(primary, inputs)
     return Evaluation(
         options=options,
@@ -235,5 +247,5 @@ def evaluate(
         memorisation=memo,
         fidelity=fidelity,
         classification=table,
-        selection=_select(inputs, kids[options.features[0]], fidelity, table, memo, leaks),
+        selection=_select(inputs, kids[options.features[0]], fidelity, table, memo, leaks=leaks),
     )

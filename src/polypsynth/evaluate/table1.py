@@ -81,6 +81,7 @@ def run_table(
     plan: Plan,
     run_real: RunReal,
     run_augmented: RunAugmented | None,
+    *,
     run_base: RunBase | None = None,
     control: str | None = None,
 ) -> dict:

@@ -21,7 +21,7 @@ from polypsynth.models import load_components
 from polypsynth.models.loading import class_prompts, resolution_of
 from polypsynth.models.loading import latent_shape as latent_shape_of
 from polypsynth.sampling.conditioning import compute_conditioning
-from polypsynth.sampling.request import Defaults
+from polypsynth.sampling.request import Settings
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max relative error of ONNX Runtime against PyTorch fp32
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -45,6 +45,7 @@ def _versions() -> dict[str, str]:
 def export_bundle(
     checkpoint: str | Path,
     out: str | Path,
+    *,
     dtype: str = "fp32",
     opset: int = 17,
     tensorrt: bool = False,
@@ -53,7 +54,7 @@ def export_bundle(
     overwrite: bool = False,
     tolerance: float | None = None,
     optimize: str | None = None,
-    defaults: Defaults | None = None,
+    defaults: Settings | None = None,
 ) -> Manifest:
     """Export a checkpoint folder into a bundle (atomically); returns the manifest. `optimize`:
     "cuda" rewrites both graphs with ONNX Runtime's transformer optimizer (ort_optimize.py; the
@@ -94,7 +95,7 @@ def export_bundle(
             scaling_factor=float(vae.config.scaling_factor),
             scheduler_config={k: v for k, v in components.scheduler.config.items() if not k.startswith("_")},
             classes=conditioning.prompts,
-            defaults=(defaults or Defaults()).to_dict(),  # what a request leaves out (GetModel)
+            defaults=defaults or Settings(),  # what a request leaves out (GetModel)
             text_shape=(int(tokens), int(dim)),
             dtype=dtype,
             opset=opset,
@@ -134,13 +135,19 @@ class _Graphs:
         for name, (spec, module) in specs.items():
             traced = torch.float32 if cuda else _DTYPES[self.dtype]
             path = export_onnx(
-                module, spec, folder / f"{name}.onnx", self.opset, traced, self.exporter, self.device
+                module,
+                spec,
+                folder / f"{name}.onnx",
+                opset=self.opset,
+                dtype=traced,
+                exporter=self.exporter,
+                device=self.device,
             )
             if cuda:
                 keep = [t.name for t in spec.inputs if t.kind == "timestep"]
                 fused[name] = optimize_for_cuda(path, name, keep, fp16=self.dtype == "fp16")
             provider = NEEDS_PROVIDER if cuda else "CPUExecutionProvider"
-            figures[name] = parity(module, spec, path, _DTYPES[self.dtype], provider=provider)
+            figures[name] = parity(module, spec, path, dtype=_DTYPES[self.dtype], provider=provider)
             if figures[name]["max_rel"] > limit:
                 raise ExportError(
                     f"{name}: ONNX Runtime differs from PyTorch by max_abs={figures[name]['max_abs']:.3g}, "

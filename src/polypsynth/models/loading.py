@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from polypsynth.config import downsampling
 from polypsynth.errors import PolypsynthError
 
 # Files a complete model folder holds (weights may also be sharded; see _has_weights).
@@ -33,7 +34,8 @@ class Components:
     pretrained_vae: bool = True  # False: the VAE was built in code and needs the autoencoder stage
     resolution: int | None = None  # the training resolution in pixels, when known (polypsynth.json)
 
-    def pipeline(self):
+    def pipeline(self, scheduler=None):
+        """diffusers' StableDiffusionPipeline over these components (with another scheduler if given)."""
         from diffusers import StableDiffusionPipeline
 
         return StableDiffusionPipeline(
@@ -41,7 +43,7 @@ class Components:
             text_encoder=self.text_encoder,
             tokenizer=self.tokenizer,
             unet=self.unet,
-            scheduler=self.scheduler,
+            scheduler=scheduler or self.scheduler,
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -185,7 +187,7 @@ def meta_resolution(folder: str | os.PathLike | None, vae) -> int:
 def latent_shape(components: Components) -> tuple[int, int, int]:
     """(channels, height, width) of the latents the model samples at its resolution."""
     vae = components.vae
-    down = 2 ** (len(vae.config.block_out_channels) - 1)
+    down = downsampling(vae.config.block_out_channels)
     resolution = resolution_of(components)
     return (int(vae.config.latent_channels), resolution // down, resolution // down)
 

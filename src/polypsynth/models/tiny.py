@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from polypsynth.config import TinyModelConfig
+from polypsynth.config import TinyModelConfig, downsampling
 from polypsynth.models.loading import Components
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -56,10 +56,10 @@ def build_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
 
 
 def _check_shapes(cfg: TinyModelConfig, resolution: int) -> None:
-    down = 2 ** (len(cfg.vae_channels) - 1)
-    if resolution % (down * 2 ** (len(cfg.unet_channels) - 1)):
+    factor = downsampling(cfg.vae_channels) * downsampling(cfg.unet_channels)
+    if resolution % factor:
         raise ValueError(
-            f"resolution {resolution} must be divisible by {down * 2 ** (len(cfg.unet_channels) - 1)} "
+            f"resolution {resolution} must be divisible by {factor} "
             f"for vae_channels={cfg.vae_channels} and unet_channels={cfg.unet_channels}"
         )
     bad = [c for c in cfg.unet_channels if c % cfg.attention_head_dim]
@@ -76,7 +76,7 @@ def build_tiny(
     """Randomly initialised tiny components (deterministic for a seed)."""
     cfg = cfg or TinyModelConfig()
     _check_shapes(cfg, resolution)
-    down = 2 ** (len(cfg.vae_channels) - 1)
+    down = downsampling(cfg.vae_channels)
     # diffusers' UNet2DConditionModel reads its `attention_head_dim` argument as the number of
     # heads (a legacy name); the config's value is the width of one head, so heads per block are
     # computed here. Head width 4 (8 heads on 32 channels) made CPU attention half of a step.

@@ -8,16 +8,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from polypsynth.data.dataset import to_uint8
 from polypsynth.errors import SamplingError
-from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.request import Params, Settings
 from polypsynth.sampling.schedulers import make_scheduler
-from polypsynth.sampling.seeds import image_seeds, initial_noise
-
-
-def to_uint8_images(decoded: torch.Tensor) -> np.ndarray:
-    """Decoder output in [-1, 1] (N, 3, H, W) -> uint8 (N, H, W, 3)."""
-    x = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+from polypsynth.sampling.seeds import initial_noise
 
 
 @torch.no_grad()
@@ -27,15 +22,15 @@ def denoise_latents(
     unconditional: torch.Tensor,
     seeds: Sequence[int],
     latent_shape: Sequence[int],
-    scheduler_name: str,
+    *,
+    settings: Settings,
     scheduler_config: dict,
-    steps: int,
-    guidance: float,
 ) -> torch.Tensor:
     """Final latents of one batch: one image per seed, `context` (N, tokens, dim) one embedding per
     image (a batch may mix classes), `unconditional` (tokens, dim)."""
-    scheduler = make_scheduler(scheduler_name, scheduler_config)
-    scheduler.set_timesteps(steps)
+    scheduler = make_scheduler(settings.scheduler, scheduler_config)
+    scheduler.set_timesteps(settings.steps)
+    guidance = settings.guidance
     device = backend.device
     latents = initial_noise(seeds, latent_shape).to(device) * scheduler.init_noise_sigma
     n = len(seeds)
@@ -74,42 +69,31 @@ def _timesteps(t: torch.Tensor, n: int, device) -> torch.Tensor:
 
 
 def image_batches(
-    model, params: SamplingParams, batch_size: int = 8, start: int = 0
+    model, params: Params, batch_size: int = 8, start: int = 0
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(index of the first image, uint8 (n, H, W, 3)) per batch of `params.count` images of one
-    class, image i seeded params.seed + i, from image `start` on. One batch at a time: what a
-    caller keeps is its own choice, so a folder of any count needs the memory of one batch.
+    """(position of the first image, uint8 (n, H, W, 3)) per batch of the request's images of one
+    class, from position `start` on (image at position p seeded `params.draw.seed_of(p)`). One
+    batch at a time: what a caller keeps is its own choice, so a folder of any count needs the
+    memory of one batch.
 
     `model` is a SamplerModel (backend + conditioning + metadata)."""
     params.validate(model.classes)
     if batch_size < 1:
         raise SamplingError(f"batch size must be >= 1, got {batch_size}")
     for first in range(start, params.count, batch_size):
-        seeds = image_seeds(params.seed, min(batch_size, params.count - first), first)
-        yield (
-            first,
-            sample_batch(
-                model,
-                seeds,
-                [params.class_name] * len(seeds),
-                params.steps,
-                params.guidance,
-                params.scheduler,
-            ),
-        )
+        seeds = [params.draw.seed_of(p) for p in range(first, min(first + batch_size, params.count))]
+        yield first, sample_batch(model, seeds, [params.class_name] * len(seeds), params.settings)
 
 
-def sample_images(model, params: SamplingParams, batch_size: int = 8, start: int = 0) -> np.ndarray:
+def sample_images(model, params: Params, batch_size: int = 8, start: int = 0) -> np.ndarray:
     """All images from `start` on, in memory, as uint8 (N, H, W, 3): for a few (tests, previews);
     folders of any size stream through `image_batches`."""
     return np.concatenate([images for _, images in image_batches(model, params, batch_size, start)])
 
 
-def sample_batch(
-    model, seeds: Sequence[int], classes: Sequence[str], steps: int, guidance: float, scheduler: str
-) -> np.ndarray:
-    """Images for explicit seeds and per-image classes (the server packs images of several
-    requests that share steps, guidance and scheduler into one batch)."""
+def sample_batch(model, seeds: Sequence[int], classes: Sequence[str], settings: Settings) -> np.ndarray:
+    """Images for explicit seeds and per-image classes, drawn with `settings` (the server packs
+    images of several requests that share their settings into one batch)."""
     context = torch.stack([model.conditioning.of(c) for c in classes])
     latents = denoise_latents(
         model.backend,
@@ -117,11 +101,9 @@ def sample_batch(
         model.conditioning.unconditional,
         seeds,
         model.latent_shape,
-        scheduler,
-        model.scheduler_config,
-        steps,
-        guidance,
+        settings=settings,
+        scheduler_config=model.scheduler_config,
     )
     decoded = model.backend.decode(latents / model.scaling_factor)
     require_finite(decoded, model.backend, "the decoded images")
-    return to_uint8_images(decoded)
+    return to_uint8(decoded)

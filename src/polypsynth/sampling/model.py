@@ -8,18 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from polypsynth.backends import BACKENDS, load_backend
 from polypsynth.backends.protocol import Backend
+from polypsynth.backends.registry import kind_of, load_backend
 from polypsynth.backends.torch_backend import TorchBackend
 from polypsynth.bundle_format import checkpoint_hash, is_bundle, load_manifest
 from polypsynth.errors import SamplingError
 from polypsynth.models import load_components
 from polypsynth.models.loading import class_prompts, latent_shape, missing_files, resolution_of
 from polypsynth.sampling.conditioning import Conditioning, compute_conditioning
-from polypsynth.sampling.request import Defaults
+from polypsynth.sampling.request import Settings
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SamplerModel:
     backend: Backend
     conditioning: Conditioning
@@ -29,7 +29,7 @@ class SamplerModel:
     model_hash: str
     resolution: int
     source: Path
-    defaults: Defaults = Defaults()  # the bundle's recorded defaults, else the request's own
+    defaults: Settings = Settings()  # the bundle's recorded defaults, else the built-in ones
 
     @property
     def classes(self) -> list[str]:
@@ -43,8 +43,7 @@ class SamplerModel:
 def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerModel:
 
     path = Path(path)
-    if backend not in BACKENDS:
-        raise SamplingError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    kind = kind_of(backend)
     if not path.exists():
         raise SamplingError(f"model not found: {path} (expected a bundle or a checkpoint folder)")
     if is_bundle(path):
@@ -52,15 +51,15 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
         conditioning = Conditioning.load(path / "conditioning.safetensors")
         instance = load_backend(backend, path, manifest=manifest, **options)
         return SamplerModel(
-            instance,
-            conditioning,
-            manifest.latent_shape,
-            manifest.scaling_factor,
-            manifest.scheduler_config,
-            manifest.source_hash,
-            manifest.resolution,
-            path,
-            Defaults.from_dict(manifest.defaults),
+            backend=instance,
+            conditioning=conditioning,
+            latent_shape=manifest.latent_shape,
+            scaling_factor=manifest.scaling_factor,
+            scheduler_config=manifest.scheduler_config,
+            model_hash=manifest.source_hash,
+            resolution=manifest.resolution,
+            source=path,
+            defaults=manifest.defaults,
         )
 
     if path.is_dir() and any(path.glob("*.onnx")):
@@ -75,7 +74,7 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
             f"{path} is neither a bundle (no manifest.json) nor a checkpoint folder (missing "
             f"{', '.join(missing)})"
         )
-    if backend != "torch":
+    if kind.needs_bundle:
         raise SamplingError(
             f"backend {backend!r} needs an exported bundle; {path} is a checkpoint folder "
             f"(run `polypsynth export --checkpoint {path} --out BUNDLE`, or use --backend torch)"
@@ -89,12 +88,12 @@ def open_model(path: str | Path, backend: str = "torch", **options) -> SamplerMo
 def model_from_components(components, conditioning, model_hash: str, source: Path, **options) -> SamplerModel:
 
     return SamplerModel(
-        TorchBackend(components, **options),
-        conditioning,
-        latent_shape(components),
-        float(components.vae.config.scaling_factor),
-        dict(components.scheduler.config),
-        model_hash,
-        resolution_of(components),
-        Path(source),
+        backend=TorchBackend(components, **options),
+        conditioning=conditioning,
+        latent_shape=latent_shape(components),
+        scaling_factor=float(components.vae.config.scaling_factor),
+        scheduler_config=dict(components.scheduler.config),
+        model_hash=model_hash,
+        resolution=resolution_of(components),
+        source=Path(source),
     )

@@ -25,6 +25,7 @@ from polypsynth.atomic import (
     write_marker,
 )
 from polypsynth.errors import PolypsynthError
+from polypsynth.sampling.request import Params
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,19 @@ class Provenance:
     steps: int
     guidance: float
     backend: str
+
+    @classmethod
+    def of(cls, params: Params, *, model_hash: str, backend: str) -> Provenance:
+        """The provenance of a resolved request's images drawn by this model and backend."""
+        settings = params.settings
+        return cls(
+            model_hash=model_hash,
+            class_name=params.class_name,
+            scheduler=settings.scheduler,
+            steps=settings.steps,
+            guidance=float(settings.guidance),
+            backend=backend,
+        )
 
 
 def image_name(index: int) -> str:

@@ -8,10 +8,6 @@ from collections.abc import Sequence
 import torch
 
 
-def image_seeds(seed: int, count: int, start: int = 0) -> list[int]:
-    return [seed + i for i in range(start, start + count)]
-
-
 def initial_noise(seeds: Sequence[int], latent_shape: Sequence[int]) -> torch.Tensor:
     """(N, C, h, w) float32 standard normal noise on the CPU, one generator per image."""
     return torch.stack(

@@ -7,43 +7,30 @@ from pathlib import Path
 
 from polypsynth.atomic import atomic_dir, prepare_target
 from polypsynth.sampling.loop import image_batches
-from polypsynth.sampling.model import open_model
 from polypsynth.sampling.output import ImageFolderWriter, Provenance
-from polypsynth.sampling.request import SamplingParams
-
-
-def provenance_of(model, params: SamplingParams) -> Provenance:
-    return Provenance(
-        model.model_hash,
-        params.class_name,
-        params.scheduler,
-        params.steps,
-        float(params.guidance),
-        model.backend_name,
-    )
+from polypsynth.sampling.request import Params
 
 
 def sample_to_folder(
-    model_path,
-    backend: str,
-    params: SamplingParams,
+    model,
+    params: Params,
     out: Path,
+    *,
     batch_size: int = 8,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
-    model=None,
-    **options,
 ) -> Path:
-    """Write OUT/<class>/ completely or not at all; returns the class folder."""
+    """Write OUT/<class>/ completely or not at all with an open model (`open_model`); returns the
+    class folder. `params` is the request resolved against the model's defaults."""
     final = Path(out) / params.class_name
     prepare_target(final, overwrite, "sample folder")
-    model = model or open_model(model_path, backend, **options)
     params.validate(model.classes)
+    provenance = Provenance.of(params, model_hash=model.model_hash, backend=model.backend_name)
     with atomic_dir(final, overwrite=overwrite, what="sample folder") as tmp:
-        writer = ImageFolderWriter(tmp, provenance_of(model, params), params.seed)
+        writer = ImageFolderWriter(tmp, provenance, params.draw.seed)
         for first, images in image_batches(model, params, batch_size):  # one batch in memory at a time
             for j, pixels in enumerate(images):
-                writer.write(first + j, params.seed + first + j, pixels)
+                writer.write(first + j, params.draw.seed_of(first + j), pixels)
             if progress:
                 progress(len(images))
     return final

@@ -33,7 +33,7 @@ from typing import Any
 
 from polypsynth.errors import PolypsynthError
 from polypsynth.sampling.loop import sample_batch
-from polypsynth.sampling.request import SamplingParams
+from polypsynth.sampling.request import Params, Settings
 
 log = logging.getLogger("polypsynth.serve")
 _DONE = object()
@@ -45,10 +45,10 @@ class QueueFull(PolypsynthError):
 
 @dataclass(eq=False)
 class Job:
-    """One request (validated, its seed that of the first image it streams) and its scheduling
-    state in the batcher; results arrive through `stream()`."""
+    """One request (resolved and validated; position p of its images is seeded
+    `params.draw.seed_of(p)`) and its scheduling state in the batcher; results arrive through `stream()`."""
 
-    params: SamplingParams
+    params: Params
     next_index: int = 0  # images taken into batches so far
     consumed: int = 0  # images handed to the stream so far
     window: int = 0  # most images taken and not yet received (set by the batcher)
@@ -65,17 +65,13 @@ class Job:
         return self.params.count
 
     @property
-    def seed(self) -> int:
-        return self.params.seed
-
-    @property
     def class_name(self) -> str:
         return self.params.class_name
 
     @property
-    def key(self) -> tuple:
-        """Requests with the same key share batches (classes may mix)."""
-        return (self.params.steps, float(self.params.guidance), self.params.scheduler)
+    def key(self) -> Settings:
+        """Requests drawn with the same settings share batches (classes may mix)."""
+        return self.params.settings
 
     @property
     def pending(self) -> int:
@@ -126,6 +122,7 @@ class Batcher:
     def __init__(
         self,
         model,
+        *,
         max_batch: int = 32,
         max_wait_ms: float = 10.0,
         max_queued_images: int = 100_000,
@@ -284,13 +281,8 @@ class Batcher:
         job0 = batch[0][0]
 
         def run(items):
-            seeds = [job.seed + index for job, index in items]
-            return self._run(
-                self.model,
-                seeds,
-                [job.class_name for job, _ in items],
-                *job0.key,
-            )
+            seeds = [job.params.draw.seed_of(index) for job, index in items]
+            return self._run(self.model, seeds, [job.class_name for job, _ in items], job0.key)
 
         try:
             return [(None, batch, run(batch))]
@@ -333,7 +325,7 @@ class Batcher:
                         continue
                     for (job, index), pixels in zip(items, result, strict=True):
                         if not job.finished:
-                            job.results.put((index, job.seed + index, pixels))
+                            job.results.put((index, job.params.draw.seed_of(index), pixels))
                 # One worker runs batches in order: a job whose last image was taken is complete.
                 for job in {id(j): j for j, _ in batch}.values():
                     if job.pending == 0 and not job.finished:

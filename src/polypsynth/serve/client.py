@@ -16,9 +16,10 @@ import grpc
 import numpy as np
 
 from polypsynth.errors import PolypsynthError
-from polypsynth.sampling.output import Provenance
+from polypsynth.sampling.request import Request, make_request
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
+from polypsynth.serve.wire import request_to_proto
 
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)  # the server went away or is restarting
@@ -172,38 +173,46 @@ class SamplerClient:
     def get_model(self, name: str) -> pb.ModelInfo:
         return self.stub.GetModel(pb.GetModelRequest(name=name), metadata=self.metadata)
 
+    def stream(
+        self,
+        model: str,
+        request: Request,
+        *,
+        encoding: pb.Encoding = pb.ENCODING_PNG,
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> Iterator[pb.GeneratedImage]:
+        """The images of `request` (first_index .. first_index + count - 1 of the request seeded
+        by its seed) over GenerateWithCredit: each image taken from the returned iterator tells
+        the server it was received, so the server computes at most its stream window beyond what
+        was taken."""
+        message = request_to_proto(model, request, encoding=encoding, request_id=request_id)
+        return CreditedStream(self.stub.GenerateWithCredit, message, self.metadata, timeout)
+
     def generate(
         self,
         model: str,
         class_name: str,
         count: int,
+        *,
         seed: int = 0,
+        first_index: int = 0,
         steps: int | None = None,
         guidance: float | None = None,
-        scheduler: str = "",
-        encoding: pb.Encoding = pb.ENCODING_PNG,
-        request_id: str = "",
-        timeout: float | None = None,
-        first_index: int = 0,
+        scheduler: str | None = None,
+        **call,
     ) -> Iterator[pb.GeneratedImage]:
-        """Images first_index .. first_index + count - 1 of the request seeded by `seed`, over
-        GenerateWithCredit: each image taken from the returned iterator tells the server it was
-        received, so the server computes at most its stream window beyond what was taken."""
-        request = pb.GenerateRequest(
-            first_index=first_index,
-            model=model,
-            class_name=class_name,
-            count=count,
+        """`stream` of the request spelled out; `call` takes stream's encoding, request_id, timeout."""
+        request = make_request(
+            class_name,
+            count,
             seed=seed,
+            first_index=first_index,
+            steps=steps,
+            guidance=guidance,
             scheduler=scheduler,
-            encoding=encoding,
-            request_id=request_id,
         )
-        if steps is not None:
-            request.steps = steps
-        if guidance is not None:
-            request.guidance_scale = guidance
-        return CreditedStream(self.stub.GenerateWithCredit, request, self.metadata, timeout)
+        return self.stream(model, request, **call)
 
     @staticmethod
     def pixels(image: pb.GeneratedImage) -> np.ndarray:
@@ -214,27 +223,3 @@ class SamplerClient:
         from PIL import Image
 
         return np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"))
-
-    @staticmethod
-    def provenance_of(image: pb.GeneratedImage) -> Provenance:
-        """The settings the server drew this image with, as it reports them."""
-        return Provenance(
-            image.model_hash,
-            image.class_name,
-            image.scheduler,
-            image.steps,
-            image.guidance_scale,
-            image.backend,
-        )
-
-    @staticmethod
-    def provenance_from(info: pb.ModelInfo, class_name: str, steps, guidance, scheduler: str) -> Provenance:
-        """What the server will use for this request: the values given, else the model's defaults."""
-        return Provenance(
-            info.model_hash,
-            class_name,
-            scheduler or info.defaults.scheduler,
-            steps if steps is not None else info.defaults.steps,
-            float(guidance if guidance is not None else info.defaults.guidance_scale),
-            info.backend,
-        )

@@ -247,9 +247,9 @@ class SamplerServer:
 
         batcher = Batcher(
             model,
-            o.max_batch,
-            o.max_wait_ms,
-            o.max_queued_images,
+            max_batch=o.max_batch,
+            max_wait_ms=o.max_wait_ms,
+            max_queued_images=o.max_queued_images,
             window=o.stream_window,
             on_batch=lambda size, seconds: self.metrics.batch(name, size, seconds),
             on_ready=on_ready,

@@ -12,17 +12,16 @@ import grpc
 
 from polypsynth.sampling.model import SamplerModel
 from polypsynth.sampling.output import Provenance, encode_png
-from polypsynth.sampling.request import MAX_SEED, MAX_STEPS, RequestError, SamplingParams
+from polypsynth.sampling.request import MAX_STEPS, RequestError
 from polypsynth.sampling.schedulers import SCHEDULERS
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2 as pb
 from polypsynth.serve._proto.polypsynth.v1 import sampler_pb2_grpc as pb_grpc
 from polypsynth.serve.batcher import Batcher, Job, QueueFull
 from polypsynth.serve.metrics import ServiceMetrics
+from polypsynth.serve.wire import PROTO_FIELDS, image_to_proto, request_from_proto, settings_to_proto
 
 log = logging.getLogger("polypsynth.serve")
-MAX_INDEX = 2**32 - 1  # GeneratedImage.index is uint32
 MAX_REQUEST_ID = 128
-PROTO_FIELDS = {"guidance": "guidance_scale"}  # SamplingParams field -> GenerateRequest field
 
 
 @dataclass
@@ -39,11 +38,7 @@ class ServedModel:
             resolution=self.model.resolution,
             backend=self.model.backend_name,
             model_hash=self.model.model_hash,
-            defaults=pb.Defaults(
-                steps=self.model.defaults.steps,
-                guidance_scale=self.model.defaults.guidance,
-                scheduler=self.model.defaults.scheduler,
-            ),
+            defaults=settings_to_proto(self.model.defaults),
             limits=pb.Limits(
                 max_count=self.max_count,
                 max_steps=MAX_STEPS,
@@ -74,41 +69,25 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
         return self._model(request.name, context).info()
 
     def _validate(self, request, served: ServedModel, abort) -> Job:
-        """The request as SamplingParams (validated once, there), plus what only the wire has."""
-
-        def bad(field, message):
-            abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}")
-
-        last = request.first_index + request.count - 1
-        if request.count and last > MAX_INDEX:
-            bad("first_index", f"first_index + count - 1 must be at most {MAX_INDEX}, got {last}")
-        if request.count and request.seed + last > MAX_SEED:
-            bad(
-                "seed",
-                f"image i uses seed + i, so seed + first_index + count - 1 must be at most {MAX_SEED}; "
-                f"got seed {request.seed} with first_index {request.first_index} and count {request.count}",
-            )
+        """The request resolved against the model's defaults and validated (once, here), plus what
+        only the wire has."""
         if request.encoding not in (pb.ENCODING_UNSPECIFIED, pb.ENCODING_PNG, pb.ENCODING_RGB8):
-            bad("encoding", f"unknown encoding {request.encoding}; valid: ENCODING_PNG, ENCODING_RGB8")
-        if len(request.request_id) > MAX_REQUEST_ID or not request.request_id.isprintable():
-            bad(
-                "request_id",
-                f"must be at most {MAX_REQUEST_ID} printable characters, got {len(request.request_id)}",
+            abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"encoding: unknown encoding {request.encoding}; valid: ENCODING_PNG, ENCODING_RGB8",
             )
-        # The batcher sees images 0 .. count-1 seeded from the request's first image on.
-        params = SamplingParams.with_defaults(
-            served.model.defaults,
-            request.class_name,
-            request.count,
-            request.seed + request.first_index,
-            request.steps if request.HasField("steps") else None,
-            request.guidance_scale if request.HasField("guidance_scale") else None,
-            request.scheduler,
-        )
+        if len(request.request_id) > MAX_REQUEST_ID or not request.request_id.isprintable():
+            abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request_id: must be at most {MAX_REQUEST_ID} printable characters, got {len(request.request_id)}",
+            )
+        params = request_from_proto(request).resolve(served.model.defaults)
         try:
             params.validate(served.model.classes, served.max_count)
         except RequestError as exc:
-            bad(PROTO_FIELDS.get(exc.field, exc.field), exc.message)
+            abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{PROTO_FIELDS.get(exc.field, exc.field)}: {exc.message}"
+            )
         return Job(params)
 
     def Generate(self, request, context):
@@ -162,7 +141,7 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
                 ended = context.time_remaining()
                 expired = ended is not None and ended <= 0
                 code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            self._finished(request, served.name, request_id, sent, start, code)
+            self._finished(request, served.name, request_id, sent, start, code=code)
 
     def _start(self, job: Job, served: ServedModel, context, credits, abort) -> None:
         """Queues the job; ties its end to the RPC's; reads the credits of a credit-based call."""
@@ -180,7 +159,7 @@ class SamplerServicer(pb_grpc.SamplerServiceServicer):
                 target=self._read_credits, args=(credits, job, served), name="credits", daemon=True
             ).start()
 
-    def _finished(self, request, model: str, request_id: str, sent: int, start: float, code) -> None:
+    def _finished(self, request, model: str, request_id: str, sent: int, start: float, *, code) -> None:
         seconds = time.perf_counter() - start
         self.metrics.request(model, code.name, seconds)
         log.info(
@@ -201,30 +180,21 @@ class _Answer:
     as PNG, the same provenance in its text chunks."""
 
     def __init__(self, request, model: SamplerModel, job: Job, request_id: str):
-        self.first_index, self.request_id = request.first_index, request_id
-        self.model, self.params = model, job.params
+        self.request_id, self.params = request_id, job.params
         self.encoding = pb.ENCODING_RGB8 if request.encoding == pb.ENCODING_RGB8 else pb.ENCODING_PNG
-        p = job.params
-        self.provenance = Provenance(
-            model.model_hash, p.class_name, p.scheduler, p.steps, p.guidance, model.backend_name
-        )
+        self.provenance = Provenance.of(job.params, model_hash=model.model_hash, backend=model.backend_name)
 
     def image(self, position: int, seed: int, pixels) -> pb.GeneratedImage:
-        index = self.first_index + position
+        index = self.params.draw.first_index + position
         png = self.encoding == pb.ENCODING_PNG
-        h, w = pixels.shape[:2]
-        return pb.GeneratedImage(
+        data = encode_png(pixels, self.provenance, index, seed) if png else pixels.tobytes()
+        return image_to_proto(
+            self.params,
+            self.provenance,
             index=index,
             seed=seed,
-            class_name=self.params.class_name,
-            width=w,
-            height=h,
+            pixels=pixels,
+            data=data,
             encoding=self.encoding,
-            data=encode_png(pixels, self.provenance, index, seed) if png else pixels.tobytes(),
-            model_hash=self.model.model_hash,
             request_id=self.request_id,
-            steps=self.params.steps,
-            guidance_scale=self.params.guidance,
-            scheduler=self.params.scheduler,
-            backend=self.model.backend_name,
         )

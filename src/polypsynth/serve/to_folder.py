@@ -29,7 +29,9 @@ import grpc
 
 from polypsynth.errors import PolypsynthError
 from polypsynth.sampling.output import Provenance, ResumableFolder
+from polypsynth.sampling.request import Draw, Given, Params, Request
 from polypsynth.serve.client import RETRYABLE, SamplerClient
+from polypsynth.serve.wire import provenance_of, settings_from_proto
 
 CHUNK = 32  # indices per request: small enough to rebalance, large enough to fill a server's batches
 log = logging.getLogger("polypsynth.serve")
@@ -76,14 +78,25 @@ class _Work:
             self.cond.notify_all()
 
 
-def complete_command(out, servers, model, class_name, count, seed, steps, guidance, scheduler) -> str:
+def complete_command(out, servers: Sequence[str], model: str, request: Request) -> str:
     """The `polypsynth generate` command line that completes this request's folder."""
+    draw, given = request.draw, request.given
     args = ["polypsynth", "generate", "--server", ",".join(servers), "--model", model]
-    args += ["--class", class_name, "--count", str(count), "--seed", str(seed)]
-    for flag, value in (("--steps", steps), ("--guidance", guidance), ("--scheduler", scheduler or None)):
-        if value is not None:
+    args += ["--class", draw.class_name, "--count", str(draw.count), "--seed", str(draw.seed)]
+    for flag, value in (
+        ("--steps", given.steps),
+        ("--guidance", given.guidance),
+        ("--scheduler", given.scheduler),
+    ):
+        if value is not None and value != "":
             args += [flag, str(value)]
     return shlex.join([*args, "--out", str(out)])
+
+
+def backoff_wait(backoff: tuple[float, float], attempt: int) -> float:
+    """Seconds before retry `attempt` + 1: exponential from backoff[0], capped at backoff[1], with
+    jitter (so clients that lost one server do not come back in step)."""
+    return min(backoff[1], backoff[0] * 2**attempt) * random.uniform(0.5, 1.0)
 
 
 def _with_retries(fn: Callable, address: str, retries: int, backoff: tuple[float, float]):
@@ -94,7 +107,7 @@ def _with_retries(fn: Callable, address: str, retries: int, backoff: tuple[float
         except grpc.RpcError as exc:
             if exc.code() not in RETRYABLE or attempt == retries:
                 raise
-            wait = min(backoff[1], backoff[0] * 2**attempt) * random.uniform(0.5, 1.0)
+            wait = backoff_wait(backoff, attempt)
             log.warning(
                 "%s: %s; retry %d of %d in %.1f s", address, exc.code().name, attempt + 1, retries, wait
             )
@@ -102,12 +115,14 @@ def _with_retries(fn: Callable, address: str, retries: int, backoff: tuple[float
     raise AssertionError("unreachable")
 
 
-def _provenance(
-    clients: dict[str, SamplerClient], model, class_name, steps, guidance, scheduler, retries, backoff
-) -> Provenance:
-    """The provenance every server would give this request; refused before anything is written
+def _resolve(
+    clients: dict[str, SamplerClient], model: str, request: Request, retries: int, backoff
+) -> tuple[Params, Provenance]:
+    """The request as every server would draw it (its settings, else the model's defaults as
+    GetModel reports them) and the provenance that gives; refused before anything is written
     when a server does not answer, does not serve the class, or serves another model."""
-    provenances, classes = {}, {}
+    resolved: dict[str, tuple[Params, Provenance]] = {}
+    class_name = request.draw.class_name
     for address, client in clients.items():
         try:
             info = _with_retries(lambda c=client: c.get_model(model), address, retries, backoff)
@@ -118,17 +133,16 @@ def _provenance(
                 f"server {address}: {exc.code().name}: {hint or exc.details()}"
                 + (every if len(clients) > 1 else "")
             ) from exc
-        provenances[address] = SamplerClient.provenance_from(info, class_name, steps, guidance, scheduler)
-        classes[address] = list(info.classes)
-    for address, names in classes.items():
-        if class_name not in names:
+        if class_name not in info.classes:
             raise PolypsynthError(
-                f"--class {class_name!r}: model {model!r} on {address} has classes {', '.join(names)}"
+                f"--class {class_name!r}: model {model!r} on {address} has classes {', '.join(info.classes)}"
             )
-    first = next(iter(provenances.values()))
-    if any(p != first for p in provenances.values()):
+        params = request.resolve(settings_from_proto(info.defaults))
+        resolved[address] = params, Provenance.of(params, model_hash=info.model_hash, backend=info.backend)
+    first = next(iter(resolved.values()))
+    if any(p != first[1] for _, p in resolved.values()):
         shown = "; ".join(
-            f"{a}: model {p.model_hash[:12]}, backend {p.backend}" for a, p in provenances.items()
+            f"{a}: model {p.model_hash[:12]}, backend {p.backend}" for a, (_, p) in resolved.items()
         )
         raise PolypsynthError(
             f"the servers do not serve the same model {model!r} ({shown}); one folder holds one model's images"
@@ -140,52 +154,37 @@ def write_folder(
     clients: SamplerClient | dict[str, SamplerClient],
     out: str | Path,
     model: str,
-    class_name: str,
-    count: int,
-    seed: int = 0,
-    steps: int | None = None,
-    guidance: float | None = None,
-    scheduler: str = "",
+    request: Request,
+    *,
     progress: Callable[[int], None] | None = None,
     retries: int = 5,
     backoff: tuple[float, float] = (0.5, 10.0),
     chunk: int | None = None,
     complete_with: str | None = None,
 ) -> Path:
-    """Write images 0 .. count-1 of the request into OUT/<class>/ from every server in `clients`
+    """Write images 0 .. count-1 of `request` into OUT/<class>/ from every server in `clients`
     (one client, or address -> client); returns the class folder. `complete_with` is the command
-    line the incomplete marker shows (default: one built from the arguments)."""
+    line the incomplete marker shows (default: one built from the request)."""
     if isinstance(clients, SamplerClient):
         clients = {clients.target: clients}
+    count = request.draw.count
     if chunk is None:
         chunk = CHUNK if len(clients) > 1 else max(count, 1)  # one server: one request per gap
-    folder = Path(out) / class_name
-    provenance = _provenance(clients, model, class_name, steps, guidance, scheduler, retries, backoff)
-    command = complete_with or complete_command(
-        out, list(clients), model, class_name, count, seed, steps, guidance, scheduler
-    )
-    with ResumableFolder(folder, provenance, seed, count, command) as target:
+    folder = Path(out) / request.draw.class_name
+    params, provenance = _resolve(clients, model, request, retries, backoff)
+    command = complete_with or complete_command(out, list(clients), model, request)
+    with ResumableFolder(folder, provenance, request.draw.seed, count, command) as target:
         if progress:
             progress(count - len(target.missing()))  # what an earlier run left on disk
-        _pull(clients, model, target, progress, retries, backoff, chunk)
+        puller = _Puller(
+            model, params, target, progress, retries, backoff, chunk, _Work(_ranges(target.missing(), chunk))
+        )
+        _pull(clients, puller)
     return folder
 
 
-def _pull(
-    clients: dict[str, SamplerClient],
-    model: str,
-    target: ResumableFolder,
-    progress: Callable[[int], None] | None,
-    retries: int,
-    backoff: tuple[float, float],
-    chunk: int,
-) -> None:
-    """The workers, one per server, until every index of `target` is there or all gave up. Every
-    range is asked with the settings the folder records (the request's, else the model's
-    defaults as GetModel reported them), so no server falls back on defaults of its own."""
-    puller = _Puller(
-        model, target, progress, retries, backoff, chunk, _Work(_ranges(target.missing(), chunk))
-    )
+def _pull(clients: dict[str, SamplerClient], puller: _Puller) -> None:
+    """The workers, one per server, until every index of the folder is there or all gave up."""
     threads = [
         threading.Thread(target=puller.worker, args=(a, c), name=f"generate {a}", daemon=True)
         for a, c in clients.items()
@@ -196,6 +195,7 @@ def _pull(
         t.join()
     if puller.work.fatal is not None:
         raise puller.work.fatal
+    target = puller.target
     missing = target.missing()
     if missing:
         reasons = "; ".join(f"{a}: {why}" for a, why in puller.gave_up.items())
@@ -207,10 +207,13 @@ def _pull(
 
 @dataclass
 class _Puller:
-    """What the workers of one `_pull` share: the folder (written under a lock), the queue of
-    ranges, and which servers gave up and why."""
+    """What the workers of one `_pull` share: the request as resolved, the folder (written under
+    a lock), the queue of ranges, and which servers gave up and why. Every range is asked with the
+    settings the folder records (the request's, else the model's defaults as GetModel reported
+    them), so no server falls back on defaults of its own."""
 
     model: str
+    params: Params
     target: ResumableFolder
     progress: Callable[[int], None] | None
     retries: int
@@ -222,7 +225,7 @@ class _Puller:
 
     def deliver(self, image) -> None:
         expected = self.target.provenance  # the folder's samples.jsonl records it for every image
-        drawn = SamplerClient.provenance_of(image)
+        drawn = provenance_of(image)
         if drawn != expected:
             differ = ", ".join(
                 f"{k} {getattr(drawn, k)!r} (expected {getattr(expected, k)!r})"
@@ -242,17 +245,12 @@ class _Puller:
     def stream(self, address: str, client: SamplerClient, start: int, stop: int) -> bool:
         """One range from one server into the folder; False when the stream ended early (the
         fault is then recorded in the work queue and this worker stops)."""
-        p = self.target.provenance
-        images = client.generate(
-            self.model,
-            p.class_name,
-            stop - start,
-            self.target.seed,
-            p.steps,
-            p.guidance,
-            p.scheduler,
-            first_index=start,
+        draw, settings = self.params.draw, self.params.settings
+        asked = Request(
+            Draw(draw.class_name, stop - start, draw.seed, start),
+            Given(settings.steps, settings.guidance, settings.scheduler),
         )
+        images = client.stream(self.model, asked)
         for image in images:
             self.deliver(image)
         left = self.undelivered(start, stop)
@@ -272,7 +270,7 @@ class _Puller:
             self.gave_up[address] = f"{exc.code().name}: {exc.details()}"
             log.warning("%s: giving up after %d attempts in a row", address, failures)
             return False
-        wait = min(self.backoff[1], self.backoff[0] * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+        wait = backoff_wait(self.backoff, failures - 1)
         log.warning(
             "%s: %s; retry %d of %d in %.1f s", address, exc.code().name, failures, self.retries, wait
         )

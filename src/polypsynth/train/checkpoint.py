@@ -67,6 +67,7 @@ def save_checkpoint(
     state: TrainState,
     trainable_state: dict[str, torch.Tensor],
     optimizer,
+    *,
     lr_scheduler,
     ema=None,
     extras=None,
@@ -171,7 +172,7 @@ def read_state(path: Path) -> TrainState:
         raise CheckpointError(f"{file} is damaged: {exc}") from exc
 
 
-def load_training_state(path: Path, trainable, optimizer, lr_scheduler, ema=None, scaler=None) -> None:
+def load_training_state(path: Path, trainable, optimizer, lr_scheduler, *, ema=None, scaler=None) -> None:
     ts = Path(path) / "training_state"
     trainable.load_state_dict(load_file(ts / "trainable.safetensors"))
     optimizer.load_state_dict(_torch_state(ts / "optimizer.pt"))

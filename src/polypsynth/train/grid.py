@@ -18,7 +18,7 @@ def grid_prompts(stage_name: str, overrides=None) -> list[str]:
 
 @torch.no_grad()
 def write_sample_grid(
-    components, stage_name: str, path, cfg, columns: int = 4, steps: int = 20, guidance: float = 3.0
+    components, stage_name: str, path, cfg, *, columns: int = 4, steps: int = 20, guidance: float = 3.0
 ):
     from diffusers import DDIMScheduler
 

@@ -55,7 +55,7 @@ def step_seed(seed: int, stage: int, step: int, extra: int = 0) -> list[int]:
 
 
 def batch_indices(
-    plan: MixPlan, batch_size: int, seed: int, stage: int, step: int, micro: int = 0, process: int = 0
+    plan: MixPlan, batch_size: int, seed: int, stage: int, step: int, *, micro: int = 0, process: int = 0
 ) -> list[int]:
     """Indices into the concatenation main + replay + unlabelled for one micro-batch of one process."""
     rng = np.random.default_rng([*step_seed(seed, stage, step, 1000 + micro), process])
@@ -81,6 +81,7 @@ class StepBatchSampler(Sampler[list[int]]):
         accumulation: int,
         seed: int,
         stage: int,
+        *,
         start: int,
         end: int,
         process: int = 0,
@@ -95,5 +96,5 @@ class StepBatchSampler(Sampler[list[int]]):
         for step in range(self.start, self.end):
             for micro in range(self.accumulation):
                 yield batch_indices(
-                    self.plan, self.batch_size, self.seed, self.stage, step, micro, self.process
+                    self.plan, self.batch_size, self.seed, self.stage, step, micro=micro, process=self.process
                 )

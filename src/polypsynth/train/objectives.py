@@ -142,7 +142,9 @@ class DiffusionObjective:
         train = self.cfg.train
         latents = sample_latents(batch, self.components.vae, gen, train.flip, self.device)
         context = text_context(list(batch["prompt"]), self.embeddings, gen, train.cond_dropout, self.device)
-        return diffusion_loss(model, self.components.scheduler, latents, context, gen, train.min_snr_gamma)
+        return diffusion_loss(
+            model, self.components.scheduler, latents, context, gen, min_snr_gamma=train.min_snr_gamma
+        )
 
     def after_step(self, stage_step: int, accelerator: Accelerator) -> None:
         if self.ema is not None:

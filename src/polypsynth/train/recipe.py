@@ -225,8 +225,8 @@ def _batches(run: _StageRun, pools: list[list[Record]], dataset) -> Iterator[dic
         stage.gradient_accumulation,
         run.cfg.train.seed,
         run.index,
-        run.start,
-        stage.steps,
+        start=run.start,
+        end=stage.steps,
         process=run.accelerator.process_index,
     )
     return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=run.cfg.train.num_workers))
@@ -269,8 +269,8 @@ def _prepare(run: _StageRun, objective: Objective, params: list[torch.nn.Paramet
             objective.trainable,
             optimizer,
             lr_scheduler,
-            objective.ema,
-            run.accelerator.scaler,
+            ema=objective.ema,
+            scaler=run.accelerator.scaler,
         )
         if objective.ema is not None:
             objective.ema.to(run.device)
@@ -323,7 +323,7 @@ def _run_stage(run: _StageRun, global_step: int, pools: list[list[Record]]) -> S
             )
             trained = objective.saved(accelerator.unwrap_model(model))
             result.checkpoints.append(
-                _save(run, state, trained, optimizer, lr_scheduler, objective.ema, pools[0])
+                _save(run, state, trained, optimizer, lr_scheduler, ema=objective.ema, main_records=pools[0])
             )
         accelerator.wait_for_everyone()
     bar.close()
@@ -331,7 +331,9 @@ def _run_stage(run: _StageRun, global_step: int, pools: list[list[Record]]) -> S
     return result
 
 
-def _save(run: _StageRun, state: TrainState, trainable, optimizer, lr_scheduler, ema, main_records) -> Path:
+def _save(
+    run: _StageRun, state: TrainState, trainable, optimizer, lr_scheduler, *, ema, main_records
+) -> Path:
     """A checkpoint of the stage at `state` (EMA weights in the model folders when EMA is on;
     the raw weights in the training state); diffusion checkpoints also get their validation loss,
     class prompts and sample grid."""
@@ -343,7 +345,12 @@ def _save(run: _StageRun, state: TrainState, trainable, optimizer, lr_scheduler,
         if not diffusion:
             return
         val = validation_loss(
-            components, main_records, cfg.model.resolution, cfg.prompts, cfg.train.seed, device=run.device
+            components,
+            main_records,
+            cfg.model.resolution,
+            prompts=cfg.prompts,
+            seed=cfg.train.seed,
+            device=run.device,
         )
         meta = json.loads((folder / "polypsynth.json").read_text())
         class_prompts = {c: class_prompt(c, cfg.prompts) for c in CLASSES}
@@ -366,8 +373,8 @@ def _save(run: _StageRun, state: TrainState, trainable, optimizer, lr_scheduler,
             state,
             raw,
             optimizer,
-            lr_scheduler,
-            ema,
+            lr_scheduler=lr_scheduler,
+            ema=ema,
             extras=extras,
             scaler=run.accelerator.scaler,
         )

@@ -68,7 +68,7 @@ def text_context(
     return torch.stack([embeddings[p] for p in chosen]).to(device)
 
 
-def diffusion_loss(unet, scheduler, latents, context, gen: torch.Generator, min_snr_gamma: float | None):
+def diffusion_loss(unet, scheduler, latents, context, gen: torch.Generator, *, min_snr_gamma: float | None):
     """Noise-prediction (epsilon) or velocity (v-prediction) MSE, optionally Min-SNR weighted."""
     n = latents.shape[0]
     noise = _randn(latents.shape, gen, latents)

@@ -28,6 +28,7 @@ def validation_loss(
     components,
     records: Sequence[Record],
     resolution: int,
+    *,
     prompts=None,
     seed: int = 0,
     timesteps: int = 8,
