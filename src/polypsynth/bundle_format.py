@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,107 @@ REQUIRED = (
     "dtype",
     "files",
 )
+
+
+# --- each component's inputs and outputs: export, parity, engine profiles and the runtime backends --
+
+BATCH = "batch"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # BATCH marks the dynamic batch axis
+    kind: str = "float"  # float: the component's dtype; timestep: always float32
+
+    def dtype(self, bundle_dtype: str) -> str:
+        """fp32 or fp16: the timestep is always fp32, every other tensor the bundle's dtype."""
+        return "fp32" if self.kind == "timestep" else bundle_dtype
+
+    def to_dict(self, bundle_dtype: str) -> dict:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "kind": self.kind,
+            "dtype": self.dtype(bundle_dtype),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TensorSpec:
+        return cls(data["name"], tuple(data["shape"]), data.get("kind", "float"))
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    batch_multiplier: int = 1  # the U-Net sees 2x the image batch under classifier-free guidance
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def to_dict(self, bundle_dtype: str) -> dict:
+        return {
+            "inputs": [t.to_dict(bundle_dtype) for t in self.inputs],
+            "outputs": [t.to_dict(bundle_dtype) for t in self.outputs],
+            "batch_multiplier": self.batch_multiplier,
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict) -> ComponentSpec:
+        return cls(
+            name,
+            tuple(TensorSpec.from_dict(t) for t in data["inputs"]),
+            tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
+            data.get("batch_multiplier", 1),
+        )
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {
+            t.name: {i: BATCH for i, d in enumerate(t.shape) if d == BATCH}
+            for t in (*self.inputs, *self.outputs)
+        }
+
+    def shape(self, tensor: TensorSpec, batch: int) -> tuple[int, ...]:
+        return tuple(batch if d == BATCH else d for d in tensor.shape)
+
+    def profile(self, batch_sizes: Sequence[int]) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Per input (min, opt, max) shapes covering every batch the sampling loop sends for the
+        image batch sizes requested: guidance 0 or 1 sends the image batch itself, guidance above
+        1 twice it (`batch_multiplier`), so the range runs from the smallest image batch to
+        multiplier x the largest; the optimum is the middle size under guidance."""
+        lo, hi = min(batch_sizes), max(batch_sizes) * self.batch_multiplier
+        opt = sorted(batch_sizes)[len(batch_sizes) // 2] * self.batch_multiplier
+        return {t.name: (self.shape(t, lo), self.shape(t, opt), self.shape(t, hi)) for t in self.inputs}
+
+
+def unet_spec(latent_shape: Sequence[int], text_tokens: int, text_dim: int) -> ComponentSpec:
+    c, h, w = latent_shape
+    return ComponentSpec(
+        "unet",
+        (
+            TensorSpec("sample", (BATCH, c, h, w)),
+            TensorSpec("timestep", (BATCH,), kind="timestep"),
+            TensorSpec("encoder_hidden_states", (BATCH, text_tokens, text_dim)),
+        ),
+        (TensorSpec("noise_pred", (BATCH, c, h, w)),),
+        batch_multiplier=2,
+    )
+
+
+def vae_decoder_spec(latent_shape: Sequence[int], resolution: int) -> ComponentSpec:
+    c, h, w = latent_shape
+    return ComponentSpec(
+        "vae_decoder",
+        (TensorSpec("latent", (BATCH, c, h, w)),),
+        (TensorSpec("image", (BATCH, 3, resolution, resolution)),),
+    )
 
 
 @dataclass(frozen=True)
@@ -120,6 +222,21 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     parity: dict[str, dict[str, float]] = field(default_factory=dict)  # component -> max_abs, max_rel
     engines: dict[str, Any] | None = None  # TensorRT: component -> plan file, batch_sizes
+    components: dict[str, ComponentSpec] | None = None  # component -> its inputs and outputs
+
+    def spec(self, component: str) -> ComponentSpec:
+        """The recorded I/O of `component` (unet, vae_decoder); a bundle written before it was
+        recorded gets the spec its export used, rebuilt from the shapes it recorded."""
+        if self.components and component in self.components:
+            return self.components[component]
+        tokens, dim = self.text_shape or (0, 0)
+        built = {
+            "unet": lambda: unet_spec(self.latent_shape, tokens, dim),
+            "vae_decoder": lambda: vae_decoder_spec(self.latent_shape, self.resolution),
+        }
+        if component not in built or (component == "unet" and self.text_shape is None):
+            raise SamplingError(f"manifest.json records no spec of component {component!r}")
+        return built[component]()
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "manifest.json") -> Manifest:
@@ -132,12 +249,16 @@ class Manifest:
         if values.get("text_shape") is not None:
             values["text_shape"] = tuple(values["text_shape"])
         values["defaults"] = Settings.from_dict(values.get("defaults") or {}, where)
+        if values.get("components") is not None:
+            values["components"] = {k: ComponentSpec.from_dict(k, v) for k, v in values["components"].items()}
         return cls(**values)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["latent_shape"] = list(self.latent_shape)
         out["text_shape"] = list(self.text_shape) if self.text_shape is not None else None
+        if self.components is not None:
+            out["components"] = {k: spec.to_dict(self.dtype) for k, spec in self.components.items()}
         return out
 
 

@@ -32,6 +32,50 @@ def test_manifest_contents(tiny_bundle, tiny_checkpoint):
     assert cond.classes == ["AD", "NON_AD"] and cond.embeddings.shape == (2, 77, 16)
 
 
+def test_manifest_records_each_graphs_inputs_and_outputs_and_the_backend_reads_them(tiny_bundle, tmp_path):
+    """The export spec travels in the manifest (names, dtypes, shapes) and ONNX Runtime binds by it;
+    a bundle written before it was recorded samples the same images from the rebuilt spec."""
+    import onnx
+
+    from polypsynth.sampling.loop import sample_images
+    from polypsynth.sampling.model import open_model
+    from polypsynth.sampling.request import make_params
+
+    recorded = json.loads((tiny_bundle / "manifest.json").read_text())["components"]
+    assert recorded["unet"] == {
+        "inputs": [
+            {"name": "sample", "shape": ["batch", 4, 8, 8], "kind": "float", "dtype": "fp32"},
+            {"name": "timestep", "shape": ["batch"], "kind": "timestep", "dtype": "fp32"},
+            {"name": "encoder_hidden_states", "shape": ["batch", 77, 16], "kind": "float", "dtype": "fp32"},
+        ],
+        "outputs": [{"name": "noise_pred", "shape": ["batch", 4, 8, 8], "kind": "float", "dtype": "fp32"}],
+        "batch_multiplier": 2,
+    }
+    assert recorded["vae_decoder"]["outputs"][0]["shape"] == ["batch", 3, 32, 32]
+    for name, spec in recorded.items():  # the graphs' own names are the manifest's
+        graph = onnx.load(str(tiny_bundle / f"{name}.onnx")).graph
+        assert [i.name for i in graph.input] == [t["name"] for t in spec["inputs"]]
+        assert [o.name for o in graph.output] == [t["name"] for t in spec["outputs"]]
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["components"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert load_manifest(old).spec("unet") == load_manifest(tiny_bundle).spec("unet")
+    params = make_params("AD", 2, seed=5, steps=2)
+    a = sample_images(open_model(tiny_bundle, "onnxruntime"), params)
+    b = sample_images(open_model(old, "onnxruntime"), params)
+    assert a.shape == (2, 32, 32, 3) and (a == b).all()
+    # A manifest that names other tensors than its graph's is refused at load, naming both.
+    manifest["components"] = recorded
+    manifest["components"]["unet"]["inputs"][2]["name"] = "context"
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        SamplingError, match=r"unet.onnx has inputs \['sample', 'timestep', 'encoder_hidden_states'\]"
+    ):
+        open_model(old, "onnxruntime")
+
+
 def test_parity_figures_are_real(tiny_bundle, tiny_checkpoint):
     m = load_manifest(tiny_bundle)
     fig = m.parity["unet"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from polypsynth.backends.registry import PROVIDERS
-from polypsynth.bundle_format import Manifest
+from polypsynth.bundle_format import Manifest, TensorSpec
 from polypsynth.errors import SamplingError
 
 _NP = {"fp32": np.float32, "fp16": np.float16}
@@ -123,8 +123,7 @@ class OnnxRuntimeBackend:
         # ORT computes on this stream wherever a GPU provider is asked for (see _provider_options)
         self.stream = torch.cuda.Stream() if any(p in _GPU_PROVIDERS for p in self.providers) else None
         provider_options = [self._provider_options(p) for p in self.providers]
-        c, h, w = manifest.latent_shape
-        res = manifest.resolution
+        self.specs = {name: manifest.spec(name) for name in ("unet", "vae_decoder")}  # names, dtypes, shapes
         self.sessions = {}
         for name in ("unet", "vae_decoder"):
             try:
@@ -140,8 +139,13 @@ class OnnxRuntimeBackend:
                     f"{bundle / name}.onnx cannot be loaded by ONNX Runtime ({first}); re-export the checkpoint"
                 ) from exc
             check_active(self.providers, session.get_providers(), f"{bundle / name}.onnx")
+            graph = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+            if graph != (self.specs[name].input_names, self.specs[name].output_names):
+                raise SamplingError(
+                    f"{bundle / name}.onnx has inputs {graph[0]} and outputs {graph[1]}, its manifest records "
+                    f"{self.specs[name].input_names} and {self.specs[name].output_names}; re-export the checkpoint"
+                )
             self.sessions[name] = session
-        self.output_shape = {"unet": (c, h, w), "vae_decoder": (3, res, res)}
 
     def _provider_options(self, provider: str) -> dict:
         if provider == "CUDAExecutionProvider" and self.stream is not None:
@@ -151,36 +155,36 @@ class OnnxRuntimeBackend:
             return options
         return {}
 
-    def _graph_buffers(self, name: str, feeds: dict[str, torch.Tensor]) -> tuple:
+    def _graph_buffers(self, name: str, feeds: tuple[torch.Tensor, ...]) -> tuple:
         """The static tensors one (component, batch) graph reads and writes, bound once."""
-        key = (name, next(iter(feeds.values())).shape[0])
+        key = (name, feeds[0].shape[0])
         if key not in self._graphs:
             ort = import_onnxruntime()
             session = self.sessions[name]
             binding = session.io_binding()
             inputs = {}
-            for k, t in feeds.items():
-                dtype = torch.float32 if k == "timestep" else self.torch_dtype
-                inputs[k] = torch.empty(t.shape, dtype=dtype, device=self.device)
-                np_dtype = np.float32 if k == "timestep" else self.np_dtype
-                binding.bind_input(k, "cuda", 0, np_dtype, tuple(t.shape), inputs[k].data_ptr())
-            out = torch.empty((key[1], *self.output_shape[name]), dtype=self.torch_dtype, device=self.device)
+            for tensor, t in zip(self.specs[name].inputs, feeds, strict=True):
+                inputs[tensor.name] = torch.empty(t.shape, dtype=self._torch(tensor), device=self.device)
+                binding.bind_input(
+                    tensor.name, "cuda", 0, self._np(tensor), tuple(t.shape), inputs[tensor.name].data_ptr()
+                )
+            out = self._output(name, key[1])
             binding.bind_output(
-                session.get_outputs()[0].name, "cuda", 0, self.np_dtype, tuple(out.shape), out.data_ptr()
+                self.specs[name].outputs[0].name, "cuda", 0, self.np_dtype, tuple(out.shape), out.data_ptr()
             )
             run_options = ort.RunOptions()
             run_options.add_run_config_entry("gpu_graph_id", str(len(self._graphs) + 1))
             self._graphs[key] = (binding, inputs, out, run_options)
         return self._graphs[key]
 
-    def _run_graph(self, name: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _run_graph(self, name: str, feeds: tuple[torch.Tensor, ...]) -> torch.Tensor:
         binding, inputs, out, run_options = self._graph_buffers(name, feeds)
         caller, stream = torch.cuda.current_stream(), self.stream
         assert stream is not None
         stream.wait_stream(caller)  # inputs were written on the caller's stream
         with torch.cuda.stream(stream):
-            for key, tensor in feeds.items():
-                inputs[key].copy_(tensor)
+            for spec_in, tensor in zip(self.specs[name].inputs, feeds, strict=True):
+                inputs[spec_in.name].copy_(tensor)
                 if tensor.is_cuda:  # read on this stream: not to be reused before the copy ran
                     tensor.record_stream(stream)
             self.sessions[name].run_with_iobinding(binding, run_options)
@@ -189,12 +193,13 @@ class OnnxRuntimeBackend:
         result.record_stream(caller)
         return result
 
-    def _run(self, name: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
-        session = self.sessions[name]
+    def _run(self, name: str, *feeds: torch.Tensor) -> torch.Tensor:
+        """Component `name` on its inputs, given in the order of its spec."""
+        session, spec = self.sessions[name], self.specs[name]
         if not self.on_cuda:
             arrays = {
-                k: v.detach().cpu().numpy().astype(self.np_dtype if k != "timestep" else np.float32)
-                for k, v in feeds.items()
+                t.name: v.detach().cpu().numpy().astype(self._np(t))
+                for t, v in zip(spec.inputs, feeds, strict=True)
             }
             return torch.from_numpy(session.run(None, arrays)[0]).float()
         if self.cuda_graphs:
@@ -203,17 +208,12 @@ class OnnxRuntimeBackend:
         assert stream is not None  # created whenever a GPU provider is asked for
         binding = session.io_binding()
         keep = []
-        for key, tensor in feeds.items():
-            timestep = key == "timestep"  # always float32, whatever the bundle's dtype
-            t = tensor.to(self.device, torch.float32 if timestep else self.torch_dtype).contiguous()
+        for spec_in, tensor in zip(spec.inputs, feeds, strict=True):
+            t = tensor.to(self.device, self._torch(spec_in)).contiguous()  # the timestep stays float32
             keep.append(t)
-            np_dtype = np.float32 if timestep else self.np_dtype
-            binding.bind_input(key, "cuda", 0, np_dtype, tuple(t.shape), t.data_ptr())
-        batch = next(iter(feeds.values())).shape[0]
-        out = torch.empty((batch, *self.output_shape[name]), dtype=self.torch_dtype, device=self.device)
-        binding.bind_output(
-            session.get_outputs()[0].name, "cuda", 0, self.np_dtype, tuple(out.shape), out.data_ptr()
-        )
+            binding.bind_input(spec_in.name, "cuda", 0, self._np(spec_in), tuple(t.shape), t.data_ptr())
+        out = self._output(name, feeds[0].shape[0])
+        binding.bind_output(spec.outputs[0].name, "cuda", 0, self.np_dtype, tuple(out.shape), out.data_ptr())
         stream.wait_stream(caller)  # inputs were written on the caller's stream
         session.run_with_iobinding(binding)
         caller.wait_stream(stream)
@@ -221,8 +221,18 @@ class OnnxRuntimeBackend:
             t.record_stream(stream)
         return out.float()
 
-    def denoise(self, latents, timesteps, context):
-        return self._run("unet", {"sample": latents, "timestep": timesteps, "encoder_hidden_states": context})
+    def _np(self, tensor: TensorSpec):
+        return _NP[tensor.dtype(self.dtype_name)]
+
+    def _torch(self, tensor: TensorSpec) -> torch.dtype:
+        return _TORCH[tensor.dtype(self.dtype_name)]
+
+    def _output(self, name: str, batch: int) -> torch.Tensor:
+        spec = self.specs[name]
+        return torch.empty(spec.shape(spec.outputs[0], batch), dtype=self.torch_dtype, device=self.device)
+
+    def denoise(self, latents, timesteps, context):  # the unet spec's inputs, in its order
+        return self._run("unet", latents, timesteps, context)
 
     def decode(self, latents):
-        return self._run("vae_decoder", {"latent": latents})
+        return self._run("vae_decoder", latents)

@@ -139,11 +139,15 @@ class TensorRTBackend:
         engines = manifest.engines or {}  # both there: the registry's bundle check
         self.device = torch.device("cuda")
         self.dtype_name = manifest.dtype
+        self.specs = {
+            name: manifest.spec(name) for name in ("unet", "vae_decoder")
+        }  # the engines' input names
         self.unet = _Engine(trt, bundle / engines["unet"], cuda_graphs)
         self.decoder = _Engine(trt, bundle / engines["vae_decoder"], cuda_graphs)
 
-    def denoise(self, latents, timesteps, context):
-        return self.unet({"sample": latents, "timestep": timesteps, "encoder_hidden_states": context})
+    def denoise(self, latents, timesteps, context):  # the unet spec's inputs, in its order
+        names = self.specs["unet"].input_names
+        return self.unet(dict(zip(names, (latents, timesteps, context), strict=True)))
 
     def decode(self, latents):
-        return self.decoder({"latent": latents})
+        return self.decoder(dict(zip(self.specs["vae_decoder"].input_names, (latents,), strict=True)))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -72,12 +73,27 @@ class ContrastResult:
 
 KidTable = dict[str, KidResult | ContrastResult]  # kid_table of one set: comparisons, margins, contrast
 
+
+class Comparison(NamedTuple):
+    """One KID comparison of Table 2: its key in results.json, the classes compared, and which
+    way is better; its title (tables, plots) follows from them."""
+
+    key: str
+    synthetic: str  # class of the synthetic images
+    real: str  # class of the real images
+    better: Literal["lower", "higher"]
+
+    @property
+    def title(self) -> str:
+        return f"Synthetic {self.synthetic} vs Real {self.real} {'↓' if self.better == 'lower' else '↑'}"
+
+
+# The study's four, in its order; each table, plot and published-table reader follows this tuple.
 COMPARISONS = (
-    # key, synthetic class, real class, better when
-    ("syn_AD_vs_real_AD", "AD", "AD", "lower"),
-    ("syn_AD_vs_real_NON_AD", "AD", "NON_AD", "higher"),
-    ("syn_NON_AD_vs_real_NON_AD", "NON_AD", "NON_AD", "lower"),
-    ("syn_NON_AD_vs_real_AD", "NON_AD", "AD", "higher"),
+    Comparison("syn_AD_vs_real_AD", "AD", "AD", "lower"),
+    Comparison("syn_AD_vs_real_NON_AD", "AD", "NON_AD", "higher"),
+    Comparison("syn_NON_AD_vs_real_NON_AD", "NON_AD", "NON_AD", "lower"),
+    Comparison("syn_NON_AD_vs_real_AD", "NON_AD", "AD", "higher"),
 )
 
 

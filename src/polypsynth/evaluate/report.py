@@ -56,13 +56,16 @@ def _plt():
 
 
 def plot_kid_curves(results: dict, path: Path) -> None:
-    """One row of the four comparisons per feature space (their scales differ by orders of
+    """One row of the comparisons (kid.COMPARISONS) per feature space (their scales differ by orders of
     magnitude), error bars one standard error over images."""
     plt = _plt()
     names = [c["name"] for c in results["checkpoints"]]
     xs = [c["step"] if c["step"] is not None else i for i, c in enumerate(results["checkpoints"])]
     spaces = list(results["kid"])
-    fig, axes = plt.subplots(len(spaces), 4, figsize=(15, 3.4 * len(spaces)), sharex=True, squeeze=False)
+    columns = len(COMPARISONS)
+    fig, axes = plt.subplots(
+        len(spaces), columns, figsize=(3.75 * columns, 3.4 * len(spaces)), sharex=True, squeeze=False
+    )
     for row, space in zip(axes, spaces, strict=True):
         kids = results["kid"][space]
         scale = results.get("kid_scale", {}).get(space)

@@ -9,12 +9,7 @@ from polypsynth.evaluate.memorisation import status
 from polypsynth.evaluate.selection import judge_skill
 from polypsynth.evaluate.uncertainty import describe
 
-TITLES = {
-    "syn_AD_vs_real_AD": "Synthetic AD vs Real AD ↓",
-    "syn_AD_vs_real_NON_AD": "Synthetic AD vs Real NON_AD ↑",
-    "syn_NON_AD_vs_real_NON_AD": "Synthetic NON_AD vs Real NON_AD ↓",
-    "syn_NON_AD_vs_real_AD": "Synthetic NON_AD vs Real AD ↑",
-}
+TITLES = {c.key: c.title for c in COMPARISONS}
 
 
 def markdown(rows: list[list[str]]) -> str:

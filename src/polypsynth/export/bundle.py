@@ -108,6 +108,7 @@ def export_bundle(
             versions=_versions(),
             parity=figures,
             engines=engines,
+            components={n: spec for n, (spec, _) in specs.items()},
             files={p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
         )
         write_manifest(tmp, manifest)

@@ -11,7 +11,7 @@ import torch
 
 from polypsynth.backends.onnxruntime_backend import import_onnxruntime
 from polypsynth.errors import PolypsynthError
-from polypsynth.export.spec import ComponentSpec
+from polypsynth.export.spec import ComponentSpec, sample_inputs
 
 
 class ExportError(PolypsynthError):
@@ -65,7 +65,7 @@ def export_onnx(
     trace_dtype = torch.float32 if convert else dtype
     # A copy: the caller's weights stay untouched (fp32, where they were).
     module = copy.deepcopy(module).eval().to(device, trace_dtype)
-    inputs = tuple(x.to(device) for x in spec.sample_inputs(2, trace_dtype))
+    inputs = tuple(x.to(device) for x in sample_inputs(spec, 2, trace_dtype))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
@@ -169,7 +169,7 @@ def parity(
     PyTorch fp32 on fresh inputs."""
 
     ort = import_onnxruntime()
-    inputs = spec.sample_inputs(batch, torch.float32, seed=seed)
+    inputs = sample_inputs(spec, batch, torch.float32, seed=seed)
     with torch.no_grad():
         reference = module.eval().float()(*inputs).float().numpy()
     session = ort.InferenceSession(str(path), providers=[provider])

@@ -1,88 +1,34 @@
-"""One I/O spec per exported component. ONNX export (names, dynamic axes, sample inputs), the
-parity check and the TensorRT optimisation profiles (min/opt/max shapes) all read it."""
+"""What is exported: the modules behind each component's spec (bundle_format.ComponentSpec, which
+the manifest records and the runtime backends read), and random inputs of a spec's shapes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import torch
 
-BATCH = "batch"
+from polypsynth.bundle_format import ComponentSpec, unet_spec, vae_decoder_spec
+
+__all__ = [
+    "ComponentSpec",
+    "UNetExport",
+    "VaeDecoderExport",
+    "sample_inputs",
+    "unet_spec",
+    "vae_decoder_spec",
+]
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple  # BATCH marks the dynamic batch axis
-    kind: str = "float"  # float: the component's dtype; timestep: always float32
-
-
-@dataclass(frozen=True)
-class ComponentSpec:
-    name: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    batch_multiplier: int = 1  # the U-Net sees 2x the image batch under classifier-free guidance
-
-    @property
-    def input_names(self) -> list[str]:
-        return [t.name for t in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [t.name for t in self.outputs]
-
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        return {
-            t.name: {i: BATCH for i, d in enumerate(t.shape) if d == BATCH}
-            for t in (*self.inputs, *self.outputs)
-        }
-
-    def shape(self, tensor: TensorSpec, batch: int) -> tuple[int, ...]:
-        return tuple(batch if d == BATCH else d for d in tensor.shape)
-
-    def sample_inputs(self, batch: int, dtype=torch.float32, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        gen = torch.Generator().manual_seed(seed)
-        out = []
-        for t in self.inputs:
-            if t.kind == "timestep":
-                out.append(torch.rand(batch, generator=gen) * 999)
-            else:
-                out.append(torch.randn(self.shape(t, batch), generator=gen).to(dtype))
-        return tuple(out)
-
-    def profile(self, batch_sizes: Sequence[int]) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """Per input (min, opt, max) shapes covering every batch the sampling loop sends for the
-        image batch sizes requested: guidance 0 or 1 sends the image batch itself, guidance above
-        1 twice it (`batch_multiplier`), so the range runs from the smallest image batch to
-        multiplier x the largest; the optimum is the middle size under guidance."""
-        lo, hi = min(batch_sizes), max(batch_sizes) * self.batch_multiplier
-        opt = sorted(batch_sizes)[len(batch_sizes) // 2] * self.batch_multiplier
-        return {t.name: (self.shape(t, lo), self.shape(t, opt), self.shape(t, hi)) for t in self.inputs}
-
-
-def unet_spec(latent_shape: Sequence[int], text_tokens: int, text_dim: int) -> ComponentSpec:
-    c, h, w = latent_shape
-    return ComponentSpec(
-        "unet",
-        (
-            TensorSpec("sample", (BATCH, c, h, w)),
-            TensorSpec("timestep", (BATCH,), kind="timestep"),
-            TensorSpec("encoder_hidden_states", (BATCH, text_tokens, text_dim)),
-        ),
-        (TensorSpec("noise_pred", (BATCH, c, h, w)),),
-        batch_multiplier=2,
-    )
-
-
-def vae_decoder_spec(latent_shape: Sequence[int], resolution: int) -> ComponentSpec:
-    c, h, w = latent_shape
-    return ComponentSpec(
-        "vae_decoder",
-        (TensorSpec("latent", (BATCH, c, h, w)),),
-        (TensorSpec("image", (BATCH, 3, resolution, resolution)),),
-    )
+def sample_inputs(
+    spec: ComponentSpec, batch: int, dtype=torch.float32, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the spec's shapes (timesteps in 0 .. 999, float32): for tracing and parity."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for t in spec.inputs:
+        if t.kind == "timestep":
+            out.append(torch.rand(batch, generator=gen) * 999)
+        else:
+            out.append(torch.randn(spec.shape(t, batch), generator=gen).to(dtype))
+    return tuple(out)
 
 
 class UNetExport(torch.nn.Module):
