@@ -195,24 +195,15 @@ class SamplerClient:
         class_name: str,
         count: int,
         *,
-        seed: int = 0,
-        first_index: int = 0,
-        steps: int | None = None,
-        guidance: float | None = None,
-        scheduler: str | None = None,
-        **call,
+        encoding: pb.Encoding = pb.ENCODING_PNG,
+        request_id: str = "",
+        timeout: float | None = None,
+        **given,
     ) -> Iterator[pb.GeneratedImage]:
-        """`stream` of the request spelled out; `call` takes stream's encoding, request_id, timeout."""
-        request = make_request(
-            class_name,
-            count,
-            seed=seed,
-            first_index=first_index,
-            steps=steps,
-            guidance=guidance,
-            scheduler=scheduler,
-        )
-        return self.stream(model, request, **call)
+        """`stream` of the request spelled out: `given` takes make_request's keywords (seed,
+        first_index, steps, guidance, scheduler)."""
+        request = make_request(class_name, count, **given)
+        return self.stream(model, request, encoding=encoding, request_id=request_id, timeout=timeout)
 
     @staticmethod
     def pixels(image: pb.GeneratedImage) -> np.ndarray:
