@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 
-from polypsynth.evaluate.classify import classification_metrics, summarise
+from polypsynth.evaluate.classify import ClassifierRun, classification_metrics, summarise
 from polypsynth.evaluate.kid import ContrastResult, KidResult, KidTable
+from polypsynth.evaluate.picks import Judge
 from polypsynth.evaluate.selection import fidelity_inputs, fidelity_test, judge_skill, select
-from polypsynth.evaluate.uncertainty import conclude, gain_interval
+from polypsynth.evaluate.table1 import gain_interval
+from polypsynth.evaluate.uncertainty import Interval, conclude
 
 
 def test_metrics_match_hand_counts():
@@ -27,21 +29,19 @@ def test_summary_and_paired_gain():
     def run(acc, seed):
         r = np.random.default_rng(seed)
         pred = np.where(r.random(100) < acc, y_true, 1 - y_true)
-        return {"metrics": classification_metrics(y_true, pred), "y_true": y_true, "y_pred": pred}
+        return ClassifierRun.judged(y_true, pred)
 
     real = [run(0.6, s) for s in range(5)]
     better = [run(0.95, 10 + s) for s in range(5)]
     s = summarise(real)
-    assert s["seeds"] == 5 and s["balanced_accuracy"]["std"] > 0
-    assert np.sum(s["confusion"]) == 500
-    assert s["balanced_accuracy"]["mean"] == pytest.approx(
-        np.mean([r["metrics"]["balanced_accuracy"] for r in real])
-    )
+    assert s.seeds == 5 and s.balanced_accuracy.std > 0
+    assert np.sum(s.confusion) == 500
+    assert s.balanced_accuracy.mean == pytest.approx(np.mean([r.metrics["balanced_accuracy"] for r in real]))
     g = gain_interval(real, better)
-    assert g["mean"] > 0.2 and g["ci95"][0] > 0 and g["word"] == "helps"  # clearly positive
-    assert g["ci95"][0] <= g["mean"] <= g["ci95"][1]
+    assert g.mean > 0.2 and g.ci95[0] > 0 and g.word == "helps"  # clearly positive
+    assert g.ci95[0] <= g.mean <= g.ci95[1]
     one = summarise(real[:1])  # one seed: no spread is shown as if measured
-    assert one["balanced_accuracy"]["std"] is None and one["AD"]["recall"]["std"] is None
+    assert one.balanced_accuracy.std is None and one.per_class["AD"]["recall"].std is None
 
 
 def _kids(same_ad, cross_ad, same_non, cross_non, se=0.002) -> KidTable:
@@ -56,7 +56,7 @@ def _kids(same_ad, cross_ad, same_non, cross_non, se=0.002) -> KidTable:
     }
 
 
-JUDGE = {"recall": {"AD": 0.83, "NON_AD": 0.53}, "images": {"AD": 77, "NON_AD": 36}}  # the study's
+JUDGE = Judge(recall={"AD": 0.83, "NON_AD": 0.53}, images={"AD": 77, "NON_AD": 36})  # the study's
 
 
 def _select(kids, fidelity=None, gains=None, n=48, judge=JUDGE, **kw):
@@ -67,9 +67,9 @@ def _select(kids, fidelity=None, gains=None, n=48, judge=JUDGE, **kw):
 
 def _gain(mean, lo, hi, seeds=3, min_gain=0.02):
     """A gain with its word decided by uncertainty.conclude (normal interval of that width)."""
-    return conclude(
-        {"mean": mean, "se": (hi - lo) / 3.92, "df": float("inf"), "ci95": [lo, hi], "seeds": seeds}, min_gain
-    )
+    se = (hi - lo) / 3.92
+    measured = dict(image_part=se**2 / 2, seed_part=se**2 / 2, seed_variance="measured", seed_sd=None)
+    return conclude(Interval(mean, se, se, float("inf"), (lo, hi), **measured, seeds=seeds), min_gain)
 
 
 def test_naive_and_clinical_rules_disagree_like_in_the_study():
@@ -90,39 +90,37 @@ def test_naive_and_clinical_rules_disagree_like_in_the_study():
         "step-8k": _gain(-0.04, -0.07, -0.01),
     }
     out = _select(kids, fidelity, gains)
-    assert [gains[n]["word"] for n in gains] == ["helps", "does not help", "harms"]
-    assert out["naive"]["pick"] == "step-8k"
-    assert out["clinical"]["pick"] == "step-2k"  # the larger smaller margin (0.020 against 0.010)
-    assert out["clinical"]["eligible"] == ["step-2k", "step-4k"]
-    assert out["clinical"]["table"]["step-8k"]["classes"] == "not apart"
-    assert out["agreement"] == {
-        "note": "not computed: rank agreement needs at least 5 checkpoints, 3 evaluated"
-    }
-    assert out["decision"] == "worth using"
-    p_clinical, p_naive = out["clinical"]["probability"], out["naive"]["probability"]
+    assert [gains[n].word for n in gains] == ["helps", "does not help", "harms"]
+    assert out.naive.pick == "step-8k"
+    assert out.clinical.pick == "step-2k"  # the larger smaller margin (0.020 against 0.010)
+    assert out.clinical.eligible == ["step-2k", "step-4k"]
+    assert out.clinical.table["step-8k"].classes == "not apart"
+    assert out.agreement == {"note": "not computed: rank agreement needs at least 5 checkpoints, 3 evaluated"}
+    assert out.decision == "worth using"
+    p_clinical, p_naive = out.clinical.probability, out.naive.probability
     assert 0.5 < p_clinical < 1 and 0 < p_naive < 1
-    assert out["verdict"] == (
+    assert out.verdict == (
         f"Worth using: step-2k ({p_clinical:.0%} of redraws); its synthetic classes stay apart and recognisable, "
         "and its images raise balanced accuracy: +0.020 [+0.005, +0.040] (3 seeds): helps."
     )
-    assert out["notes"][-1] == (
+    assert out.notes[-1] == (
         f"The lowest same-class KID, the rule the study warns against, would pick step-8k ({p_naive:.0%} of redraws)."
     )
     # With step-2k not eligible (its NON_AD margin collapsed), step-4k is picked; its images do not help,
     # and without a positive control nothing is "not worth using".
     kids["step-2k"] = _kids(0.079, 0.118, 0.090, 0.080)
     out = _select(kids, fidelity, gains)
-    assert out["clinical"]["pick"] == "step-4k" and out["decision"] == "cannot decide"
-    assert out["verdict"] == (
+    assert out.clinical.pick == "step-4k" and out.decision == "cannot decide"
+    assert out.verdict == (
         "Cannot decide: step-4k (100% of redraws) passes the clinical rules, but its images' gain is -0.010 "
         "[-0.030, +0.010] (3 seeds): does not help (upper bound below the minimum gain +0.020)."
     )
-    assert out["notes"][1] == "Yet the images of step-2k clearly helped the classifier."
-    assert out["notes"][2] == (
+    assert out.notes[1] == "Yet the images of step-2k clearly helped the classifier."
+    assert out.notes[2] == (
         "No positive control was run: nothing shows that this test split could see a gain of +0.020, so gains "
         "below it say nothing against the images."
     )
-    assert out["notes"][0].startswith("step-2k, step-8k: its synthetic NON_AD sits closer to real AD")
+    assert out.notes[0].startswith("step-2k, step-8k: its synthetic NON_AD sits closer to real AD")
 
 
 def test_the_pick_is_made_among_eligible_checkpoints_only_and_ties_follow_the_stated_rule():
@@ -134,16 +132,16 @@ def test_the_pick_is_made_among_eligible_checkpoints_only_and_ties_follow_the_st
     }
     out = _select(kids, fid)
     # Equal margins: the higher mean fidelity (b), then the earlier checkpoint (a before c).
-    assert out["clinical"]["eligible"] == ["b", "a", "c"] and out["clinical"]["pick"] == "b"
-    assert out["clinical"]["ties"] == "ties go to the higher mean fidelity, then to the earlier checkpoint"
+    assert out.clinical.eligible == ["b", "a", "c"] and out.clinical.pick == "b"
+    assert out.clinical.ties == "ties go to the higher mean fidelity, then to the earlier checkpoint"
     # An ineligible checkpoint, however its numbers move, does not change the pick among the rest.
     picks = set()
     for cross in (0.03, 0.04, 0.045, 0.0495):
         kids["x"] = _kids(0.06, cross, 0.01, 0.2)  # AD margin below zero: not apart
         fid["x"] = {"AD": 1.0, "NON_AD": 1.0}
         moved = _select(kids, fid)
-        assert moved["clinical"]["table"]["x"]["eligible"] is False
-        picks.add(moved["clinical"]["pick"])
+        assert moved.clinical.table["x"].eligible is False
+        picks.add(moved.clinical.pick)
     assert picks == {"b"}
 
 
@@ -153,7 +151,7 @@ def test_pick_probability_matches_an_independent_simulation():
     table2 = STUDY_TABLE2
     kids = {n: _kids_se(*row) for n, row in table2.items()}
     out = _select(kids)
-    assert out["naive"]["pick"] == "8k"
+    assert out.naive.pick == "8k"
     rng = np.random.default_rng(11)
     names = list(table2)
     draws = np.stack(
@@ -163,9 +161,9 @@ def test_pick_probability_matches_an_independent_simulation():
         ]
     )
     share = {n: float(np.mean(draws.argmin(0) == i)) for i, n in enumerate(names)}
-    assert out["naive"]["probability"] == pytest.approx(share["8k"], abs=0.015)
-    assert 0.5 < out["naive"]["probability"] < 0.75
-    assert out["clinical"]["pick"] is None and out["clinical"]["probability"] is None
+    assert out.naive.probability == pytest.approx(share["8k"], abs=0.015)
+    assert 0.5 < out.naive.probability < 0.75
+    assert out.clinical.pick is None and out.clinical.probability is None
 
 
 STUDY_TABLE2 = {  # the study's Table 2: (mean, std) of AD vs AD, AD vs NON_AD, NON_AD vs NON_AD, NON_AD vs AD
@@ -197,36 +195,37 @@ def test_a_perfect_generator_is_not_rejected_for_a_weak_judge():
     shows against that recall: not held against it; a clear gain makes it worth using."""
     kids = {"a": _kids(0.05, 0.07, 0.05, 0.07)}
     out = _select(kids, {"a": {"AD": 0.85, "NON_AD": 0.49}}, {"a": _gain(0.06, 0.03, 0.09)}, n=400)
-    row = out["clinical"]["table"]["a"]
-    assert row["fidelity"]["NON_AD"]["status"] == "undecided"  # its interval holds losses beyond 0.10
-    assert row["fidelity"]["AD"]["status"] == "kept" and row["eligible"]
-    assert out["decision"] == "worth using" and out["verdict"].startswith("Worth using: a (100% of redraws)")
+    row = out.clinical.table["a"]
+    assert row.fidelity["NON_AD"].status == "undecided"  # its interval holds losses beyond 0.10
+    assert row.fidelity["AD"].status == "kept" and row.eligible
+    assert out.decision == "worth using" and out.verdict.startswith("Worth using: a (100% of redraws)")
     # A class the judge recognises in real images but not in synthetic ones is lost.
     lost = _select(kids, {"a": {"AD": 0.2, "NON_AD": 0.49}}, {"a": _gain(0.06, 0.03, 0.09)})
-    assert lost["clinical"]["table"]["a"]["fidelity"]["AD"]["status"] == "lost"
-    assert lost["decision"] == "cannot decide"
-    assert lost["verdict"] == "Cannot decide: no checkpoint passes the clinical rules."
-    assert "a: the judge recognises its AD clearly less often than real AD." in lost["notes"]
-    assert "Yet the images of a clearly helped the classifier." in lost["notes"]
+    assert lost.clinical.table["a"].fidelity["AD"].status == "lost"
+    assert lost.decision == "cannot decide"
+    assert lost.verdict == "Cannot decide: no checkpoint passes the clinical rules."
+    assert "a: the judge recognises its AD clearly less often than real AD." in lost.notes
+    assert "Yet the images of a clearly helped the classifier." in lost.notes
 
 
 def test_the_fidelity_gate_reads_the_judges_skill_not_its_bias():
     """A judge with no skill that names nearly everything AD (recall 0.90 / 0.10, Youden's J 0)
     would have "kept" junk AD images; its skill is not shown, so fidelity is untestable."""
-    leaning = {"recall": {"AD": 0.90, "NON_AD": 0.10}, "images": {"AD": 77, "NON_AD": 36}}
-    skill = judge_skill(leaning)
+    leaning = Judge(recall={"AD": 0.90, "NON_AD": 0.10}, images={"AD": 77, "NON_AD": 36})
+    skill = judge_skill(leaning.recall, leaning.images)
     assert (
         skill["youden"] == pytest.approx(0.0)
         and skill["ci95"][0] < 0 < skill["ci95"][1]
         and not skill["shown"]
     )
     junk = _select({"a": _kids(0.05, 0.07, 0.05, 0.07)}, {"a": {"AD": 0.9, "NON_AD": 0.1}}, judge=leaning)
-    assert {t["status"] for t in junk["clinical"]["table"]["a"]["fidelity"].values()} == {"untestable"}
+    assert {t.status for t in junk.clinical.table["a"].fidelity.values()} == {"untestable"}
     # The study's judge (0.83 / 0.53: J = 0.36) has shown skill.
-    assert judge_skill(JUDGE)["shown"] and judge_skill(JUDGE)["youden"] == pytest.approx(0.36)
+    skill = judge_skill(JUDGE.recall, JUDGE.images)
+    assert skill["shown"] and skill["youden"] == pytest.approx(0.36)
     # "kept" only when the interval excludes a loss of more than 0.10: [-0.28, +0.02] is not kept.
     wide = fidelity_test(0.60, 48, 0.73, 36)
-    assert wide["diff_ci95"][0] < -0.25 and wide["diff_ci95"][1] > 0 and wide["status"] == "undecided"
+    assert wide.diff_ci95[0] < -0.25 and wide.diff_ci95[1] > 0 and wide.status == "undecided"
 
 
 def test_fidelity_difference_interval_is_newcombes():
@@ -247,13 +246,13 @@ def test_fidelity_difference_interval_is_newcombes():
         d - np.sqrt((30 / 48 - l1) ** 2 + (u2 - 20 / 36) ** 2),
         d + np.sqrt((u1 - 30 / 48) ** 2 + (20 / 36 - l2) ** 2),
     ]
-    assert out["diff_ci95"] == pytest.approx(expected, abs=1e-9)
-    assert fidelity_test(0.9, 200, 0.9, 300)["status"] == "kept"
-    assert fidelity_test(0.5, 48, 0.9, 100)["status"] == "lost"
+    assert out.diff_ci95 == pytest.approx(tuple(expected), abs=1e-9)
+    assert fidelity_test(0.9, 200, 0.9, 300).status == "kept"
+    assert fidelity_test(0.5, 48, 0.9, 100).status == "lost"
     la, ua = wilson(64, 77)
     ln, un = wilson(19, 36)
     j = 64 / 77 + 19 / 36 - 1
-    skill = judge_skill({"recall": {"AD": 64 / 77, "NON_AD": 19 / 36}, "images": {"AD": 77, "NON_AD": 36}})
+    skill = judge_skill({"AD": 64 / 77, "NON_AD": 19 / 36}, {"AD": 77, "NON_AD": 36})
     assert skill["ci95"] == pytest.approx(
         [j - np.hypot(64 / 77 - la, 19 / 36 - ln), j + np.hypot(ua - 64 / 77, un - 19 / 36)], abs=1e-9
     )
@@ -266,12 +265,12 @@ def test_the_studys_table_2_has_no_eligible_checkpoint():
     study = {n: _kids_se(*row) for n, row in STUDY_TABLE2.items()}
     fidelity = {k: {"AD": 0.8, "NON_AD": 0.6} for k in study}
     out = _select(study, fidelity)
-    assert out["naive"]["pick"] == "8k" and out["clinical"]["pick"] is None
-    table = out["clinical"]["table"]
-    assert all(t["margin_NON_AD"] < 0 < t["margin_AD"] for t in table.values())
-    assert all(t["shift_free"] > 0 for t in table.values())
-    assert table["8k"]["shift_free"] == pytest.approx(0.105 - 0.069 + 0.061 - 0.081)
-    assert table["8k"]["shift_free_se"] == pytest.approx(np.sqrt(0.002**2 + 0.004**2 + 0.003**2 + 0.002**2))
+    assert out.naive.pick == "8k" and out.clinical.pick is None
+    table = out.clinical.table
+    assert all(t.margin_NON_AD < 0 < t.margin_AD for t in table.values())
+    assert all(t.shift_free > 0 for t in table.values())
+    assert table["8k"].shift_free == pytest.approx(0.105 - 0.069 + 0.061 - 0.081)
+    assert table["8k"].shift_free_se == pytest.approx(np.sqrt(0.002**2 + 0.004**2 + 0.003**2 + 0.002**2))
 
 
 def test_the_positive_control_tells_whether_the_rules_and_the_test_split_can_decide():
@@ -280,31 +279,31 @@ def test_the_positive_control_tells_whether_the_rules_and_the_test_split_can_dec
     flat = _gain(-0.001, -0.01, 0.01)
     gains = {"a": flat, "held-out real": flat}
     out = _select(kids, fid, gains, control="held-out real")
-    assert out["naive"]["pick"] == "a" and "held-out real" not in out["naive"]["scores"]
-    assert out["control"]["eligible"] is False
-    assert out["control"]["reasons"] == ["its AD and NON_AD margins lie within the 95% uncertainty"]
+    assert out.naive.pick == "a" and "held-out real" not in out.naive.scores
+    assert out.control.eligible is False
+    assert out.control.reasons == ["its AD and NON_AD margins lie within the 95% uncertainty"]
     # Real images do not help either: the experiment has no power, so "a" is not condemned.
-    assert out["decision"] == "cannot decide"
+    assert out.decision == "cannot decide"
     assert (
         "Held-out real images fail the same rules (its AD and NON_AD margins lie within the 95% uncertainty): on "
-        in " ".join(out["notes"])
+        in " ".join(out.notes)
     )
     assert (
         "Adding held-out real images shows no gain of the minimum size either (-0.001 [-0.010, +0.010] (3 seeds): "
-        "does not help" in " ".join(out["notes"])
+        "does not help" in " ".join(out.notes)
     )
     # When real images do help, the same flat gain of "a" says it is not worth using.
     gains["held-out real"] = _gain(0.05, 0.02, 0.08)
     out = _select(kids, fid, gains, control="held-out real")
-    assert out["decision"] == "not worth using"
-    assert out["verdict"] == (
+    assert out.decision == "not worth using"
+    assert out.verdict == (
         "Not worth using: no checkpoint's images raise balanced accuracy by +0.020 or more, while held-out real "
         "images do."
     )
     # A gain above zero but wholly below the minimum is not "helps": [+0.001, +0.015] against 0.02.
     gains["a"] = _gain(0.008, 0.001, 0.015)
-    assert gains["a"]["word"] == "below the minimum"
-    assert _select(kids, fid, gains, control="held-out real")["decision"] == "not worth using"
+    assert gains["a"].word == "below the minimum"
+    assert _select(kids, fid, gains, control="held-out real").decision == "not worth using"
 
 
 def test_a_harmful_control_is_called_so():
@@ -313,13 +312,12 @@ def test_a_harmful_control_is_called_so():
     fid = {n: {"AD": 0.8, "NON_AD": 0.6} for n in kids}
     gains = {"a": _gain(-0.066, -0.344, 0.212, seeds=2), "ctl": _gain(-0.078, -0.118, -0.038, seeds=2)}
     out = _select(kids, fid, gains, control="ctl")
-    assert gains["ctl"]["word"] == "harms" and out["decision"] == "cannot decide"
+    assert gains["ctl"].word == "harms" and out.decision == "cannot decide"
     assert (
         "Adding held-out real images lowers balanced accuracy (-0.078 [-0.118, -0.038] (2 seeds): harms (upper bound "
-        "below 0)): this classifier does not gain from more real images of this kind"
-        in " ".join(out["notes"])
+        "below 0)): this classifier does not gain from more real images of this kind" in " ".join(out.notes)
     )
-    assert "cannot show a gain" not in " ".join(out["notes"])
+    assert "cannot show a gain" not in " ".join(out.notes)
 
 
 def test_every_checkpoint_copying_is_read_after_the_control():
@@ -329,16 +327,16 @@ def test_every_checkpoint_copying_is_read_after_the_control():
         "ctl": _kids(0.05, 0.07, 0.05, 0.07),
     }
     fid = {n: {"AD": 0.8, "NON_AD": 0.6} for n in kids}
-    copies = {"a": {"copies": True}, "b": {"copies": True}, "ctl": {"copies": False}}
+    copies = {"a": True, "b": True, "ctl": False}
     out = _select(kids, fid, copies=copies, control="ctl")
-    assert out["decision"] == "not worth using"
-    assert out["verdict"].startswith("Not worth using: every checkpoint reproduces its training images.")
-    copies["ctl"] = {"copies": True}  # held-out real images flagged too: the check cannot tell
+    assert out.decision == "not worth using"
+    assert out.verdict.startswith("Not worth using: every checkpoint reproduces its training images.")
+    copies["ctl"] = True  # held-out real images flagged too: the check cannot tell
     out = _select(kids, fid, copies=copies, control="ctl")
-    assert out["decision"] == "cannot decide"
+    assert out.decision == "cannot decide"
     assert (
         "the copy check flags every checkpoint and the held-out real images alike, so it cannot tell copies"
-        in out["verdict"]
+        in out.verdict
     )
 
 
@@ -355,9 +353,9 @@ def test_no_verdict_condemns_a_checkpoint_whose_interval_holds_useful_gains():
         "ctl": _gain(0.05, 0.02, 0.08),
     }
     out = _select(kids, fid, gains, control="ctl")
-    assert out["control"]["eligible"] and out["decision"] == "cannot decide"
-    assert out["verdict"] == "Cannot decide: no checkpoint passes the clinical rules."
-    assert out["notes"][0] == (
+    assert out.control.eligible and out.decision == "cannot decide"
+    assert out.verdict == "Cannot decide: no checkpoint passes the clinical rules."
+    assert out.notes[0] == (
         "a, b: its synthetic AD sits closer to real NON_AD than to real AD (AD margin below zero), its synthetic "
         "NON_AD sits closer to real AD than to real NON_AD (NON_AD margin below zero)."
     )
@@ -368,16 +366,16 @@ def test_margins_within_their_uncertainty_cannot_decide():
     kids = {"a": _kids(0.050, 0.051, 0.050, 0.051, se=0.003), "b": _kids(0.05, 0.04, 0.05, 0.04, se=0.001)}
     fid = {"a": {"AD": 0.9, "NON_AD": 0.5}, "b": {"AD": 0.9, "NON_AD": 0.5}}
     out = _select(kids, fid)
-    table = out["clinical"]["table"]
-    assert table["a"]["classes"] == "undecided" and not table["a"]["eligible"]
-    assert table["a"]["margin_AD_se"] == pytest.approx(0.003 * np.sqrt(2))
-    assert table["b"]["classes"] == "not apart"
-    assert out["clinical"]["pick"] is None and out["decision"] == "cannot decide"
-    assert "a: its AD and NON_AD margins lie within the 95% uncertainty." in out["notes"]
-    assert table["a"]["margins"] == {"AD": "within its uncertainty", "NON_AD": "within its uncertainty"}
+    table = out.clinical.table
+    assert table["a"].classes == "undecided" and not table["a"].eligible
+    assert table["a"].margin_AD_se == pytest.approx(0.003 * np.sqrt(2))
+    assert table["b"].classes == "not apart"
+    assert out.clinical.pick is None and out.decision == "cannot decide"
+    assert "a: its AD and NON_AD margins lie within the 95% uncertainty." in out.notes
+    assert table["a"].margins == {"AD": "within its uncertainty", "NON_AD": "within its uncertainty"}
     # The same margins measured ten times more precisely are clearly apart.
     precise = {"a": _kids(0.050, 0.051, 0.050, 0.051, se=0.0003)}
-    assert _select(precise, {"a": fid["a"]})["clinical"]["pick"] == "a"
+    assert _select(precise, {"a": fid["a"]}).clinical.pick == "a"
 
 
 def test_jointly_measured_margins_are_used_when_present():
@@ -385,20 +383,20 @@ def test_jointly_measured_margins_are_used_when_present():
     kids["a"]["margin_AD"] = ContrastResult(0.001, 0.0002, "jackknife")  # from kid.kid_table
     kids["a"]["margin_NON_AD"] = ContrastResult(0.001, 0.0002, "jackknife")
     out = _select(kids, {"a": {"AD": 0.9, "NON_AD": 0.5}})
-    assert out["clinical"]["table"]["a"]["margin_AD_se"] == 0.0002
-    assert out["clinical"]["pick"] == "a"
-    assert out["verdict"] == (
+    assert out.clinical.table["a"].margin_AD_se == 0.0002
+    assert out.clinical.pick == "a"
+    assert out.verdict == (
         "Cannot decide: a (100% of redraws) passes the clinical rules, but its images' gain was not measured."
     )
 
 
 def test_unmeasured_fidelity_and_copies_are_said_to_be_absent():
     out = select({"a": _kids(0.05, 0.07, 0.05, 0.07)})
-    row = out["clinical"]["table"]["a"]
-    assert row["fidelity"] is None and row["copies"] is None and row["eligible"]
-    assert out["measured"] == {"fidelity": False, "copies": False, "gains": False}
-    assert out["verdict"].startswith("Cannot decide: a (100% of redraws)")
-    assert "recognisable" not in out["verdict"]
+    row = out.clinical.table["a"]
+    assert row.fidelity is None and row.copies is None and row.eligible
+    assert out.measured == {"fidelity": False, "copies": False, "gains": False}
+    assert out.verdict.startswith("Cannot decide: a (100% of redraws)")
+    assert "recognisable" not in out.verdict
 
 
 def test_rank_agreement_from_five_checkpoints():
@@ -406,7 +404,7 @@ def test_rank_agreement_from_five_checkpoints():
     fidelity = {c: {"AD": 0.8, "NON_AD": 0.5} for c in kids}
     gains = {f"c{i}": _gain(0.01 * i, 0.0, 0.02 * i) for i in range(1, 6)}
     out = _select(kids, fidelity, gains)
-    assert out["agreement"]["clinical"] == pytest.approx(1.0)  # wider margins, larger gains
+    assert out.agreement["clinical"] == pytest.approx(1.0)  # wider margins, larger gains
 
 
 def test_table1_runs_its_controls_paired_by_seed():
@@ -420,7 +418,7 @@ def test_table1_runs_its_controls_paired_by_seed():
     def run(acc, seed):
         r = np.random.default_rng(seed)
         pred = np.where(r.random(150) < acc, y_true, 1 - y_true)
-        return {"metrics": classification_metrics(y_true, pred), "y_true": y_true, "y_pred": pred}
+        return ClassifierRun.judged(y_true, pred)
 
     def run_real(seed):
         calls.append(("real", seed))
@@ -441,23 +439,23 @@ def test_table1_runs_its_controls_paired_by_seed():
     assert [c for c in calls if c[0] == "a"] == [("a", {"AD": 15, "NON_AD": 15}, s, False) for s in (5, 6, 7)]
     assert [c[3] for c in calls if c[0] == "b"] == [False] * 3 + [True] * 3
     assert [c for c in calls if c[0] == "base"] == [("base", f, s) for s in (5, 6, 7) for f in (0, 1)]
-    assert out["augmented"]["a"]["added"] == {"AD": 15, "NON_AD": 15}
-    assert out["gains"]["a"]["word"] == "helps" and out["gains"]["a"]["min_gain"] == 0.05
-    assert set(out["controls"]["swapped"]) == {"b"} and out["controls"]["swapped"]["b"]["ci95"][1] < 0
+    assert out.augmented["a"].added == {"AD": 15, "NON_AD": 15}
+    assert out.gains["a"].word == "helps" and out.gains["a"].min_gain == 0.05
+    assert set(out.swapped) == {"b"} and out.swapped["b"].ci95[1] < 0
     # The control's gain: the whole split's classifier minus the mean of the fold classifiers, by seed and image.
-    assert list(out["gains"]) == ["a", "b", "ctl"]
+    assert list(out.gains) == ["a", "b", "ctl"]
     base = {(f, s): run(0.55, 200 + 10 * f + s) for f in (0, 1) for s in (5, 6, 7)}
     real = {s: run(0.65, s) for s in (5, 6, 7)}
 
     def correct(r):
-        return (r["y_pred"] == r["y_true"]).astype(float)
+        return (r.y_pred == r.y_true).astype(float)
 
     diff = np.stack([correct(real[s]) - (correct(base[0, s]) + correct(base[1, s])) / 2 for s in (5, 6, 7)])
     from polypsynth.evaluate.uncertainty import interval
 
-    assert out["gains"]["ctl"]["mean"] == pytest.approx(interval(y_true, diff)["mean"])
-    assert out["gains"]["ctl"]["ci95"] == pytest.approx(interval(y_true, diff)["ci95"])
-    assert out["control_base"]["folds"] == 2 and out["control_base"]["seeds"] == 3
+    assert out.gains["ctl"].mean == pytest.approx(interval(y_true, diff).mean)
+    assert out.gains["ctl"].ci95 == pytest.approx(interval(y_true, diff).ci95)
+    assert out.control_base.folds == 2 and out.control_base.seeds == 3
 
 
 def test_a_negative_control_that_does_not_lose_makes_the_test_untrusted():
@@ -467,24 +465,64 @@ def test_a_negative_control_that_does_not_lose_makes_the_test_untrusted():
     fid = {n: {"AD": 0.8, "NON_AD": 0.6} for n in kids}
     gains = {"a": _gain(0.06, 0.03, 0.09), "ctl": _gain(0.05, 0.02, 0.08)}
     reads = _select(kids, fid, gains, control="ctl", negative={"a": _gain(-0.15, -0.25, -0.05)})
-    assert reads["decision"] == "worth using"
+    assert reads.decision == "worth using"
     assert "Swapping the labels of a's images lowers accuracy (-0.150 [-0.250, -0.050] (3 seeds): harms" in (
-        " ".join(reads["notes"])
+        " ".join(reads.notes)
     )
     ignores = _select(kids, fid, gains, control="ctl", negative={"a": _gain(0.0, -0.03, 0.03)})
-    assert ignores["decision"] == "cannot decide"
-    assert ignores["verdict"] == (
+    assert ignores.decision == "cannot decide"
+    assert ignores.verdict == (
         "Cannot decide: a passes the clinical rules and its images raise balanced accuracy, but the label-swapped "
         "control does not show that the classifier reads their labels."
     )
     assert "Swapping the AD and NON_AD labels of a's images does not clearly lower accuracy" in " ".join(
-        ignores["notes"]
+        ignores.notes
     )
     # Nor can "not worth using" rest on a classifier that ignores the labels.
     flat = {"a": _gain(-0.001, -0.01, 0.01), "ctl": _gain(0.05, 0.02, 0.08)}
-    assert _select(kids, fid, flat, control="ctl", negative={"a": _gain(-0.15, -0.25, -0.05)})[
-        "decision"
-    ] == ("not worth using")
-    assert _select(kids, fid, flat, control="ctl", negative={"a": _gain(0.0, -0.03, 0.03)})["decision"] == (
+    assert _select(kids, fid, flat, control="ctl", negative={"a": _gain(-0.15, -0.25, -0.05)}).decision == (
+        "not worth using"
+    )
+    assert _select(kids, fid, flat, control="ctl", negative={"a": _gain(0.0, -0.03, 0.03)}).decision == (
         "cannot decide"
+    )
+
+
+def test_the_selection_is_written_as_plain_json_with_every_reading():
+    """`Selection.to_dict` is what results.json and the report hold: plain JSON types, the
+    table's rows, the gains with their words as strings, the controls when run."""
+    import json
+
+    kids = {"a": _kids(0.05, 0.07, 0.05, 0.07), "ctl": _kids(0.05, 0.07, 0.05, 0.07)}
+    fid = {n: {"AD": 0.8, "NON_AD": 0.6} for n in kids}
+    gains = {"a": _gain(0.06, 0.03, 0.09), "ctl": _gain(0.05, 0.02, 0.08)}
+    chosen = _select(
+        kids, fid, gains, control="ctl", negative={"a": _gain(-0.15, -0.25, -0.05)}, gains_by="x"
+    )
+    stored = json.loads(json.dumps(chosen.to_dict()))
+    assert list(stored) == [
+        "naive",
+        "clinical",
+        "min_gain",
+        "measured",
+        "control",
+        "negative",
+        "agreement",
+        "decision",
+        "verdict",
+        "notes",
+        "gains_by",
+    ]
+    assert stored["decision"] == chosen.decision == "worth using" and stored["gains_by"] == "x"
+    assert stored["control"]["gain"]["word"] == "helps" and stored["negative"]["a"]["word"] == "harms"
+    row = stored["clinical"]["table"]["a"]
+    assert row["fidelity"]["AD"]["status"] == "undecided" and row["reasons"] == [] and row["eligible"] is True
+    assert row["fidelity"]["AD"]["diff_ci95"] == list(chosen.clinical.table["a"].fidelity["AD"].diff_ci95)
+    # Without controls or gains their keys are left out, as before.
+    bare = select({"a": _kids(0.05, 0.07, 0.05, 0.07)}).to_dict()
+    assert (
+        "control" not in bare
+        and "negative" not in bare
+        and "agreement" not in bare
+        and "gains_by" not in bare
     )

@@ -74,18 +74,18 @@ def test_frame_level_folds_make_the_control_optimistic_and_lesion_folds_do_not()
 
     def control(folds):
         check = memorisation.check(feats, test, {"ctl": feats}, control="ctl", folds=folds.folds)
-        return memorisation.correct({"s": check})["s"]["checkpoints"]["ctl"]
+        return memorisation.correct({"s": check})["s"].checkpoints["ctl"]
 
     by_frame, by_lesion = control(control_folds(real, 2, 0)), control(control_folds(real, 2, 0, lesion))
-    assert by_frame["near_copies"] > 0.8 and by_frame["copies"]  # its siblings: it looks like a copier
-    assert by_lesion["near_copies"] < 0.15 and not by_lesion["copies"]
-    assert by_lesion["chance"] == by_frame["chance"]
+    assert by_frame.near_copies > 0.8 and by_frame.copies  # its siblings: it looks like a copier
+    assert by_lesion.near_copies < 0.15 and not by_lesion.copies
+    assert by_lesion.chance == by_frame.chance
 
 
 def test_a_lesion_in_both_splits_is_leakage():
     real = _real(frames=2, test=["/d/LA007-9.png", "/d/LA999-0.png"])
     pairs = copies.lesion_pairs(real, lesion_groups(r"pattern:^(L[AN]\d+)-"))
-    assert [(p["test"], p["image"], p["space"]) for p in pairs] == [
+    assert [(p.test, p.image, p.space) for p in pairs] == [
         ("/d/LA007-9.png", "/d/LA007-0.png", "same lesion LA007")
     ]
     assert copies.lesion_pairs(real, None) == []

@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from quiet_memo import quiet_memo
 
 from polypsynth.evaluate import memorisation, pixels
 from polypsynth.evaluate.features import GeneratorView
@@ -105,24 +106,17 @@ def test_ten_percent_mirrored_or_cropped_copies_of_any_pool_are_flagged(phantom,
     queries["test"] = pixels.query_thumbnails(test, view)
     found = pixels.search(queries, {"train": reference, "ctl": held, "stage1": stage1}, view)
     out = memorisation.pixel_check(found, "test", pixels.LEAK_DISTANCE, control="ctl", folds={"ctl": "ctl"})
-    ck = out["checkpoints"]
-    assert ck["mirrors"]["near_copies"] == pytest.approx(0.10)
-    assert ck["crops"]["near_copies"] == pytest.approx(0.10)
-    assert ck["fresh"]["near_copies"] == 0 and ck["ctl"]["near_copies"] == 0 and ck["fresh"]["chance"] == 0
-    assert ck["mirrors"]["count"] == 20 and ck["mirrors"]["reference"] == "tolerance 1%"
-    quiet = {"checkpoints": {n: {"p_value": 1.0, "copies": False} for n in sets}}
-    corrected = memorisation.correct(
-        {
-            "a": quiet,
-            "b": {"checkpoints": {n: dict(v) for n, v in quiet["checkpoints"].items()}},
-            "pixels": out,
-        }
-    )
-    assert {n for n, c in corrected["pixels"]["checkpoints"].items() if c["copies"]} == {"mirrors", "crops"}
+    ck = out.checkpoints
+    assert ck["mirrors"].near_copies == pytest.approx(0.10)
+    assert ck["crops"].near_copies == pytest.approx(0.10)
+    assert ck["fresh"].near_copies == 0 and ck["ctl"].near_copies == 0 and ck["fresh"].chance == 0
+    assert ck["mirrors"].count == 20 and ck["mirrors"].reference == "tolerance 1%"
+    quiet = dict.fromkeys(sets, 1.0)
+    corrected = memorisation.correct({"a": quiet_memo(quiet), "b": quiet_memo(quiet), "pixels": out})
+    assert {n for n, c in corrected["pixels"].checkpoints.items() if c.copies} == {"mirrors", "crops"}
     # Without the crops in the pool's search, the cropped copies go unseen: the grid is what finds them.
     monkeypatch.setattr(pixels, "CROPS", pixels.CROPS[:1])
     plain = pixels.search({"crops": queries["crops"], "test": queries["test"]}, {"stage1": stage1}, view)
     assert (
-        memorisation.pixel_check(plain, "test", pixels.LEAK_DISTANCE)["checkpoints"]["crops"]["near_copies"]
-        < 0.06
+        memorisation.pixel_check(plain, "test", pixels.LEAK_DISTANCE).checkpoints["crops"].near_copies < 0.06
     )

@@ -6,6 +6,7 @@ checkpoint, and read 100 exact copies among 2,000 as "no"."""
 
 import numpy as np
 import pytest
+from quiet_memo import quiet_memo
 
 from polypsynth.errors import EvalError
 from polypsynth.evaluate import memorisation
@@ -59,7 +60,7 @@ def _evaluation(rng, copier_copies=0, per_class=48):
 
 
 def _flagged(memo) -> set[str]:
-    return {name for m in memo.values() for name, c in m["checkpoints"].items() if c["copies"]}
+    return {name for m in memo.values() for name, c in m.checkpoints.items() if c.copies}
 
 
 def test_fresh_draws_are_flagged_in_at_most_five_percent_of_evaluations():
@@ -73,14 +74,14 @@ def test_ten_percent_copies_among_48_images_per_class_are_flagged():
     runs = [_evaluation(rng, copier_copies=10) for _ in range(200)]
     caught = [_flagged(m) == {"copier"} for m in runs]
     assert np.mean(caught) >= 0.95, np.mean(caught)
-    entry = runs[0]["pixels"]["checkpoints"]["copier"]
-    assert entry["count"] == 10 and entry["images"] == 96 and entry["reference"] == "tolerance 1%"
-    assert memorisation.status(entry) == "copies"
-    quiet = runs[0]["pixels"]["checkpoints"]["ck0"]
-    assert quiet["count"] == 0
+    entry = runs[0]["pixels"].checkpoints["copier"]
+    assert entry.count == 10 and entry.images == 96 and entry.reference == "tolerance 1%"
+    assert memorisation.status(entry.to_dict()) == "copies"
+    quiet = runs[0]["pixels"].checkpoints["ck0"]
+    assert quiet.count == 0
     # 0 of 96: the one-sided 95% Clopper-Pearson bound 1 - 0.05^(1/96) = 3.1%.
-    assert quiet["upper95"] == pytest.approx(1 - 0.05 ** (1 / 96))
-    assert memorisation.status(quiet) == "not detected (rate below 3.1% at 95%)"
+    assert quiet.upper95 == pytest.approx(1 - 0.05 ** (1 / 96))
+    assert memorisation.status(quiet.to_dict()) == "not detected (rate below 3.1% at 95%)"
 
 
 @pytest.mark.parametrize("n, needed", [(48, 4), (200, 8), (1000, 21), (2000, 35)])
@@ -97,8 +98,8 @@ def test_copies_needed_before_a_checkpoint_is_flagged(n, needed):
         d = np.ones(n)
         d[:k] = 0.0
         memo = {"pixels": memorisation.pixel_check(_pixel({"ck": d}, np.ones(113)), "test", 0.25)}
-        memo["quiet"] = {"checkpoints": {f"q{i}": {"p_value": 1.0} for i in range(26)}}
-        return memorisation.correct(memo)["pixels"]["checkpoints"]["ck"]["copies"]
+        memo["quiet"] = quiet_memo({f"q{i}": 1.0 for i in range(26)})
+        return memorisation.correct(memo)["pixels"].checkpoints["ck"].copies
 
     assert not flagged(needed - 1) and flagged(needed)
 
@@ -107,8 +108,8 @@ def test_a_hundred_exact_copies_among_two_thousand_images_are_flagged():
     rng = np.random.default_rng(3)
     memo = _evaluation(rng, copier_copies=100, per_class=1000)
     assert _flagged(memo) == {"copier"}
-    entry = memo["pixels"]["checkpoints"]["copier"]
-    assert entry["count"] == 100 and entry["p_adjusted"] < 1e-20
+    entry = memo["pixels"].checkpoints["copier"]
+    assert entry.count == 100 and entry.p_adjusted < 1e-20
 
 
 def test_a_copy_tolerance_outside_the_unit_interval_is_refused():

@@ -5,12 +5,14 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 
 import html5lib
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from quiet_memo import quiet_memo
 
 from polypsynth import __version__
 from polypsynth.cli import main
@@ -514,10 +516,10 @@ def test_a_test_image_in_a_training_pool_stops_the_evaluation(eval_data, tmp_pat
     )
     pools = {"stage1": [pool / "wide.png"]}
     found = find_leakage(real, pools, copy_search(inputs, pools), options, False, lesions=[])
-    assert len(found.pairs) == 1 and found.pairs[0]["pool"] == "stage1"
-    assert found.pairs[0]["space"] == "pixel distance" and found.pairs[0]["distance"] <= 0.25
+    assert len(found.pairs) == 1 and found.pairs[0].pool == "stage1"
+    assert found.pairs[0].space == "pixel distance" and found.pairs[0].distance <= 0.25
     assert found.pools == {"real train split": 60, "stage1": 1}  # the folds' pools are one split here
-    assert found.to_dict()["pairs"] == 1 and found.to_dict()["examples"] == found.pairs
+    assert found.to_dict()["pairs"] == 1 and found.to_dict()["examples"] == [asdict(p) for p in found.pairs]
     clean = find_leakage(real, {}, copy_search(inputs, {}), EvalOptions(), False, lesions=[])
     assert clean.pairs == []
 
@@ -526,11 +528,10 @@ def test_holm_correction_matches_its_definition():
     from polypsynth.evaluate import memorisation
 
     p = {"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5}
-    memo = {"s": {"checkpoints": {n: {"p_value": v, "copies": True} for n, v in p.items()}}}
-    out = memorisation.correct(memo)["s"]["checkpoints"]
+    out = memorisation.correct({"s": quiet_memo(p)})["s"].checkpoints
     # sorted 0.01, 0.03, 0.04, 0.5 -> 4*0.01, max(., 3*0.03), max(., 2*0.04), max(., 0.5)
-    assert [out[n]["p_adjusted"] for n in "acbd"] == pytest.approx([0.04, 0.09, 0.09, 0.5])
-    assert [n for n in p if out[n]["copies"]] == ["a"]  # the one below 0.05, family-wise, after correction
+    assert [out[n].p_adjusted for n in "acbd"] == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert [n for n in p if out[n].copies] == ["a"]  # the one below 0.05, family-wise, after correction
 
 
 def _tf1_bilinear(img: np.ndarray, out: int) -> np.ndarray:

@@ -99,12 +99,10 @@ def test_no_pairing_of_the_confusion_matrices_gives_a_wider_interval(seeds):
             rows.append(np.concatenate(row))
             right.append(np.concatenate(acc))
         other = interval(y, np.array(rows), paired=True, seed_sd=0.03)
-        assert other["mean"] == pytest.approx(bound["mean"])
-        assert bound["ci95"][0] <= other["ci95"][0] + 1e-12 and other["ci95"][1] <= bound["ci95"][1] + 1e-12
+        assert other.mean == pytest.approx(bound.mean)
+        assert bound.ci95[0] <= other.ci95[0] + 1e-12 and other.ci95[1] <= bound.ci95[1] + 1e-12
         acc = interval(y_acc, np.array(right), (0, 1), seed_sd=0.03)
-        assert (
-            acc_bound["ci95"][0] <= acc["ci95"][0] + 1e-12 and acc["ci95"][1] <= acc_bound["ci95"][1] + 1e-12
-        )
+        assert acc_bound.ci95[0] <= acc.ci95[0] + 1e-12 and acc.ci95[1] <= acc_bound.ci95[1] + 1e-12
 
 
 def test_a_declared_seed_sd_lets_one_seed_speak_and_a_control_can_power_the_verdict(tmp_path):

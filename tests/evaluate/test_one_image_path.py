@@ -51,8 +51,8 @@ def test_a_second_draw_at_the_generators_resolution_is_indistinguishable(faithfu
         k = results.kid[space]["step-000001"]
         for same in ("syn_AD_vs_real_AD", "syn_NON_AD_vs_real_NON_AD"):
             assert abs(k[same].mean) <= 2 * k[same].se, (space, same, k[same])
-    gap = results.separation["step-000001"]["real_vs_synthetic"]
-    assert gap["ci95"][0] <= 0.5 <= gap["ci95"][1], gap
+    gap = results.separation["step-000001"].real_vs_synthetic
+    assert gap.ci95[0] <= 0.5 <= gap.ci95[1], gap
 
     # The same comparison with the real frames at their native size (the path before the view):
     # Inception tells the two draws apart, so the test above can fail.

@@ -33,26 +33,26 @@ def test_probe_fidelity_and_augmentation_on_known_features():
     space = Space(real, test, {"good": faithful, "swapped": swapped, CONTROL: real}, [])
     out = probe_experiments(inputs, space, reconstructed_f=swapped)  # an autoencoder that swapped the classes
     # Fidelity: the real-data probe recognises faithful classes and rejects swapped ones.
-    assert out["fidelity"]["good"]["AD"] > 0.6 and out["fidelity"]["good"]["NON_AD"] > 0.6
-    assert out["fidelity"]["swapped"]["AD"] < 0.4 and out["fidelity"]["swapped"]["NON_AD"] < 0.4
+    assert out.fidelity["good"]["AD"] > 0.6 and out.fidelity["good"]["NON_AD"] > 0.6
+    assert out.fidelity["swapped"]["AD"] < 0.4 and out.fidelity["swapped"]["NON_AD"] < 0.4
     # The same judge on reconstructed real images: here the swapped set's figures.
-    assert out["reconstructed"] == out["fidelity"]["swapped"]
+    assert out.reconstructed == out.fidelity["swapped"]
     # The real-only figure equals an independent fit with the same estimator on the same data.
     x = np.concatenate([real["AD"], real["NON_AD"]])
     y = np.r_[np.zeros(20), np.ones(10)]
     tx, ty = np.concatenate([test["AD"], test["NON_AD"]]), np.r_[np.zeros(200), np.ones(200)]
     expected = balanced_accuracy_score(ty, probe.fit(x, y).predict(tx))
-    assert out["real"]["balanced_accuracy"]["mean"] == pytest.approx(expected)
+    assert out.table.real.balanced_accuracy.mean == pytest.approx(expected)
     # Augmentation: faithful synthetic features help a probe starved of real data; swapped labels hurt.
-    assert out["gains"]["good"]["mean"] > 0
-    assert out["gains"]["swapped"]["mean"] < -0.1 and out["gains"]["swapped"]["ci95"][1] < 0
-    assert out["augmented"]["good"]["seeds"] == 3
+    assert out.table.gains["good"].mean > 0
+    assert out.table.gains["swapped"].mean < -0.1 and out.table.gains["swapped"].ci95[1] < 0
+    assert out.table.augmented["good"].seeds == 3
     # Controls: the faithful set with its labels swapped hurts (the probe reads the synthetic labels).
-    assert out["gains"]["swapped"]["word"] in ("harms", "does not help", "cannot tell")
+    assert out.table.gains["swapped"].word in ("harms", "does not help", "cannot tell")
     # The cross-fitted control: each fold's probe trained on the other fold judges the held-out
     # images; the whole split's probe minus the fold probes' mean is its gain.
-    assert set(out["fidelity"]) == {"good", "swapped", CONTROL} and out["fidelity"][CONTROL]["AD"] > 0.5
-    assert out["control_base"]["folds"] == 2 and CONTROL in out["gains"]
+    assert set(out.fidelity) == {"good", "swapped", CONTROL} and out.fidelity[CONTROL]["AD"] > 0.5
+    assert out.table.control_base.folds == 2 and CONTROL in out.table.gains
     halves = [
         balanced_accuracy_score(
             ty,
@@ -62,9 +62,9 @@ def test_probe_fidelity_and_augmentation_on_known_features():
         )
         for k in (1, 0)
     ]
-    assert out["gains"][CONTROL]["mean"] == pytest.approx(expected - np.mean(halves))
-    assert out["controls"]["swapped"]["good"]["ci95"][1] < 0
-    assert out["controls"]["swapped"]["swapped"]["mean"] > 0  # swapping a swapped set restores it
+    assert out.table.gains[CONTROL].mean == pytest.approx(expected - np.mean(halves))
+    assert out.table.swapped["good"].ci95[1] < 0
+    assert out.table.swapped["swapped"].mean > 0  # swapping a swapped set restores it
 
 
 def test_probe_needs_both_classes():

@@ -264,7 +264,7 @@ def evaluate_command(
         overwrite=overwrite,
         sources={"real": real, "reconstructions": reconstructions},
     )
-    click.echo(evaluation.selection["verdict"])
-    for note in evaluation.selection["notes"]:
+    click.echo(evaluation.selection.verdict)
+    for note in evaluation.selection.notes:
         click.echo(f"  - {note}")
     click.echo(f"report: {Path(out) / 'index.html'}")

@@ -50,28 +50,28 @@ def _plan_text(plan: dict, min_gain: float) -> str:
     return "\n".join(lines)
 
 
-def _table_text(published, chosen: dict) -> str:
+def _table_text(published, chosen) -> str:
     from polypsynth.evaluate.tables import markdown, selection_rows
     from polypsynth.evaluate.uncertainty import describe
 
     sel = chosen
-    parts = [markdown(selection_rows({"selection": sel}))]
+    parts = [markdown(selection_rows({"selection": sel.to_dict()}))]
     if published.scale is not None:
         parts.append(
             f"KID(real AD, real NON_AD), the scale: {published.scale.mean:.4f} (se {published.scale.se:.4f})"
         )
 
     def pick(rule):
-        name, p = sel[rule]["pick"], sel[rule]["probability"]
+        name, p = rule.pick, rule.probability
         return f"{name} ({p:.0%} of redraws from the KIDs' errors)" if name else "none"
 
-    parts.append(f"naive pick (lowest same-class KID): {pick('naive')}")
-    parts.append(f"clinical pick (eligible checkpoints; {sel['clinical']['ties']}): {pick('clinical')}")
+    parts.append(f"naive pick (lowest same-class KID): {pick(sel.naive)}")
+    parts.append(f"clinical pick (eligible checkpoints; {sel.clinical.ties}): {pick(sel.clinical)}")
     if published.gains:
         parts.append("gains in balanced accuracy [95%]:")
         parts += [f"  {name}: {describe(g)}" for name, g in published.gains.items()]
-    parts.append(f"verdict: {sel['verdict']}")
-    parts += [f"  - {n}" for n in sel["notes"]]
+    parts.append(f"verdict: {sel.verdict}")
+    parts += [f"  - {n}" for n in sel.notes]
     parts += [f"note: {n}" for n in published.notes]
     return "\n".join(parts)
 

@@ -7,6 +7,7 @@ judges, whose recall on the test images is its threshold)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +15,10 @@ import numpy as np
 
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate import backbone, classify, probe, table1
+from polypsynth.evaluate.classify import ClassifierRun, Row
 from polypsynth.evaluate.inputs import Inputs, Space, labelled, recognised, swap
+from polypsynth.evaluate.picks import Judge
+from polypsynth.evaluate.probe import ProbeExperiments
 from polypsynth.evaluate.results import Fidelity, counts
 from polypsynth.evaluate.separation import split_fold
 from polypsynth.evaluate.sets import CONTROL
@@ -33,7 +37,7 @@ def _plan(inputs: Inputs, swap_control: list[str], n_synthetic: int) -> table1.P
     )
 
 
-def probe_experiments(inputs: Inputs, space: Space, reconstructed_f: dict | None = None) -> dict:
+def probe_experiments(inputs: Inputs, space: Space, reconstructed_f: dict | None = None) -> ProbeExperiments:
     """The linear probe on Inception features: Table 1 with its controls (table1.py), the fidelity
     of each judged set (see probe.py), its recall on real test images (the fidelity threshold) and,
     given reconstruction features, its fidelity on real test images after the autoencoder."""
@@ -73,7 +77,7 @@ def probe_experiments(inputs: Inputs, space: Space, reconstructed_f: dict | None
         run_base=lambda f, _seed: fold_runs[f][1],
         control=CONTROL,
     )
-    return {"features": "inception", "fidelity": fidelity, "reconstructed": reconstructed, **table}
+    return ProbeExperiments(table, fidelity, reconstructed)
 
 
 def _pooled(shares: list[dict[str, float]], held: list[dict]) -> dict[str, float]:
@@ -86,7 +90,7 @@ def _pooled(shares: list[dict[str, float]], held: list[dict]) -> dict[str, float
     }
 
 
-def efficientnet_table(inputs: Inputs) -> tuple[dict, list, list[list], classify.ImageBank]:
+def efficientnet_table(inputs: Inputs) -> tuple[table1.Table1, list, list[list], classify.ImageBank]:
     """Table 1 with the fine-tuned ImageNet EfficientNet (classify.py) and its controls; also
     returns the whole-split models and each control fold's models (the fidelity judges when no
     Inception features are computed) and the decoded images they were trained on."""
@@ -107,12 +111,7 @@ def efficientnet_table(inputs: Inputs) -> tuple[dict, list, list[list], classify
         model = classify.train_classifier(
             paths + extra[0], labels + extra[1], copts, seed, bank, desc=desc, progress=inputs.progress
         )
-        pred = classify.predict(model, test_paths, bank)
-        run = {
-            "metrics": classify.classification_metrics(test_labels, pred),
-            "y_true": np.asarray(test_labels),
-        }
-        return model, {**run, "y_pred": pred}
+        return model, ClassifierRun.judged(test_labels, classify.predict(model, test_paths, bank))
 
     def run_real(seed):
         model, run = fit(real.train, ([], []), seed, f"real, seed {seed}")
@@ -139,35 +138,34 @@ def efficientnet_table(inputs: Inputs) -> tuple[dict, list, list[list], classify
         run_base=run_base,
         control=CONTROL,
     )
-    return {"classifier": backbone.describe(copts.weights), **table}, models, fold_models, bank
+    return replace(table, classifier=backbone.describe(copts.weights)), models, fold_models, bank
 
 
-def with_recall(judge: dict, row: dict, test: dict[str, list[Path]]) -> dict:
-    """A judge with its recall of each class on the real test images (the fidelity threshold)."""
-    return {**judge, "recall": {c: row[c]["recall"]["mean"] for c in CLASSES}, "images": counts(test)}
+def judge_of(kind: str, row: Row | None, test: dict[str, list[Path]]) -> Judge:
+    """The judge that is `row`'s classifier: its balanced accuracy and recall of each class on the
+    real test images (the fidelity threshold)."""
+    if row is None:
+        raise ValueError(f"the judge {kind!r} needs its Table 1 row (the control's folds were not run)")
+    return Judge(row.recall, counts(test), kind, row.balanced_accuracy)
 
 
 def probe_fidelity(inputs: Inputs, space: Space, reconstructed_f: dict | None, reconstructions) -> Fidelity:
     """Class fidelity judged by the linear probe on Inception features, with the probe's Table 1."""
     probes = probe_experiments(inputs, space, reconstructed_f)
     kind = "linear probe on Inception features"
-    judge = {"kind": kind, "real": probes["real"]["balanced_accuracy"]}
-    control = {
-        "kind": f"{kind}, each fold's fitted without it",
-        "real": probes["control_base"]["balanced_accuracy"],
-    }
+    test = inputs.real.test
     return Fidelity(
-        probes["fidelity"],
-        with_recall(judge, probes["real"], inputs.real.test),
-        probes["reconstructed"],
+        probes.fidelity,
+        judge_of(kind, probes.table.real, test),
+        probes.reconstructed,
         counts(reconstructions) if reconstructions else None,
         probes,
-        with_recall(control, probes["control_base"], inputs.real.test),
+        judge_of(f"{kind}, each fold's fitted without it", probes.table.control_base, test),
     )
 
 
 def vote_fidelity(
-    inputs: Inputs, table: dict, models: list, fold_models: list[list], bank, *, reconstructions
+    inputs: Inputs, table: table1.Table1, models: list, fold_models: list[list], bank, *, reconstructions
 ) -> Fidelity:
     """Class fidelity judged by the real-only EfficientNets of Table 1 (no Inception features)."""
 
@@ -178,14 +176,13 @@ def vote_fidelity(
     held = [inputs.real.fold(f) for f in range(len(fold_models))]
     shares = {ck.name: vote(models, ck.images) for ck in inputs.checkpoints}
     shares[CONTROL] = _pooled([vote(fm, h) for fm, h in zip(fold_models, held, strict=True)], held)
-    kind = f"{table['classifier']} fine-tuned on real images"
-    judge = {"kind": kind, "real": table["real"]["balanced_accuracy"]}
-    control = {"kind": f"{kind}, each fold's without it", "real": table["control_base"]["balanced_accuracy"]}
+    kind = f"{table.classifier} fine-tuned on real images"
+    test = inputs.real.test
     return Fidelity(
         shares,
-        with_recall(judge, table["real"], inputs.real.test),
+        judge_of(kind, table.real, test),
         vote(models, reconstructions) if reconstructions else None,
         counts(reconstructions) if reconstructions else None,
         None,
-        with_recall(control, table["control_base"], inputs.real.test),
+        judge_of(f"{kind}, each fold's without it", table.control_base, test),
     )

@@ -8,7 +8,7 @@ class weights. Nothing downloads."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,9 @@ from polypsynth.errors import EvalError
 from polypsynth.evaluate import uncertainty
 from polypsynth.evaluate.backbone import build_backbone, normalise
 from polypsynth.evaluate.features import GeneratorView, load_batch
+from polypsynth.evaluate.uncertainty import Interval
+
+METRICS = ("precision", "recall", "f1")  # per class, as in the study's Table 1
 
 
 @dataclass(frozen=True)
@@ -170,22 +173,80 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
     return out
 
 
-def summarise(runs: Sequence[dict], seed_sd: float | None = None) -> dict:
-    """Mean and spread over seeds (None from one seed) of every per-class metric, and the balanced
-    accuracy with its interval over test images and seeds (uncertainty.accuracy_interval; `seed_sd`:
-    the declared seed SD, used with one seed)."""
+@dataclass(frozen=True)
+class ClassifierRun:
+    """One trained classifier (one seed) judged on the real test split: the labels, its
+    predictions and their metrics (classification_metrics)."""
 
-    def stat(values):
-        return {
-            "mean": float(np.mean(values)),
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    metrics: dict
+
+    @classmethod
+    def judged(cls, y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> ClassifierRun:
+        return cls(np.asarray(y_true), np.asarray(y_pred), classification_metrics(y_true, y_pred))
+
+    @property
+    def correct(self) -> np.ndarray:
+        """1.0 where the test image was named right, else 0.0."""
+        return (self.y_pred == self.y_true).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A metric's mean over seeds and its spread (None from one seed)."""
+
+    mean: float
+    std: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of Table 1 over seeds: per class the mean and spread of each of METRICS, the
+    balanced accuracy with its interval, the confusion matrix summed over the runs; an augmented
+    row also the synthetic images `added` per class, the control's base row the `folds` averaged."""
+
+    per_class: dict[str, dict[str, Spread]]
+    balanced_accuracy: Interval
+    confusion: list[list[int]]
+    seeds: int
+    added: dict[str, int] | None = None
+    folds: int | None = None
+
+    @property
+    def recall(self) -> dict[str, float]:
+        return {c: self.per_class[c]["recall"].mean for c in CLASSES}
+
+    def to_dict(self) -> dict:
+        out: dict = {c: {m: asdict(s) for m, s in self.per_class[c].items()} for c in CLASSES}
+        out |= {
+            "balanced_accuracy": self.balanced_accuracy.to_dict(),
+            "confusion": self.confusion,
+            "seeds": self.seeds,
         }
+        if self.added is not None:
+            out["added"] = self.added
+        if self.folds is not None:
+            out["folds"] = self.folds
+        return out
 
-    out: dict = {
-        c: {m: stat([r["metrics"][c][m] for r in runs]) for m in ("precision", "recall", "f1")}
-        for c in CLASSES
-    }
-    out["balanced_accuracy"] = uncertainty.accuracy_interval(runs, seed_sd)
-    out["confusion"] = np.sum([r["metrics"]["confusion"] for r in runs], axis=0).tolist()
-    out["seeds"] = len(runs)
-    return out
+
+def accuracy_interval(runs: Sequence[ClassifierRun], seed_sd: float | None = None) -> Interval:
+    """The seed-averaged balanced accuracy of classifier runs judged on one test split."""
+    return uncertainty.interval(runs[0].y_true, np.stack([r.correct for r in runs]), (0.0, 1.0), seed_sd)
+
+
+def summarise(runs: Sequence[ClassifierRun], seed_sd: float | None = None) -> Row:
+    """Mean and spread over seeds (None from one seed) of every per-class metric, and the balanced
+    accuracy with its interval over test images and seeds (accuracy_interval; `seed_sd`: the
+    declared seed SD, used with one seed)."""
+    return Row(
+        per_class={c: {m: Spread.of([r.metrics[c][m] for r in runs]) for m in METRICS} for c in CLASSES},
+        balanced_accuracy=accuracy_interval(runs, seed_sd),
+        confusion=np.sum([r.metrics["confusion"] for r in runs], axis=0).tolist(),
+        seeds=len(runs),
+    )

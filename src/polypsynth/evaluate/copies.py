@@ -16,7 +16,7 @@ from polypsynth.errors import EvalError
 from polypsynth.evaluate import memorisation, pixels
 from polypsynth.evaluate.inputs import Inputs, Space, paths_of
 from polypsynth.evaluate.options import EvalOptions
-from polypsynth.evaluate.results import Leakage
+from polypsynth.evaluate.results import Leakage, LeakPair
 from polypsynth.evaluate.sets import CONTROL, RealData
 
 TEST = "real test split"  # the query set of the test images in the copy search
@@ -58,7 +58,7 @@ def copy_search(inputs: Inputs, pools: dict[str, list[Path]]) -> dict:
     return pixels.search(queries, searched_pools(real, pools), view, inputs.progress)
 
 
-def lesion_pairs(real: RealData, group_of: Callable[[Path], str] | None) -> list[dict]:
+def lesion_pairs(real: RealData, group_of: Callable[[Path], str] | None) -> list[LeakPair]:
     """Test images whose lesion also has images in the train split: one pair per test image."""
     if group_of is None:
         return []
@@ -70,15 +70,15 @@ def lesion_pairs(real: RealData, group_of: Callable[[Path], str] | None) -> list
         lesion = group_of(p)
         if lesion in first:
             pairs.append(
-                {
-                    "test": str(p),
-                    "pool": TRAIN,
-                    "image": str(first[lesion]),
-                    "distance": 0.0,
-                    "flip": FLIPS[0],
-                    "crop": pixels.crop_name(0),
-                    "space": f"same lesion {lesion}",
-                }
+                LeakPair(
+                    test=str(p),
+                    pool=TRAIN,
+                    image=str(first[lesion]),
+                    distance=0.0,
+                    flip=FLIPS[0],
+                    crop=pixels.crop_name(0),
+                    space=f"same lesion {lesion}",
+                )
             )
     return pairs
 
@@ -90,7 +90,7 @@ def find_leakage(
     options: EvalOptions,
     progress: bool,
     *,
-    lesions: list[dict],
+    lesions: list[LeakPair],
 ) -> Leakage:
     """Test images that are near-duplicates of a training image: within `max_hash_distance` bits
     (perceptual hash, as `data inspect` finds them: re-encoded, resized, mirrored), within
@@ -98,44 +98,41 @@ def find_leakage(
     (`lesions`). One entry per (test, pool image)."""
     searched = searched_pools(real, pools)
     test = paths_of(real.test)
-    pairs = {}
+    pairs: dict[tuple[str, str], LeakPair] = {}
     for pair in lesions:
-        pairs[(pair["test"], pair["image"])] = pair
-    for pair in leakage(
+        pairs[(pair.test, pair.image)] = pair
+    for hit in leakage(
         test,
         searched,
         max_distance=options.max_hash_distance,
         progress=progress,
         test_hashes=hash_flips(test),
     ):
-        pairs[(pair["test"], pair["image"])] = {
-            **pair,
-            "pool": _shown(pair["pool"]),
-            "crop": pixels.crop_name(0),
-            "space": "hash bits",
-        }
+        pairs[(hit["test"], hit["image"])] = LeakPair(
+            **{**hit, "pool": _shown(hit["pool"])}, crop=pixels.crop_name(0), space="hash bits"
+        )
     for pool, near in found[TEST].items():
         for i in np.flatnonzero(near.distance <= options.max_pixel_distance):
             key = (str(test[i]), str(searched[pool][near.image[i]]))
             pairs.setdefault(
                 key,
-                {
-                    "test": key[0],
-                    "pool": _shown(pool),
-                    "image": key[1],
-                    "distance": round(float(near.distance[i]), 4),
-                    "flip": FLIPS[near.flip[i]],
-                    "crop": pixels.crop_name(int(near.crop[i])),
-                    "space": "pixel distance",
-                },
+                LeakPair(
+                    test=key[0],
+                    pool=_shown(pool),
+                    image=key[1],
+                    distance=round(float(near.distance[i]), 4),
+                    flip=FLIPS[near.flip[i]],
+                    crop=pixels.crop_name(int(near.crop[i])),
+                    space="pixel distance",
+                ),
             )
     found_pairs = list(pairs.values())
     if found_pairs and not options.allow_leakage:
         first = found_pairs[0]
         raise EvalError(
             f"{len(found_pairs)} near-duplicate pair(s) between the real test split and the training pools "
-            f"(leakage), first: {first['test']} ~ {first['image']} ({first['pool']}, {first['flip']}, "
-            f"{first['crop']}, {first['space']} {first['distance']}; near-duplicates lie within "
+            f"(leakage), first: {first.test} ~ {first.image} ({first.pool}, {first.flip}, "
+            f"{first.crop}, {first.space} {first.distance}; near-duplicates lie within "
             f"{options.max_hash_distance} hash bits or {options.max_pixel_distance} pixel distance, or show one "
             "lesion); every figure would be optimistic. Remove them, or pass --allow-leakage"
         )
@@ -145,7 +142,9 @@ def find_leakage(
     return Leakage(found_pairs, options.max_hash_distance, options.max_pixel_distance, sizes)
 
 
-def memorisation_checks(inputs: Inputs, spaces: dict[str, Space], found: dict) -> dict[str, dict]:
+def memorisation_checks(
+    inputs: Inputs, spaces: dict[str, Space], found: dict
+) -> dict[str, memorisation.Memorisation]:
     """The copy check in every feature space and in pixel space, Holm-corrected over all of them."""
     options, real = inputs.options, inputs.real
     k = len(real.folds)
@@ -172,12 +171,6 @@ def memorisation_checks(inputs: Inputs, spaces: dict[str, Space], found: dict) -
     return memorisation.correct(memo)
 
 
-def copying(memo: dict, judged) -> dict:
-    """Per judged set: whether any space flags it, and its largest near-copy rate."""
-    return {
-        ck.name: {
-            "copies": any(m["checkpoints"][ck.name]["copies"] for m in memo.values()),
-            "near_copies": max(m["checkpoints"][ck.name]["near_copies"] for m in memo.values()),
-        }
-        for ck in judged
-    }
+def copying(memo: dict[str, memorisation.Memorisation], judged) -> dict[str, bool]:
+    """Per judged set: whether any space flags it as copying."""
+    return {ck.name: any(m.checkpoints[ck.name].copies for m in memo.values()) for ck in judged}

@@ -11,7 +11,7 @@ from polypsynth.data.records import list_images
 from polypsynth.data.sources import load_csv_manifest
 from polypsynth.evaluate.options import EvalOptions
 from polypsynth.evaluate.report import write_report
-from polypsynth.evaluate.results import Evaluation
+from polypsynth.evaluate.results import EvalProvenance, Evaluation
 from polypsynth.evaluate.run import evaluate
 from polypsynth.evaluate.sets import RealData, lesion_groups, synthetic_checkpoints
 
@@ -53,13 +53,13 @@ def evaluate_to_report(
         lesion_of=lesion_of,
     )
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    evaluation.provenance = {
-        "polypsynth": __version__,
-        "date": stamp,
-        "real": (sources or {}).get("real", "given in code"),
-        "synthetic": str(synthetic),
-        "reconstructions": (sources or {}).get("reconstructions") if reconstructions else None,
-        "train_pools": list(train_pools or {}),
-    }
+    evaluation.provenance = EvalProvenance(
+        polypsynth=__version__,
+        date=stamp,
+        real=(sources or {}).get("real", "given in code"),
+        synthetic=str(synthetic),
+        reconstructions=(sources or {}).get("reconstructions") if reconstructions else None,
+        train_pools=list(train_pools or {}),
+    )
     write_report(evaluation, Path(out), overwrite=overwrite)
     return evaluation

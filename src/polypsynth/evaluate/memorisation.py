@@ -28,6 +28,7 @@ is searched against the rest of the training images and the pools, never against
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -38,6 +39,47 @@ QUANTILE = 0.05
 ALPHA = 0.05  # family-wise, over every (space, checkpoint) pair
 LEVEL = 0.95  # of the one-sided upper bound on the copy rate
 TOLERANCE = 0.01  # copy rate accepted where real test images show none
+
+
+@dataclass(frozen=True)
+class CopyRate:
+    """One judged set's near-copies in one space: the count among its images, the rate with its
+    one-sided 95% upper bound, the reference's rate (`chance`: the test images' share) and what the
+    reference is, the p-value (raw, and Holm-adjusted over every space and set: `correct`), whether
+    it copies, and its median distance to the training images."""
+
+    count: int
+    images: int
+    near_copies: float
+    upper95: float
+    chance: float
+    reference: str
+    p_value: float
+    copies: bool  # decided over every space and checkpoint together (correct)
+    median_distance: float
+    p_adjusted: float | None = None  # set by correct
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        if self.p_adjusted is None:
+            del out["p_adjusted"]
+        return out
+
+
+@dataclass(frozen=True)
+class Memorisation:
+    """The copy check in one space: the test images' median distance to the training images, the
+    near-copy threshold (and the test-distance quantile that set it; None in pixel space, where
+    the threshold is given), the tolerance, and every judged set's rate."""
+
+    median_test_distance: float
+    threshold: float
+    tolerance: float
+    checkpoints: dict[str, CopyRate]
+    quantile: float | None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "checkpoints": {n: c.to_dict() for n, c in self.checkpoints.items()}}
 
 
 def check_tolerance(tolerance: float) -> float:
@@ -74,33 +116,43 @@ def _p_value(k: int, n: int, test_below: int, n_test: int, tolerance: float) -> 
     return float(fisher_exact(table, alternative="greater").pvalue), "test images' share"
 
 
-def _against(d: np.ndarray, threshold: float, d_test: np.ndarray, tolerance: float) -> dict:
+def _against(d: np.ndarray, threshold: float, d_test: np.ndarray, tolerance: float) -> CopyRate:
     near = d < threshold
     k, n = int(near.sum()), len(d)
     test_below = int((d_test < threshold).sum())
     p, reference = _p_value(k, n, test_below, len(d_test), tolerance)
-    return {
-        "count": k,
-        "images": n,
-        "near_copies": k / n,
-        "upper95": upper_bound(k, n),
-        "chance": test_below / len(d_test),
-        "reference": reference,
-        "p_value": p,
-        "copies": False,  # decided over every space and checkpoint together (correct)
-        "median_distance": float(np.median(d)),
-    }
+    return CopyRate(
+        count=k,
+        images=n,
+        near_copies=k / n,
+        upper95=upper_bound(k, n),
+        chance=test_below / len(d_test),
+        reference=reference,
+        p_value=p,
+        copies=False,
+        median_distance=float(np.median(d)),
+    )
 
 
-def _check(d_test: np.ndarray, distances: dict[str, np.ndarray], threshold: float, tolerance: float) -> dict:
-    """Per query set: its near-copies below `threshold` against the test images' own `d_test`."""
+def _check(
+    d_test: np.ndarray,
+    distances: dict[str, np.ndarray],
+    threshold: float,
+    tolerance: float,
+    *,
+    quantile: float | None,
+    shown_threshold: float | None = None,
+) -> Memorisation:
+    """Per query set: its near-copies below `threshold` against the test images' own `d_test`
+    (`shown_threshold`: the threshold as the user gave it, when `threshold` is a hair above it)."""
     per = {name: _against(d, threshold, d_test, tolerance) for name, d in distances.items()}
-    return {
-        "median_test_distance": float(np.median(d_test)),
-        "threshold": threshold,
-        "tolerance": tolerance,
-        "checkpoints": per,
-    }
+    return Memorisation(
+        median_test_distance=float(np.median(d_test)),
+        threshold=threshold if shown_threshold is None else shown_threshold,
+        tolerance=tolerance,
+        checkpoints=per,
+        quantile=quantile,
+    )
 
 
 def _stack(sets: Mapping[str, np.ndarray], keep: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
@@ -117,7 +169,7 @@ def check(
     folds: Sequence[Mapping[str, np.ndarray]] = (),
     pools: Sequence[np.ndarray] = (),
     tolerance: float = TOLERANCE,
-) -> dict:
+) -> Memorisation:
     """Per judged set: its near-copies in this feature space (module docstring), with the threshold
     and the median distances (synthetic vs real test) to the training images. `control`: the set
     made of the training images themselves, held out `folds` (per fold, class -> indices into
@@ -134,7 +186,7 @@ def check(
     }
     if control is not None:
         distances[control] = np.concatenate([_fold_distances(train_f, fold, pools) for fold in folds])
-    return _check(d_test, distances, threshold, tolerance) | {"quantile": QUANTILE}
+    return _check(d_test, distances, threshold, tolerance, quantile=QUANTILE)
 
 
 def _fold_distances(train_f: dict, fold: Mapping[str, np.ndarray], pools: Sequence[np.ndarray]) -> np.ndarray:
@@ -157,7 +209,7 @@ def pixel_check(
     tolerance: float = TOLERANCE,
     control: str | None = None,
     folds: Mapping[str, str] | None = None,
-) -> dict:
+) -> Memorisation:
     """`check` in pixel space over pixels.search's answer `found` (query set -> pool -> Nearest),
     near-copies being within `max_distance`; the test images are the query set `test`. `folds`:
     query set -> the pool it is not searched in (a fold of the control and its own pool); those
@@ -171,28 +223,33 @@ def pixel_check(
             [nearest_over(found[q], skip=pool) for q, pool in folds.items()]
         )
     threshold = np.nextafter(max_distance, np.inf)  # within max_distance: d <= max_distance
-    return _check(nearest_over(found[test]), distances, float(threshold), tolerance) | {
-        "threshold": max_distance,
-        "quantile": None,
-    }
+    return _check(
+        nearest_over(found[test]),
+        distances,
+        float(threshold),
+        tolerance,
+        quantile=None,
+        shown_threshold=max_distance,
+    )
 
 
-def correct(memo: dict[str, dict]) -> dict[str, dict]:
+def correct(memo: dict[str, Memorisation]) -> dict[str, Memorisation]:
     """Holm's correction over every (space, checkpoint) p-value; `copies` then means the adjusted
     p-value is below ALPHA (each entry keeps its raw p-value and gains `p_adjusted`)."""
-    keys = [(space, name) for space, m in memo.items() for name in m["checkpoints"]]
-    p = np.array([memo[s]["checkpoints"][n]["p_value"] for s, n in keys])
+    keys = [(space, name) for space, m in memo.items() for name in m.checkpoints]
+    p = np.array([memo[s].checkpoints[n].p_value for s, n in keys])
     order = np.argsort(p)
     adjusted = np.empty(len(p))
     running = 0.0
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (len(p) - rank) * p[i]))
         adjusted[i] = running
+    rates: dict[str, dict[str, CopyRate]] = {space: {} for space in memo}
     for (space, name), a in zip(keys, adjusted, strict=True):
-        entry = memo[space]["checkpoints"][name]
-        entry["p_adjusted"] = float(a)
-        entry["copies"] = bool(a < ALPHA)
-    return memo
+        rates[space][name] = replace(
+            memo[space].checkpoints[name], p_adjusted=float(a), copies=bool(a < ALPHA)
+        )
+    return {space: replace(m, checkpoints=rates[space]) for space, m in memo.items()}
 
 
 def status(entry: dict) -> str:

@@ -11,9 +11,12 @@ Two jobs, both cheap because the features are already extracted for KID:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from polypsynth.evaluate.classify import classification_metrics
+from polypsynth.evaluate.classify import ClassifierRun
+from polypsynth.evaluate.table1 import Table1
 
 C = 0.1  # inverse L2 strength on standardised 2048-d features; stable from 0.01 to 1 on the phantom
 
@@ -34,12 +37,25 @@ def predict(probe, features: np.ndarray) -> np.ndarray:
     return probe.predict(np.asarray(features, np.float64))
 
 
-def run(train_f, train_y, test_f, test_y) -> tuple[object, dict]:
-    """Fit on (train_f, train_y), judge on the test split: the probe and a classify-style run."""
+def run(train_f, train_y, test_f, test_y) -> tuple[object, ClassifierRun]:
+    """Fit on (train_f, train_y), judge on the test split: the probe and its run."""
     probe = fit(train_f, train_y)
-    pred = predict(probe, test_f)
-    return probe, {
-        "metrics": classification_metrics(test_y, pred),
-        "y_true": np.asarray(test_y),
-        "y_pred": pred,
-    }
+    return probe, ClassifierRun.judged(test_y, predict(probe, test_f))
+
+
+@dataclass(frozen=True)
+class ProbeExperiments:
+    """The probe's Table 1, the share of each judged set it names as each class (its fidelity) and,
+    given reconstructions, its fidelity on the real test images after the autoencoder."""
+
+    table: Table1
+    fidelity: dict[str, dict[str, float]]
+    reconstructed: dict[str, float] | None
+
+    def to_dict(self) -> dict:
+        return {
+            "features": "inception",
+            "fidelity": self.fidelity,
+            "reconstructed": self.reconstructed,
+            **self.table.to_dict(),
+        }

@@ -42,7 +42,8 @@ from polypsynth.data.records import CLASSES
 from polypsynth.errors import EvalError
 from polypsynth.evaluate import pairing, selection
 from polypsynth.evaluate.kid import COMPARISONS, KidResult, KidTable
-from polypsynth.evaluate.uncertainty import MIN_GAIN, conclude, interval
+from polypsynth.evaluate.picks import FidelityInput, Judge, Selection
+from polypsynth.evaluate.uncertainty import MIN_GAIN, Gain, conclude, interval
 
 CONTROL = "held-out real"
 KEYS = [key for key, *_ in COMPARISONS]
@@ -55,11 +56,11 @@ class Published:
 
     kids: dict[str, KidTable]
     scale: KidResult | None
-    gains: dict[str, dict]
-    fidelity: dict | None
-    copies: dict | None
+    gains: dict[str, Gain]
+    fidelity: dict[str, FidelityInput] | None
+    copies: dict[str, bool] | None
     notes: list[str] = field(default_factory=list)
-    negative: dict[str, dict] = field(default_factory=dict)  # label-swapped controls' gains
+    negative: dict[str, Gain] = field(default_factory=dict)  # label-swapped controls' gains
 
 
 def _pair(value, where: str) -> tuple[float, float]:
@@ -147,7 +148,7 @@ def _confusions(runs, where: str) -> list[dict]:
     return out
 
 
-def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict, dict]:
+def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict[str, Gain], dict[str, Gain]]:
     """Every augmented row's gain (the control's too) and every swapped row's gain, each against
     the real row, paired by seed."""
     real = _confusions(table1.get("real"), "table1.real")
@@ -163,7 +164,7 @@ def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict, 
         for n, r in _mapping(table1.get("swapped", {}), "table1.swapped").items()
     }
 
-    def gains(rows):
+    def gains(rows) -> dict[str, Gain]:
         out = {}
         for name, (where, runs) in rows.items():
             y, diff = pairing.gain_scores(real, _confusions(runs, where))
@@ -173,7 +174,7 @@ def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict, 
     return gains(added), gains(swapped)
 
 
-def _fidelity(section: dict, names: list[str]) -> dict:
+def _fidelity(section: dict, names: list[str]) -> dict[str, FidelityInput]:
     section = _mapping(section, "fidelity", ["judge", "images", "checkpoints"])
     judge = _mapping(section["judge"], "fidelity.judge", ["recall", "images"])
     shares = _mapping(section["checkpoints"], "fidelity.checkpoints")
@@ -181,7 +182,9 @@ def _fidelity(section: dict, names: list[str]) -> dict:
     if unknown:
         raise EvalError(f"fidelity.checkpoints: {', '.join(map(str, unknown))} not among kid.checkpoints")
     counts = {str(n): _mapping(section["images"], "fidelity.images", list(CLASSES)) for n in shares}
-    return selection.fidelity_inputs({str(n): s for n, s in shares.items()}, judge, counts)
+    return selection.fidelity_inputs(
+        {str(n): s for n, s in shares.items()}, Judge(judge["recall"], judge["images"]), counts
+    )
 
 
 def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = None) -> Published:
@@ -209,8 +212,8 @@ def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = N
         m, e = _pair(kid["scale"], "kid.scale")
         scale = KidResult(m, e * factor, "published", 0, 1, 0, 0)
     notes = [note]
-    gains: dict[str, dict] = {}
-    negative: dict[str, dict] = {}
+    gains: dict[str, Gain] = {}
+    negative: dict[str, Gain] = {}
     if "table1" in doc:
         table1 = _mapping(doc["table1"], "table1")
         unknown = [k for k in table1 if k not in ("real", "augmented", "control", "swapped")]
@@ -230,9 +233,7 @@ def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = N
     names = [n for n in kids if n != CONTROL]
     fidelity = _fidelity(doc["fidelity"], names) if "fidelity" in doc else None
     copies = (
-        {str(n): {"copies": bool(v)} for n, v in _mapping(doc["copies"], "copies").items()}
-        if "copies" in doc
-        else None
+        {str(n): bool(v) for n, v in _mapping(doc["copies"], "copies").items()} if "copies" in doc else None
     )
     notes.append(
         "Class fidelity "
@@ -242,7 +243,7 @@ def read(path: str | Path, min_gain: float = MIN_GAIN, seed_sd: float | None = N
     return Published(kids, scale, gains, fidelity, copies, notes, negative)
 
 
-def judge(published: Published, min_gain: float = MIN_GAIN, seed: int = 0) -> dict:
+def judge(published: Published, min_gain: float = MIN_GAIN, seed: int = 0) -> Selection:
     """select() on the published figures: the same rules, picks, gains and verdict as `evaluate`."""
     control = CONTROL if CONTROL in published.kids or CONTROL in published.gains else None
     return selection.select(
@@ -257,26 +258,23 @@ def judge(published: Published, min_gain: float = MIN_GAIN, seed: int = 0) -> di
     )
 
 
-def summary(published: Published, chosen: dict) -> dict:
+def summary(published: Published, chosen: Selection) -> dict:
     """The `--json` answer."""
     return {
-        "naive_pick": chosen["naive"]["pick"],
-        "clinical_pick": chosen["clinical"]["pick"],
-        "pick_probability": {
-            "naive": chosen["naive"]["probability"],
-            "clinical": chosen["clinical"]["probability"],
-        },
-        "decision": chosen["decision"],
-        "verdict": chosen["verdict"],
-        "reasons": chosen["notes"],
+        "naive_pick": chosen.naive.pick,
+        "clinical_pick": chosen.clinical.pick,
+        "pick_probability": {"naive": chosen.naive.probability, "clinical": chosen.clinical.probability},
+        "decision": chosen.decision,
+        "verdict": chosen.verdict,
+        "reasons": chosen.notes,
         "gains": {
             name: {
-                "word": str(g["word"]),
-                "interval": g["ci95"],
-                "mean": g["mean"],
-                "mde": g["mde"],
-                "seeds": g["seeds"],
-                "seed_variance": g["seed_variance"],
+                "word": str(g.word),
+                "interval": list(g.ci95),
+                "mean": g.mean,
+                "mde": g.mde,
+                "seeds": g.seeds,
+                "seed_variance": g.seed_variance,
             }
             for name, g in published.gains.items()
         },

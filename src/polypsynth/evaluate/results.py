@@ -9,11 +9,20 @@ from pathlib import Path
 
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate.kid import KidResult, KidTable
+from polypsynth.evaluate.memorisation import Memorisation
 from polypsynth.evaluate.options import EvalOptions
+from polypsynth.evaluate.picks import Judge, Selection
+from polypsynth.evaluate.probe import ProbeExperiments
+from polypsynth.evaluate.separation import SetSeparation
 from polypsynth.evaluate.sets import Checkpoint, RealData
+from polypsynth.evaluate.table1 import Table1
 from polypsynth.evaluate.tsne import TsneMap
 
 EXAMPLES = 20  # near-duplicate pairs written out (all are counted)
+
+
+def _dict(value) -> dict | None:
+    return value.to_dict() if value is not None else None
 
 
 def counts(images: dict[str, list[Path]]) -> dict[str, int]:
@@ -21,11 +30,26 @@ def counts(images: dict[str, list[Path]]) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
+class LeakPair:
+    """A test image and a training-pool image that show one picture (or one lesion): the pool, the
+    distance in the space that found them (hash bits, pixel distance, or 0 for a shared lesion),
+    and the flip and crop of the pool image that matched."""
+
+    test: str
+    pool: str
+    image: str
+    distance: float
+    flip: str
+    crop: str
+    space: str
+
+
+@dataclass(frozen=True)
 class Leakage:
     """Near-duplicate (test image, training-pool image) pairs, one per pair, and the thresholds
     that found them."""
 
-    pairs: list[dict]
+    pairs: list[LeakPair]
     max_hash_distance: int
     max_pixel_distance: float
     pools: dict[str, int]  # pool name -> images searched
@@ -36,8 +60,21 @@ class Leakage:
             "max_distance": self.max_hash_distance,
             "max_pixel_distance": self.max_pixel_distance,
             "pools": self.pools,
-            "examples": self.pairs[:EXAMPLES],
+            "examples": [asdict(p) for p in self.pairs[:EXAMPLES]],
         }
+
+
+@dataclass(frozen=True)
+class EvalProvenance:
+    """Where an evaluation's numbers came from: the version, the date, the real data, the samples
+    folder, the reconstructions (None: none given) and the training pools searched for copies."""
+
+    polypsynth: str
+    date: str
+    real: str
+    synthetic: str
+    reconstructions: str | None
+    train_pools: list[str]
 
 
 @dataclass(frozen=True)
@@ -49,11 +86,11 @@ class Fidelity:
     fold's trained without it), with their recall."""
 
     shares: dict[str, dict[str, float]]
-    judge: dict
+    judge: Judge
     reconstructed: dict[str, float] | None = None
     reconstructed_images: dict[str, int] | None = None
-    probe: dict | None = None
-    control_judge: dict | None = None
+    probe: ProbeExperiments | None = None
+    control_judge: Judge | None = None
 
     def reconstructed_dict(self) -> dict | None:
         if self.reconstructed is None or self.reconstructed_images is None:
@@ -74,12 +111,12 @@ class Evaluation:
     kid: dict[str, dict[str, KidTable]]  # feature space -> judged set -> kid_table
     kid_scale: dict[str, KidResult]  # feature space -> KID(real AD, real NON_AD)
     maps: dict[str, TsneMap]  # checkpoint -> t-SNE map in the primary space
-    separation: dict[str, dict]
-    memorisation: dict[str, dict]
+    separation: dict[str, SetSeparation]
+    memorisation: dict[str, Memorisation]
     fidelity: Fidelity
-    classification: dict  # Table 1 with the fine-tuned EfficientNet (table1.run_table)
-    selection: dict  # selection.select, with the leakage warning in its verdict
-    provenance: dict | None = None  # set by the job that ran it (versions, date, inputs)
+    classification: Table1  # with the fine-tuned EfficientNet (table1.run_table)
+    selection: Selection  # selection.select, with the leakage warning in its verdict
+    provenance: EvalProvenance | None = None  # set by the job that ran it
 
     @property
     def primary_features(self) -> str:
@@ -111,16 +148,16 @@ class Evaluation:
                 name: {"knn_accuracy": m.knn_accuracy, "knn_chance": m.knn_chance, "silhouette": m.silhouette}
                 for name, m in self.maps.items()
             },
-            "separation": self.separation,
-            "memorisation": self.memorisation,
+            "separation": {name: s.to_dict() for name, s in self.separation.items()},
+            "memorisation": {space: m.to_dict() for space, m in self.memorisation.items()},
             "fidelity": self.fidelity.shares,
-            "fidelity_judge": self.fidelity.judge,
-            "fidelity_control_judge": self.fidelity.control_judge,
+            "fidelity_judge": self.fidelity.judge.to_dict(),
+            "fidelity_control_judge": _dict(self.fidelity.control_judge),
             "fidelity_reconstructed": self.fidelity.reconstructed_dict(),
-            "classification": self.classification,
-            "probe": self.fidelity.probe,
-            "selection": self.selection,
+            "classification": self.classification.to_dict(),
+            "probe": _dict(self.fidelity.probe),
+            "selection": self.selection.to_dict(),
         }
         if self.provenance is not None:
-            out["provenance"] = self.provenance
+            out["provenance"] = asdict(self.provenance)
         return out

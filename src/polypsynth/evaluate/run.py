@@ -10,6 +10,7 @@ is one more `Checkpoint` (sets.control_checkpoint)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from polypsynth.evaluate.features import (
 from polypsynth.evaluate.inputs import Inputs, Space
 from polypsynth.evaluate.kid import KidTable
 from polypsynth.evaluate.options import EvalOptions
+from polypsynth.evaluate.picks import Selection
 from polypsynth.evaluate.results import Evaluation, Fidelity, Leakage, counts
 from polypsynth.evaluate.separation import split_fold
 from polypsynth.evaluate.sets import (
@@ -38,6 +40,7 @@ from polypsynth.evaluate.sets import (
     control_folds,
     generator_resolution,
 )
+from polypsynth.evaluate.table1 import Table1
 from polypsynth.evaluate.uncertainty import check_test_split
 
 LesionOf = Callable[[Path], str]
@@ -121,7 +124,9 @@ def _kids(inputs: Inputs, space: Space) -> dict[str, KidTable]:
     return out
 
 
-def _maps_and_separations(space: Space, inputs: Inputs) -> tuple[dict[str, tsne.TsneMap], dict[str, dict]]:
+def _maps_and_separations(
+    space: Space, inputs: Inputs
+) -> tuple[dict[str, tsne.TsneMap], dict[str, separation.SetSeparation]]:
     """Per checkpoint its t-SNE map and the two separation numbers (permutation nulls), and the
     control's numbers: a third of an evaluation's time, so with its own progress bar."""
     seed = inputs.options.seed
@@ -136,10 +141,10 @@ def _maps_and_separations(space: Space, inputs: Inputs) -> tuple[dict[str, tsne.
         maps[ck.name] = tsne.embed(
             {**groups, "synthetic AD": synthetic["AD"], "synthetic NON_AD": synthetic["NON_AD"]}, seed=seed
         )
-        out[ck.name] = {
-            "classes": separation.class_separation(space.real, synthetic, seed),
-            "real_vs_synthetic": separation.real_vs_synthetic(space.real, synthetic, seed),
-        }
+        out[ck.name] = separation.SetSeparation(
+            separation.class_separation(space.real, synthetic, seed),
+            separation.real_vs_synthetic(space.real, synthetic, seed),
+        )
     return maps, out
 
 
@@ -162,31 +167,36 @@ def _fidelity(inputs: Inputs, spaces, extractors, table, models, *, bank, recons
 
 
 def _select(
-    inputs: Inputs, kids: dict[str, KidTable], fidelity: Fidelity, table: dict, memo: dict, *, leaks: Leakage
-) -> dict:
+    inputs: Inputs,
+    kids: dict[str, KidTable],
+    fidelity: Fidelity,
+    table: Table1,
+    memo: dict,
+    *,
+    leaks: Leakage,
+) -> Selection:
     """Both rules' picks and the verdict (selection.select), warned when test images leak."""
-    gains_by = f"{table['classifier']}, fine-tuned"
     judged = {ck.name: counts(ck.images) for ck in inputs.judged}
     chosen = selection.select(
         kids,
         fidelity=selection.fidelity_inputs(
             fidelity.shares, fidelity.judge, judged, {CONTROL: fidelity.control_judge}
         ),
-        gains=table["gains"] or None,
-        gains_by=gains_by,
+        gains=table.gains or None,
+        gains_by=f"{table.classifier}, fine-tuned",
         copies=copies.copying(memo, inputs.judged),
         control=CONTROL,
-        negative=table["controls"]["swapped"] or None,
+        negative=table.swapped or None,
         min_gain=inputs.options.min_gain,
         seed=inputs.options.seed,
     )
-    chosen["gains_by"] = gains_by
-    if leaks.pairs:
-        chosen["verdict"] = (
-            f"WARNING: {len(leaks.pairs)} near-duplicate pair(s) link test images to training images, so every "
-            f"figure below is optimistic. {chosen['verdict']}"
-        )
-    return chosen
+    if not leaks.pairs:
+        return chosen
+    return replace(
+        chosen,
+        verdict=f"WARNING: {len(leaks.pairs)} near-duplicate pair(s) link test images to training images, so "
+        f"every figure below is optimistic. {chosen.verdict}",
+    )
 
 
 def evaluate(

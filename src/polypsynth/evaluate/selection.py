@@ -30,12 +30,26 @@ The verdict (verdict.py) reads the picks, the gains (uncertainty.py) and the pos
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate.kid import OTHER, KidTable
-from polypsynth.evaluate.uncertainty import MIN_GAIN
+from polypsynth.evaluate.picks import (
+    Apart,
+    ClinicalPick,
+    ControlReading,
+    FidelityInput,
+    FidelityTest,
+    Judge,
+    NaivePick,
+    RuleRow,
+    Selection,
+    Side,
+    Status,
+)
+from polypsynth.evaluate.uncertainty import MIN_GAIN, Gain
 from polypsynth.evaluate.verdict import verdict
 
 Z95 = 1.959963984540054
@@ -73,10 +87,10 @@ def _wilson(share: float, n: int) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def judge_skill(judge: dict) -> dict:
-    """Youden's J of the judge on the real test images (recall AD + recall NON_AD - 1) with its 95%
-    interval (Newcombe's method for a sum, from the two Wilson intervals): shown when it excludes 0."""
-    recall, images = judge["recall"], judge["images"]
+def judge_skill(recall: dict[str, float], images: dict[str, int]) -> dict:
+    """Youden's J of a judge on the real test images (recall AD + recall NON_AD - 1; `images`: test
+    images per class) with its 95% interval (Newcombe's method for a sum, from the two Wilson
+    intervals): shown when it excludes 0."""
     bounds = {c: _wilson(recall[c], images[c]) for c in CLASSES}
     j = sum(recall[c] for c in CLASSES) - 1
     lo = j - math.hypot(*[recall[c] - bounds[c][0] for c in CLASSES])
@@ -84,7 +98,7 @@ def judge_skill(judge: dict) -> dict:
     return {"youden": j, "ci95": [lo, hi], "shown": lo > 0}
 
 
-def fidelity_test(share: float, n: int, recall: float, m: int, skilled: bool = True) -> dict:
+def fidelity_test(share: float, n: int, recall: float, m: int, skilled: bool = True) -> FidelityTest:
     """Synthetic class fidelity (`share` of n images) against the judge's recall on m real test
     images of that class: the Newcombe 95% interval of their difference, and the status (module
     docstring); `skilled`: whether the judge's skill is shown (judge_skill)."""
@@ -93,6 +107,7 @@ def fidelity_test(share: float, n: int, recall: float, m: int, skilled: bool = T
     diff = share - recall
     lo = diff - math.hypot(share - f_lo, r_hi - recall)
     hi = diff + math.hypot(f_hi - share, recall - r_lo)
+    status: Status
     if not skilled:
         status = "untestable"
     elif hi < 0:
@@ -101,124 +116,111 @@ def fidelity_test(share: float, n: int, recall: float, m: int, skilled: bool = T
         status = "kept"
     else:
         status = "undecided"
-    return {
-        "share": share,
-        "images": n,
-        "recall": recall,
-        "recall_ci95": [r_lo, r_hi],
-        "diff_ci95": [lo, hi],
-        "status": status,
-    }
+    return FidelityTest(share, n, recall, (r_lo, r_hi), (lo, hi), status)
 
 
-def _fidelity(entry: dict | None) -> dict | None:
-    """Per class fidelity tests of one set: `entry` = {"shares", "images", "judge"} or None."""
+def _fidelity(entry: FidelityInput | None) -> dict[str, FidelityTest] | None:
+    """Per class fidelity tests of one set, None when not measured."""
     if entry is None:
         return None
-    judge = entry["judge"]
-    skilled = judge_skill(judge)["shown"]
+    judge = entry.judge
+    skilled = judge_skill(judge.recall, judge.images)["shown"]
     return {
-        c: fidelity_test(
-            entry["shares"][c], entry["images"][c], judge["recall"][c], judge["images"][c], skilled
-        )
+        c: fidelity_test(entry.shares[c], entry.images[c], judge.recall[c], judge.images[c], skilled)
         for c in CLASSES
     }
 
 
-def _rule_row(k: KidTable, fidelity: dict | None, copying: bool | None) -> dict:
+def _rule_row(k: KidTable, fidelity: FidelityInput | None, copying: bool | None) -> RuleRow:
     (m_ad, se_ad), (m_non, se_non) = _margin(k, "AD"), _margin(k, "NON_AD")
     shift, shift_se = _shift_free(k)
-    sides = {
+    sides: dict[str, Side] = {
         c: "above zero"
         if m - Z95 * se > 0
         else ("below zero" if m + Z95 * se < 0 else "within its uncertainty")
         for c, (m, se) in zip(CLASSES, ((m_ad, se_ad), (m_non, se_non)), strict=True)
     }
     below = [c for c in CLASSES if sides[c] == "below zero"]
-    apart = (
+    apart: Apart = (
         "not apart" if below else ("apart" if all(v == "above zero" for v in sides.values()) else "undecided")
     )
     tests = _fidelity(fidelity)
-    lost = [c for c in CLASSES if tests and tests[c]["status"] == "lost"]
-    return {
-        "margin_AD": m_ad,
-        "margin_AD_se": se_ad,
-        "margin_NON_AD": m_non,
-        "margin_NON_AD_se": se_non,
-        "min_margin": min(m_ad, m_non),
-        "shift_free": shift,
-        "shift_free_se": shift_se,
-        "classes": apart,
-        "margins": sides,  # per class: above zero, below zero or within its uncertainty (95%)
-        "fidelity": tests,  # None: not measured
-        "fidelity_mean": float(np.mean([fidelity["shares"][c] for c in CLASSES])) if fidelity else None,
-        "copies": copying,  # None: not checked
-        "eligible": apart == "apart" and not lost and not copying,
-    }
+    lost = [c for c in CLASSES if tests and tests[c].status == "lost"]
+    row = RuleRow(
+        margin_AD=m_ad,
+        margin_AD_se=se_ad,
+        margin_NON_AD=m_non,
+        margin_NON_AD_se=se_non,
+        min_margin=min(m_ad, m_non),
+        shift_free=shift,
+        shift_free_se=shift_se,
+        classes=apart,
+        margins=sides,
+        fidelity=tests,
+        fidelity_mean=float(np.mean([fidelity.shares[c] for c in CLASSES])) if fidelity else None,
+        copies=copying,
+        eligible=apart == "apart" and not lost and not copying,
+    )
+    return replace(row, reasons=reasons(row))
 
 
-def reasons(row: dict) -> list[str]:
+def reasons(row: RuleRow) -> list[str]:
     """Why a row is not eligible, in words."""
     out = []
-    sides = row["margins"]
+    sides = row.margins
     for c in CLASSES:
         if sides[c] == "below zero":
             out.append(
                 f"its synthetic {c} sits closer to real {OTHER[c]} than to real {c} ({c} margin below zero)"
             )
     within = [c for c in CLASSES if sides[c] == "within its uncertainty"]
-    if within and row["classes"] == "undecided":
+    if within and row.classes == "undecided":
         which = " and ".join(within)
         out.append(f"its {which} margin{'s lie' if len(within) > 1 else ' lies'} within the 95% uncertainty")
-    lost = [c for c in CLASSES if row["fidelity"] and row["fidelity"][c]["status"] == "lost"]
+    lost = row.lost()
     if lost:
         out.append(
             f"the judge recognises its {' and '.join(lost)} clearly less often than real {' and '.join(lost)}"
         )
-    if row["copies"]:
+    if row.copies:
         out.append("it reproduces training images more often than its reference rate")
     return out
 
 
 def clinical_table(
-    kids: dict[str, KidTable], fidelity: dict[str, dict] | None, copies: dict[str, dict] | None
-) -> dict[str, dict]:
-    """The clinical rule's row of every set; `fidelity`: per set {"shares", "images", "judge"}
-    (fidelity_inputs), None when not measured; `copies`: per set {"copies": bool}, None when not
-    checked."""
-    table = {
+    kids: dict[str, KidTable],
+    fidelity: dict[str, FidelityInput] | None,
+    copies: dict[str, bool] | None,
+) -> dict[str, RuleRow]:
+    """The clinical rule's row of every set; `fidelity`: per set (fidelity_inputs), None when not
+    measured; `copies`: per set whether it copies, None when not checked."""
+    return {
         name: _rule_row(
             k,
             fidelity.get(name) if fidelity else None,
-            bool(copies[name]["copies"]) if copies and name in copies else None,
+            bool(copies[name]) if copies and name in copies else None,
         )
         for name, k in kids.items()
     }
-    for row in table.values():
-        row["reasons"] = reasons(row)
-    return table
 
 
 def fidelity_inputs(
-    shares: dict[str, dict],
-    judge: dict,
-    counts: dict[str, dict],
-    judges: dict[str, dict | None] | None = None,
-) -> dict[str, dict]:
+    shares: dict[str, dict[str, float]],
+    judge: Judge,
+    counts: dict[str, dict[str, int]],
+    judges: dict[str, Judge | None] | None = None,
+) -> dict[str, FidelityInput]:
     """What the fidelity rule reads of each set: the shares the judge names as each class, the
     images per class, and the judge (`judges`: a set's own judge, e.g. the control's fold judges)."""
     return {
-        name: {"shares": shares[name], "images": counts[name], "judge": (judges or {}).get(name) or judge}
-        for name in shares
+        name: FidelityInput(shares[name], counts[name], (judges or {}).get(name) or judge) for name in shares
     }
 
 
-def _clinical_order(names: list[str], table: dict[str, dict]) -> list[str]:
+def _clinical_order(names: list[str], table: dict[str, RuleRow]) -> list[str]:
     """Best first: the larger smaller margin, then the higher mean fidelity, then the earlier one."""
     position = {n: i for i, n in enumerate(names)}
-    return sorted(
-        names, key=lambda n: (-table[n]["min_margin"], -(table[n]["fidelity_mean"] or 0.0), position[n])
-    )
+    return sorted(names, key=lambda n: (-table[n].min_margin, -(table[n].fidelity_mean or 0.0), position[n]))
 
 
 def _draw(rng, mean_se: list[tuple[float, float]]) -> np.ndarray:
@@ -257,74 +259,67 @@ def pick_probabilities(
 def select(
     kids: dict[str, KidTable],
     *,
-    fidelity: dict[str, dict] | None = None,
-    gains: dict[str, dict] | None = None,
+    fidelity: dict[str, FidelityInput] | None = None,
+    gains: dict[str, Gain] | None = None,
     gains_by: str | None = None,
-    copies: dict[str, dict] | None = None,
+    copies: dict[str, bool] | None = None,
     control: str | None = None,
-    negative: dict[str, dict] | None = None,
+    negative: dict[str, Gain] | None = None,
     min_gain: float = MIN_GAIN,
     seed: int = 0,
-) -> dict:
+) -> Selection:
     """Both rules' picks, their probabilities and the verdict. `kids`: per judged set (checkpoints
     in order, the positive control `control` among them: judged like the rest, never picked);
     `fidelity`: fidelity_inputs, None when not measured; `gains`: augmentation gains
-    (uncertainty.gain_interval) measured with `gains_by`; `copies`: memorisation per set, None when
+    (table1.gain_interval) measured with `gains_by`; `copies`: per set whether it copies, None when
     not checked; `negative`: the label-swapped controls' gains (checkpoint -> gain); `min_gain`: the
     smallest balanced-accuracy gain worth having. The verdict is a decision, one sentence and notes
     (verdict.py)."""
     table = clinical_table(kids, fidelity, copies)
     names = [n for n in kids if n != control]
     naive = naive_scores({n: kids[n] for n in names})
-    eligible = _clinical_order([n for n in names if table[n]["eligible"]], table)
+    eligible = _clinical_order([n for n in names if table[n].eligible], table)
     chances = pick_probabilities(kids, names, eligible, seed)
-    out: dict = {
-        "naive": {
-            "pick": min(naive, key=naive.__getitem__),
-            "scores": naive,
-            "probability": chances["naive"],
-        },
-        "clinical": {
-            "pick": eligible[0] if eligible else None,
-            "probability": chances["clinical"],
-            "eligible": eligible,
-            "ties": TIES,
-            "table": table,
-        },
-        "min_gain": min_gain,
-        "measured": {"fidelity": fidelity is not None, "copies": copies is not None, "gains": bool(gains)},
-    }
+    reading = None
     if control is not None:  # judged by the rules when its KIDs are known (a table may give only its gain)
         row = table.get(control)
-        out["control"] = {
-            "name": control,
-            "eligible": row["eligible"] if row else None,
-            "reasons": row["reasons"] if row else [],
-            "copies": row["copies"] if row else None,
-            "gain": (gains or {}).get(control),
-        }
-    if negative is not None:
-        out["negative"] = negative
-    if gains:
-        out["agreement"] = _agreement(names, naive, table, gains)
-    out["decision"], out["verdict"], out["notes"] = verdict(out, gains, gains_by)
-    return out
+        reading = ControlReading(
+            name=control,
+            eligible=row.eligible if row else None,
+            reasons=row.reasons if row else [],
+            copies=row.copies if row else None,
+            gain=(gains or {}).get(control),
+        )
+    chosen = Selection(
+        naive=NaivePick(min(naive, key=naive.__getitem__), naive, chances["naive"]),
+        clinical=ClinicalPick(eligible[0] if eligible else None, chances["clinical"], eligible, TIES, table),
+        min_gain=min_gain,
+        measured={"fidelity": fidelity is not None, "copies": copies is not None, "gains": bool(gains)},
+        control=reading,
+        negative=negative,
+        agreement=_agreement(names, naive, table, gains) if gains else None,
+        gains_by=gains_by,
+    )
+    decision, sentence, notes = verdict(chosen, gains, gains_by)
+    return replace(chosen, decision=decision, verdict=sentence, notes=notes)
 
 
-def _agreement(names, naive, table, gains) -> dict:
+def _agreement(
+    names: list[str], naive: dict[str, float], table: dict[str, RuleRow], gains: dict[str, Gain]
+) -> dict:
     common = [n for n in names if n in gains]
     if len(common) < MIN_RANKED:
         return {
             "note": f"not computed: rank agreement needs at least {MIN_RANKED} checkpoints, {len(common)} evaluated"
         }
-    g = [gains[n]["mean"] for n in common]
+    g = [gains[n].mean for n in common]
     out: dict = {}
     if len(set(g)) > 1:  # a rank correlation needs gains that differ
         from scipy.stats import spearmanr
 
         for rule, score in (
             ("naive", [-naive[n] for n in common]),
-            ("clinical", [table[n]["min_margin"] for n in common]),
+            ("clinical", [table[n].min_margin for n in common]),
         ):
             rho = spearmanr(score, g).statistic if len(set(score)) > 1 else float("nan")
             out[rule] = None if np.isnan(rho) else float(rho)

@@ -20,6 +20,8 @@ central 95% deviations from chance; it contains 0.5 exactly when a two-sided per
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 from polypsynth.data.records import CLASSES
@@ -35,16 +37,45 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(balanced_accuracy_score(y_true, y_pred))
 
 
-def _with_null(point: float, null: np.ndarray) -> dict:
+@dataclass(frozen=True)
+class Separation:
+    """A separation's balanced accuracy against its permutation null: the 95% interval of the
+    accuracy (the null's spread around the point), the null's own 95% range, the p-value, the
+    permutations drawn and the chance level."""
+
+    balanced_accuracy: float
+    ci95: tuple[float, float]
+    null95: tuple[float, float]
+    p_value: float
+    permutations: int
+    chance: float
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ci95": list(self.ci95), "null95": list(self.null95)}
+
+
+@dataclass(frozen=True)
+class SetSeparation:
+    """Both numbers of one judged set: its synthetic classes named by a k-NN on the real ones, and
+    its images told from the real ones."""
+
+    classes: Separation
+    real_vs_synthetic: Separation
+
+    def to_dict(self) -> dict:
+        return {"classes": self.classes.to_dict(), "real_vs_synthetic": self.real_vs_synthetic.to_dict()}
+
+
+def _with_null(point: float, null: np.ndarray) -> Separation:
     lo_dev, hi_dev = np.percentile(null - CHANCE, [2.5, 97.5])
-    return {
-        "balanced_accuracy": point,
-        "ci95": [float(max(0.0, point - hi_dev)), float(min(1.0, point - lo_dev))],  # an accuracy's range
-        "null95": [float(CHANCE + lo_dev), float(CHANCE + hi_dev)],
-        "p_value": float((1 + np.sum(null >= point)) / (1 + len(null))),
-        "permutations": len(null),
-        "chance": CHANCE,
-    }
+    return Separation(
+        balanced_accuracy=point,
+        ci95=(float(max(0.0, point - hi_dev)), float(min(1.0, point - lo_dev))),  # an accuracy's range
+        null95=(float(CHANCE + lo_dev), float(CHANCE + hi_dev)),
+        p_value=float((1 + np.sum(null >= point)) / (1 + len(null))),
+        permutations=len(null),
+        chance=CHANCE,
+    )
 
 
 def _stack(sets: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -62,13 +93,13 @@ def _knn_names(real_f: dict, query_f: dict) -> tuple[np.ndarray, np.ndarray]:
     return KNeighborsClassifier(n_neighbors=min(K, len(x))).fit(x, y).predict(qx), qy
 
 
-def _named(pred: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+def _named(pred: np.ndarray, labels: np.ndarray, seed: int) -> Separation:
     rng = np.random.default_rng(seed)
     null = np.array([balanced_accuracy(rng.permutation(labels), pred) for _ in range(PERMUTATIONS)])
     return _with_null(balanced_accuracy(labels, pred), null)
 
 
-def class_separation(real_f: dict, synthetic_f: dict, seed: int = 0) -> dict:
+def class_separation(real_f: dict, synthetic_f: dict, seed: int = 0) -> Separation:
     return _named(*_knn_names(real_f, synthetic_f), seed)
 
 
@@ -78,16 +109,16 @@ def split_fold(real_f: dict, fold: dict) -> tuple[dict, dict]:
     return {c: real_f[c][held[c]] for c in CLASSES}, {c: real_f[c][~held[c]] for c in CLASSES}
 
 
-def control_separation(real_f: dict, folds: list[dict], seed: int = 0) -> dict:
+def control_separation(real_f: dict, folds: list[dict], seed: int = 0) -> SetSeparation:
     """Both numbers for the cross-fitted positive control: each fold's images named by a k-NN
     fitted on the rest (the predictions of every fold pooled), and the first fold told from the
     rest (with two folds the second fold's test is the same two sets)."""
     named = [_knn_names(rest, held) for held, rest in (split_fold(real_f, f) for f in folds)]
     held, rest = split_fold(real_f, folds[0])
-    return {
-        "classes": _named(np.concatenate([p for p, _ in named]), np.concatenate([y for _, y in named]), seed),
-        "real_vs_synthetic": real_vs_synthetic(rest, held, seed),
-    }
+    return SetSeparation(
+        _named(np.concatenate([p for p, _ in named]), np.concatenate([y for _, y in named]), seed),
+        real_vs_synthetic(rest, held, seed),
+    )
 
 
 def _cell_accuracy(source: np.ndarray, cls: np.ndarray, pred: np.ndarray) -> float:
@@ -116,7 +147,7 @@ def _cross_validated(kernel: np.ndarray, source: np.ndarray, cls: np.ndarray, se
     return pred
 
 
-def real_vs_synthetic(real_f: dict, synthetic_f: dict, seed: int = 0) -> dict:
+def real_vs_synthetic(real_f: dict, synthetic_f: dict, seed: int = 0) -> Separation:
     x_real, c_real = _stack(real_f)
     x_syn, c_syn = _stack(synthetic_f)
     x = np.concatenate([x_real, x_syn]).astype(np.float64)

@@ -18,20 +18,21 @@ variation once, its minimum detectable effect and its word (uncertainty.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate import classify
-from polypsynth.evaluate.uncertainty import MIN_GAIN, conclude, gain_interval, interval
+from polypsynth.evaluate.classify import ClassifierRun, Row
+from polypsynth.evaluate.uncertainty import MIN_GAIN, Gain, conclude, interval
 
 # run_real(seed) -> run: a classifier trained on the whole real train split.
-RunReal = Callable[[int], dict]
+RunReal = Callable[[int], ClassifierRun]
 # run_base(fold, seed) -> run: a classifier trained on the real train split without that fold.
-RunBase = Callable[[int, int], dict]
+RunBase = Callable[[int, int], ClassifierRun]
 # run_augmented(checkpoint, picks, seed, swap) -> run; picks: per class, the added image indices.
-RunAugmented = Callable[[object, dict[str, np.ndarray], int, bool], dict]
+RunAugmented = Callable[[object, dict[str, np.ndarray], int, bool], ClassifierRun]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,30 @@ class Plan:
     seed_sd: float | None = None
 
 
+@dataclass(frozen=True)
+class Table1:
+    """One classifier's Table 1: the real row, each augmented row, each row's gain over the real
+    one (the positive control's under its name), the label-swapped gains and the control's base
+    row; `classifier` names the classifier where the table is the study's own."""
+
+    real: Row
+    augmented: dict[str, Row]
+    gains: dict[str, Gain]
+    swapped: dict[str, Gain]
+    control_base: Row | None = None
+    classifier: str | None = None
+
+    def to_dict(self) -> dict:
+        out: dict = {"classifier": self.classifier} if self.classifier is not None else {}
+        return out | {
+            "real": self.real.to_dict(),
+            "augmented": {n: r.to_dict() for n, r in self.augmented.items()},
+            "gains": {n: g.to_dict() for n, g in self.gains.items()},
+            "controls": {"swapped": {n: g.to_dict() for n, g in self.swapped.items()}},
+            "control_base": self.control_base.to_dict() if self.control_base else None,
+        }
+
+
 def synthetic_subset(sizes: dict[str, int], n: int, seed: int) -> dict[str, np.ndarray]:
     """Indices of n synthetic images split evenly over the classes (without replacement, seeded)."""
     rng = np.random.default_rng(seed)
@@ -57,19 +82,32 @@ def synthetic_subset(sizes: dict[str, int], n: int, seed: int) -> dict[str, np.n
     }
 
 
-def _correct(run: dict) -> np.ndarray:
-    return (np.asarray(run["y_pred"]) == np.asarray(run["y_true"])).astype(np.float64)
+def gain_interval(
+    real_runs: Sequence[ClassifierRun],
+    aug_runs: Sequence[ClassifierRun],
+    min_gain: float = MIN_GAIN,
+    seed_sd: float | None = None,
+) -> Gain:
+    """The balanced-accuracy gain of augmented over real-only training, paired by seed (and image),
+    with its interval, minimum detectable effect and word against `min_gain`."""
+    diff = np.stack([a.correct - r.correct for r, a in zip(real_runs, aug_runs, strict=True)])
+    return conclude(interval(real_runs[0].y_true, diff, seed_sd=seed_sd, paired=True), min_gain)
 
 
-def control_rows(real_runs: list[dict], bases: list[list[dict]], plan: Plan) -> tuple[dict, dict]:
+def control_rows(
+    real_runs: list[ClassifierRun], bases: list[list[ClassifierRun]], plan: Plan
+) -> tuple[Row, Gain]:
     """The control's base row (the mean over folds of each seed's classifiers without a fold) and
     its gain (the whole split's classifier minus that mean, paired by seed and image)."""
-    y = real_runs[0]["y_true"]
-    base_correct = np.stack([np.mean([_correct(r) for r in seed_runs], 0) for seed_runs in bases])
-    real_correct = np.stack([_correct(r) for r in real_runs])
-    row = classify.summarise([r for seed_runs in bases for r in seed_runs])
-    row["balanced_accuracy"] = interval(y, base_correct, (0.0, 1.0), plan.seed_sd)
-    row.update(seeds=plan.seeds, folds=plan.folds)
+    y = real_runs[0].y_true
+    base_correct = np.stack([np.mean([r.correct for r in seed_runs], 0) for seed_runs in bases])
+    real_correct = np.stack([r.correct for r in real_runs])
+    row = replace(
+        classify.summarise([r for seed_runs in bases for r in seed_runs]),
+        balanced_accuracy=interval(y, base_correct, (0.0, 1.0), plan.seed_sd),
+        seeds=plan.seeds,
+        folds=plan.folds,
+    )
     gain = conclude(
         interval(y, real_correct - base_correct, seed_sd=plan.seed_sd, paired=True), plan.min_gain
     )
@@ -84,42 +122,39 @@ def run_table(
     *,
     run_base: RunBase | None = None,
     control: str | None = None,
-) -> dict:
+) -> Table1:
     """Table 1 for one classifier over `checkpoints` (the positive control not among them);
     `run_augmented` None skips the augmented rows (and the swap control); `run_base` with
     `plan.folds` runs the cross-fitted positive control, reported under the name `control`."""
     seeds = [plan.base_seed + s for s in range(plan.seeds)]
     real_runs = [run_real(s) for s in seeds]
-    out: dict = {
-        "real": classify.summarise(real_runs, plan.seed_sd),
-        "augmented": {},
-        "gains": {},
-        "controls": {"swapped": {}},
-        "control_base": None,
-    }
+    table = Table1(classify.summarise(real_runs, plan.seed_sd), {}, {}, {})
     if run_augmented is not None:
-        _augmented_rows(out, checkpoints, plan, real_runs, run_augmented)
+        _augmented_rows(table, checkpoints, plan, real_runs, run_augmented)
     if run_base is not None and plan.folds and control is not None:  # after the checkpoints' rows
         bases = [[run_base(f, s) for f in range(plan.folds)] for s in seeds]
-        out["control_base"], out["gains"][control] = control_rows(real_runs, bases, plan)
-    return out
+        base, table.gains[control] = control_rows(real_runs, bases, plan)
+        table = replace(table, control_base=base)
+    return table
 
 
 def _augmented_rows(
-    out: dict, checkpoints: Sequence, plan: Plan, real_runs: list[dict], run_augmented: RunAugmented
-):
+    table: Table1,
+    checkpoints: Sequence,
+    plan: Plan,
+    real_runs: list[ClassifierRun],
+    run_augmented: RunAugmented,
+) -> None:
+    """Fills the table's augmented rows, their gains and the swapped controls' gains."""
     seeds = [plan.base_seed + s for s in range(plan.seeds)]
     for ck in checkpoints:
         sizes = {c: len(ck.images[c]) for c in CLASSES}
         picks = [synthetic_subset(sizes, plan.n_synthetic, s) for s in seeds]
         runs = [run_augmented(ck, pick, s, False) for pick, s in zip(picks, seeds, strict=True)]
-        out["augmented"][ck.name] = {
-            **classify.summarise(runs, plan.seed_sd),
-            "added": {c: len(picks[0][c]) for c in CLASSES},
-        }
-        out["gains"][ck.name] = gain_interval(real_runs, runs, plan.min_gain, plan.seed_sd)
+        table.augmented[ck.name] = replace(
+            classify.summarise(runs, plan.seed_sd), added={c: len(picks[0][c]) for c in CLASSES}
+        )
+        table.gains[ck.name] = gain_interval(real_runs, runs, plan.min_gain, plan.seed_sd)
         if ck.name in plan.swap_control:
             swapped = [run_augmented(ck, pick, s, True) for pick, s in zip(picks, seeds, strict=True)]
-            out["controls"]["swapped"][ck.name] = gain_interval(
-                real_runs, swapped, plan.min_gain, plan.seed_sd
-            )
+            table.swapped[ck.name] = gain_interval(real_runs, swapped, plan.min_gain, plan.seed_sd)

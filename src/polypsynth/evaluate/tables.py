@@ -204,7 +204,8 @@ def fidelity_rows(results: dict) -> list[list[str]]:
 
 def judge_skill_text(results: dict) -> str:
     """The judge's Youden's J on the real test images with its interval: whether fidelity can tell."""
-    skill = judge_skill(results["fidelity_judge"])
+    judge = results["fidelity_judge"]
+    skill = judge_skill(judge["recall"], judge["images"])
     lo, hi = skill["ci95"]
     verdict = "shown" if skill["shown"] else "not shown: every class's fidelity is untestable"
     return f"The judge's skill, Youden's J = recall AD + recall NON_AD − 1 (chance 0): {skill['youden']:+.2f} [{lo:+.2f}, {hi:+.2f}], {verdict}."

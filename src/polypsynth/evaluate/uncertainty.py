@@ -43,7 +43,9 @@ words are decided; they are a type, `Word`):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
+from typing import Literal, cast
 
 import numpy as np
 
@@ -56,7 +58,10 @@ MIN_GAIN = 0.02  # default: two points of balanced accuracy
 MAX_SEED_SD = 0.5  # a balanced accuracy's standard deviation cannot exceed half its range
 MIN_TEST = 10  # test images per class below which no verdict is given (with a class of 1, its variance is 0)
 
-MEASURED, ASSUMED, NOT_MEASURED = "measured", "assumed", "not measured"  # the seed part's source
+SeedVariance = Literal["measured", "assumed", "not measured"]  # the seed part's source
+MEASURED: SeedVariance = "measured"
+ASSUMED: SeedVariance = "assumed"
+NOT_MEASURED: SeedVariance = "not measured"
 
 
 class Word(StrEnum):
@@ -67,6 +72,47 @@ class Word(StrEnum):
     DOES_NOT_HELP = "does not help"
     HARMS = "harms"
     CANNOT_TELL = "cannot tell"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A seed-averaged balanced accuracy (or gain) with its 95% interval: `std` the spread over
+    seeds (None from one seed), `df` the half-width's effective degrees of freedom, the two
+    variance parts (the seed part None when not measured) and where the seed part came from."""
+
+    mean: float
+    std: float | None
+    se: float
+    df: float
+    ci95: tuple[float, float]
+    image_part: float
+    seed_part: float | None
+    seed_variance: SeedVariance
+    seed_sd: float | None
+    seeds: int
+
+    def to_dict(self) -> dict:
+        """The form results.json holds (the interval a list)."""
+        return {**asdict(self), "ci95": list(self.ci95)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Interval:
+        """Back from `to_dict`'s form (the report renders results.json)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls)} | {"ci95": tuple(d["ci95"])})
+
+
+@dataclass(frozen=True)
+class Gain(Interval):
+    """A gain's interval with its minimum detectable effect, the minimum gain it was read against
+    and its word (`conclude`)."""
+
+    mde: float
+    min_gain: float
+    word: Word
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Gain:
+        return cast(Gain, super().from_dict({**d, "word": Word(d["word"])}))
 
 
 def _weights(y_true: np.ndarray) -> np.ndarray:
@@ -107,7 +153,7 @@ def interval(
     bound: tuple[float, float] = (-1.0, 1.0),
     seed_sd: float | None = None,
     paired: bool = False,
-) -> dict:
+) -> Interval:
     """Mean, standard error, degrees of freedom and 95% interval of sum_i w_i x_si averaged over seeds.
     `scores`: (seeds, images) per-image scores (correct 1/0, or differences of two such: `paired`);
     the interval is clipped to `bound`, the range the quantity can take. `seed_sd`: the declared
@@ -131,18 +177,18 @@ def interval(
     half = float(np.hypot(_t(q, max(image_df, 1)) * np.sqrt(image_part), _t(q, seed_df) * np.sqrt(seed_part)))
     se = float(np.sqrt(image_part + seed_part))
     mean = float(per_seed.mean())
-    return {
-        "mean": mean,
-        "std": float(np.std(per_seed, ddof=1)) if k > 1 else None,  # spread over seeds
-        "se": se,
-        "df": _effective_df(half, se),
-        "ci95": [max(mean - half, bound[0]), min(mean + half, bound[1])],
-        "image_part": float(image_part),
-        "seed_part": seed_part if source != NOT_MEASURED else None,
-        "seed_variance": source,
-        "seed_sd": seed_sd if source == ASSUMED else None,
-        "seeds": k,
-    }
+    return Interval(
+        mean=mean,
+        std=float(np.std(per_seed, ddof=1)) if k > 1 else None,
+        se=se,
+        df=_effective_df(half, se),
+        ci95=(max(mean - half, bound[0]), min(mean + half, bound[1])),
+        image_part=float(image_part),
+        seed_part=seed_part if source != NOT_MEASURED else None,
+        seed_variance=source,
+        seed_sd=seed_sd if source == ASSUMED else None,
+        seeds=k,
+    )
 
 
 def _effective_df(half: float, se: float) -> float:
@@ -155,33 +201,12 @@ def _effective_df(half: float, se: float) -> float:
     return float(brentq(lambda d: _t((1 + LEVEL) / 2, d) - m, 1e-3, 1e7))
 
 
-def _correct(run: dict) -> np.ndarray:
-    return (np.asarray(run["y_pred"]) == np.asarray(run["y_true"])).astype(np.float64)
-
-
-def accuracy_interval(runs: Sequence[dict], seed_sd: float | None = None) -> dict:
-    """The seed-averaged balanced accuracy of classifier runs judged on one test split."""
-    return interval(runs[0]["y_true"], np.stack([_correct(r) for r in runs]), (0.0, 1.0), seed_sd)
-
-
-def gain_interval(
-    real_runs: Sequence[dict],
-    aug_runs: Sequence[dict],
-    min_gain: float = MIN_GAIN,
-    seed_sd: float | None = None,
-) -> dict:
-    """The balanced-accuracy gain of augmented over real-only training, paired by seed (and image),
-    with its interval, minimum detectable effect and word against `min_gain`."""
-    diff = np.stack([_correct(a) - _correct(r) for r, a in zip(real_runs, aug_runs, strict=True)])
-    return conclude(interval(real_runs[0]["y_true"], diff, seed_sd=seed_sd, paired=True), min_gain)
-
-
 def mde(se: float, df: float) -> float:
     """The true effect a two-sided test at 1 - LEVEL sees with probability POWER, at this error."""
     return (_t((1 + LEVEL) / 2, df) + _t(POWER, df)) * se
 
 
-def word(ci95: Sequence[float], min_gain: float, seed_variance: str = MEASURED) -> Word:
+def word(ci95: Sequence[float], min_gain: float, seed_variance: SeedVariance = MEASURED) -> Word:
     """The one place a gain's word is decided (module docstring)."""
     lo, hi = ci95
     if seed_variance == NOT_MEASURED:
@@ -209,38 +234,37 @@ def check_seed_sd(seed_sd: float) -> float:
     return seed_sd
 
 
-def conclude(gain: dict, min_gain: float = MIN_GAIN) -> dict:
+def conclude(gain: Interval, min_gain: float = MIN_GAIN) -> Gain:
     """The gain with its minimum detectable effect, the minimum gain and its word."""
     check_min_gain(min_gain)
-    source = gain.get("seed_variance", MEASURED)
-    return {
-        **gain,
-        "mde": mde(gain["se"], gain["df"]),
-        "min_gain": min_gain,
-        "word": word(gain["ci95"], min_gain, source),
-    }
+    return Gain(
+        **{f.name: getattr(gain, f.name) for f in fields(Interval)},
+        mde=mde(gain.se, gain.df),
+        min_gain=min_gain,
+        word=word(gain.ci95, min_gain, gain.seed_variance),
+    )
 
 
-def seeds_text(gain: dict) -> str:
+def seeds_text(gain: Interval) -> str:
     """'3 seeds', '1 seed, seed variance not measured', '1 seed, seed SD assumed 0.020'."""
-    k = gain.get("seeds", 1)
-    text = f"{k} seed{'s' if k != 1 else ''}"
-    source = gain.get("seed_variance", MEASURED)
-    if source == NOT_MEASURED:
+    text = f"{gain.seeds} seed{'s' if gain.seeds != 1 else ''}"
+    if gain.seed_variance == NOT_MEASURED:
         text += ", seed variance not measured"
-    elif source == ASSUMED:
-        text += f", seed SD assumed {gain['seed_sd']:.3f}"
+    elif gain.seed_variance == ASSUMED:
+        text += f", seed SD assumed {gain.seed_sd:.3f}"
     return text
 
 
-def describe(gain: dict) -> str:
-    """'+0.031 [-0.012, +0.074] (3 seeds): cannot tell (detectable with 80% power from +0.060)'."""
-    lo, hi = gain["ci95"]
-    w, delta = Word(gain["word"]), gain["min_gain"]
-    text = f"{gain['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({seeds_text(gain)}): {w}"
+def describe(gain: Gain | dict) -> str:
+    """'+0.031 [-0.012, +0.074] (3 seeds): cannot tell (detectable with 80% power from +0.060)';
+    `gain` typed, or in results.json's form (the report renders that)."""
+    if isinstance(gain, dict):
+        gain = Gain.from_dict(gain)
+    (lo, hi), w, delta = gain.ci95, gain.word, gain.min_gain
+    text = f"{gain.mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ({seeds_text(gain)}): {w}"
     if w == Word.CANNOT_TELL:
-        at_least = "at least " if gain.get("seed_variance") == NOT_MEASURED else ""
-        text += f" (detectable with 80% power from {at_least}{gain['mde']:+.3f})"
+        at_least = "at least " if gain.seed_variance == NOT_MEASURED else ""
+        text += f" (detectable with 80% power from {at_least}{gain.mde:+.3f})"
     elif w == Word.DOES_NOT_HELP:
         text += f" (upper bound below the minimum gain {delta:+.3f})"
     elif w == Word.BELOW_MINIMUM:
