@@ -47,7 +47,7 @@ class FidelityInput(NamedTuple):
 @dataclass(frozen=True)
 class FidelityTest:
     """One synthetic class's fidelity (`share` of `images`) against the judge's `recall`: the 95%
-    intervals of that recall and of the difference, and the status (module docstring)."""
+    intervals of that recall and of the difference, and the status (selection.py's docstring)."""
 
     share: float
     images: int
