@@ -60,6 +60,11 @@ class FidelityTest:
         return {**asdict(self), "recall_ci95": list(self.recall_ci95), "diff_ci95": list(self.diff_ci95)}
 
 
+def lost_classes(tests: dict[str, FidelityTest] | None) -> list[str]:
+    """The classes whose fidelity is clearly lost (none when fidelity was not measured)."""
+    return [c for c in CLASSES if tests and tests[c].status == "lost"]
+
+
 @dataclass(frozen=True)
 class RuleRow:
     """The clinical rule's reading of one judged set: both margins and their sum (the shift-free
@@ -82,7 +87,7 @@ class RuleRow:
     reasons: list[str] = field(default_factory=list)
 
     def lost(self) -> list[str]:
-        return [c for c in CLASSES if self.fidelity and self.fidelity[c].status == "lost"]
+        return lost_classes(self.fidelity)
 
     def to_dict(self) -> dict:
         out = {f: getattr(self, f) for f in self.__dataclass_fields__}

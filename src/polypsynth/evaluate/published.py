@@ -43,7 +43,7 @@ from polypsynth.errors import EvalError
 from polypsynth.evaluate import pairing, selection
 from polypsynth.evaluate.kid import COMPARISONS, KidResult, KidTable
 from polypsynth.evaluate.picks import FidelityInput, Judge, Selection
-from polypsynth.evaluate.uncertainty import MIN_GAIN, Gain, conclude, interval
+from polypsynth.evaluate.uncertainty import MIN_GAIN, Gain, paired_gain
 
 CONTROL = "held-out real"
 KEYS = [key for key, *_ in COMPARISONS]
@@ -168,7 +168,7 @@ def _gains(table1: dict, min_gain: float, seed_sd: float | None) -> tuple[dict[s
         out = {}
         for name, (where, runs) in rows.items():
             y, diff = pairing.gain_scores(real, _confusions(runs, where))
-            out[name] = conclude(interval(y, diff, seed_sd=seed_sd, paired=True), min_gain)
+            out[name] = paired_gain(y, diff, min_gain, seed_sd)
         return out
 
     return gains(added), gains(swapped)

@@ -48,6 +48,7 @@ from polypsynth.evaluate.picks import (
     Selection,
     Side,
     Status,
+    lost_classes,
 )
 from polypsynth.evaluate.uncertainty import MIN_GAIN, Gain
 from polypsynth.evaluate.verdict import verdict
@@ -145,7 +146,7 @@ def _rule_row(k: KidTable, fidelity: FidelityInput | None, copying: bool | None)
         "not apart" if below else ("apart" if all(v == "above zero" for v in sides.values()) else "undecided")
     )
     tests = _fidelity(fidelity)
-    lost = [c for c in CLASSES if tests and tests[c].status == "lost"]
+    lost = lost_classes(tests)
     row = RuleRow(
         margin_AD=m_ad,
         margin_AD_se=se_ad,
@@ -300,7 +301,7 @@ def select(
         agreement=_agreement(names, naive, table, gains) if gains else None,
         gains_by=gains_by,
     )
-    decision, sentence, notes = verdict(chosen, gains, gains_by)
+    decision, sentence, notes = verdict(chosen, gains)
     return replace(chosen, decision=decision, verdict=sentence, notes=notes)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from polypsynth.data.records import CLASSES
 from polypsynth.evaluate import classify
 from polypsynth.evaluate.classify import ClassifierRun, Row
-from polypsynth.evaluate.uncertainty import MIN_GAIN, Gain, conclude, interval
+from polypsynth.evaluate.uncertainty import MIN_GAIN, Gain, interval, paired_gain
 
 # run_real(seed) -> run: a classifier trained on the whole real train split.
 RunReal = Callable[[int], ClassifierRun]
@@ -91,7 +91,7 @@ def gain_interval(
     """The balanced-accuracy gain of augmented over real-only training, paired by seed (and image),
     with its interval, minimum detectable effect and word against `min_gain`."""
     diff = np.stack([a.correct - r.correct for r, a in zip(real_runs, aug_runs, strict=True)])
-    return conclude(interval(real_runs[0].y_true, diff, seed_sd=seed_sd, paired=True), min_gain)
+    return paired_gain(real_runs[0].y_true, diff, min_gain, seed_sd)
 
 
 def control_rows(
@@ -108,10 +108,7 @@ def control_rows(
         seeds=plan.seeds,
         folds=plan.folds,
     )
-    gain = conclude(
-        interval(y, real_correct - base_correct, seed_sd=plan.seed_sd, paired=True), plan.min_gain
-    )
-    return row, gain
+    return row, paired_gain(y, real_correct - base_correct, plan.min_gain, plan.seed_sd)
 
 
 def run_table(

@@ -201,6 +201,17 @@ def _effective_df(half: float, se: float) -> float:
     return float(brentq(lambda d: _t((1 + LEVEL) / 2, d) - m, 1e-3, 1e7))
 
 
+def paired_gain(
+    y_true: Sequence[int] | np.ndarray,
+    diff: np.ndarray,
+    min_gain: float = MIN_GAIN,
+    seed_sd: float | None = None,
+) -> Gain:
+    """The gain whose per-image scores are `diff` (seeds, images), differences of two classifiers'
+    correct answers paired by seed, with its interval, minimum detectable effect and word."""
+    return conclude(interval(y_true, diff, seed_sd=seed_sd, paired=True), min_gain)
+
+
 def mde(se: float, df: float) -> float:
     """The true effect a two-sided test at 1 - LEVEL sees with probability POWER, at this error."""
     return (_t((1 + LEVEL) / 2, df) + _t(POWER, df)) * se

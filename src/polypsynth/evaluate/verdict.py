@@ -178,11 +178,10 @@ def _decide(r: _Reading) -> tuple[Decision, str]:
     return "cannot decide", "Cannot decide: no checkpoint passes the clinical rules."
 
 
-def verdict(
-    selection: Selection, gains: dict[str, Gain] | None, gains_by: str | None = None
-) -> tuple[Decision, str, list[str]]:
+def verdict(selection: Selection, gains: dict[str, Gain] | None) -> tuple[Decision, str, list[str]]:
     """(decision, sentence, notes) of a selection whose picks are made (module docstring)."""
-    r = _Reading(selection, gains or {}, f" ({gains_by})" if gains_by else "")
+    by = selection.gains_by
+    r = _Reading(selection, gains or {}, f" ({by})" if by else "")
     decision, sentence = _decide(r)
     notes = _rule_notes(r)
     helping = [
